@@ -1,0 +1,64 @@
+# crispy: `make run` starts the daemon, `make test` runs every test.
+# Both install what they need first (Debian packages, a venv, gRPC stubs).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := conmon crun runc catatonit containernetworking-plugins iptables \
+                docker-registry busybox-static containerd
+PROTO  := cri/proto/api.proto
+STUBS  := cri/proto/api_pb2.py cri/proto/api_pb2_grpc.py cri/proto/api_pb2.pyi
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv proto proto-check run test unit integration critest bench clean
+
+all: venv
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Regenerate the Python stubs from our proto (they are committed).
+proto: venv
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
+
+# Fails if the committed stubs are not what `make proto` would write.
+proto-check: venv
+	@tmp=$$(mktemp -d); \
+	$(PY) -m grpc_tools.protoc -I . --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTO); \
+	for f in $(STUBS); do cmp -s $$tmp/$$f $$f || { echo "$$f is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; done; \
+	rm -rf $$tmp; echo "generated stubs are up to date"
+
+run: deps venv
+	$(VENV)/bin/crispy $(ARGS)
+
+test: deps venv proto-check
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+integration: deps venv
+	$(PY) -m pytest -q -m integration $(PYTEST_ARGS)
+
+critest: deps venv
+	$(PY) -m critest.run $(ARGS)
+
+bench: deps venv
+	$(PY) -m bench.run $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,60 @@
+"""The `crispy` command: runs the daemon, or one of its helper subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from cri import config as configmod
+from cri import logsetup
+from cri.errors import CrispyError
+
+log = logging.getLogger("crispy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crispy",
+        description="crispy: a Kubernetes CRI v1 container runtime. With no subcommand, runs the daemon.")
+    configmod.add_flags(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="run the daemon (the default)")
+    sub.add_parser("version", help="print crispy's version")
+    sub.add_parser("config", help="print the effective configuration as TOML-ish JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = configmod.load(args)
+    except CrispyError as e:
+        print(f"crispy: {e.message}", file=sys.stderr)
+        return 2
+    logsetup.setup(cfg.log_level, cfg.log_format)
+    command = args.command or "serve"
+    if command == "version":
+        from cri.daemon import package_version
+        print(f"crispy {package_version()}")
+        return 0
+    if command == "config":
+        import json
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    from cri.daemon import Daemon, StartupError
+    try:
+        daemon = Daemon(cfg)
+        daemon.check_usable()
+        asyncio.run(daemon.serve_until_signalled())
+    except StartupError as e:
+        log.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

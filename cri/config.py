@@ -1,0 +1,235 @@
+"""crispy's configuration: a TOML file, defaults that work with no file, and
+a command-line flag for every key.
+
+Each table of the file is a dataclass below; each field is a key. Flags are
+derived from the fields (`[cni] conf_dir` -> `--cni-conf-dir`), so adding a
+field adds its flag. Tables of tables (registries, runtime handlers) are set
+from the file or with `--set 'registries."docker.io".mirrors=["..."]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cri.errors import InvalidArgument
+
+DEFAULT_CONFIG_PATH = Path("/etc/crispy/crispy.toml")
+
+
+@dataclass
+class RuntimeConfig:
+    # "auto" probes crun then runc; a name or path picks one.
+    oci_runtime: str = "auto"
+    conmon: str = "conmon"
+    # "cgroupfs" or "systemd"; kubelet's --cgroup-driver must match.
+    cgroup_driver: str = "cgroupfs"
+    # Parent cgroup for pods whose config names none.
+    default_cgroup_parent: str = "/crispy"
+    # Seconds StopContainer waits when kubelet gives no timeout.
+    default_stop_timeout: int = 10
+    # runtime_handler name -> OCI runtime (name or path); "" is the default handler.
+    handlers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CniConfig:
+    conf_dir: str = "/etc/cni/net.d"
+    bin_dirs: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
+    # Seconds before a hung plugin is killed.
+    plugin_timeout: float = 60.0
+    # Subnet of the default network crispy writes when conf_dir has none;
+    # UpdateRuntimeConfig's pod CIDR takes precedence.
+    default_subnet: str = "10.88.0.0/16"
+
+
+@dataclass
+class RegistryHostConfig:
+    # Tried in order before the registry itself.
+    mirrors: list[str] = field(default_factory=list)
+    # Plain http and no certificate checks.
+    insecure: bool = False
+    ca_file: str = ""
+    # JSON file: {"username": ..., "password": ...} or {"auth": base64}.
+    auth_file: str = ""
+
+
+@dataclass
+class ImagesConfig:
+    max_concurrent_downloads: int = 3
+    # Seconds a pull may receive no bytes before it is cancelled.
+    pull_stall_timeout: float = 60.0
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_config_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass
+class StreamingConfig:
+    address: str = "127.0.0.1"
+    # 0 lets the kernel pick a free port.
+    port: int = 0
+
+
+@dataclass
+class Config:
+    socket: str = "/run/crispy/crispy.sock"
+    data_root: str = "/var/lib/crispy"
+    state_root: str = "/run/crispy"
+    log_level: str = "info"
+    # "text" or "json".
+    log_format: str = "text"
+    # Seconds in-flight calls get to finish on SIGTERM.
+    shutdown_grace: float = 10.0
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    cni: CniConfig = field(default_factory=CniConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    # registry host ("docker.io", "localhost:5000") -> settings.
+    registries: dict[str, RegistryHostConfig] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Builds dataclass `cls` from TOML data, checking keys and types."""
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise InvalidArgument(f"config: unknown key {where}{key!r}; known keys here: {known}")
+        kwargs[key] = _coerce_value(hints[key], value, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _coerce_value(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"config: {where} must be a table")
+        return _coerce(hint, value, f"{where}.")
+    if origin is dict:
+        _, vtype = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"config: {where} must be a table")
+        return {str(k): _coerce_value(vtype, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        (itype,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise InvalidArgument(f"config: {where} must be a list")
+        return [_coerce_value(itype, v, where) for v in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int, float, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise InvalidArgument(f"config: {where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _scalar_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(flag name, dotted key, type) for every flag-settable key."""
+    out = []
+    for name, hint in _hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            out += _scalar_fields(hint, f"{prefix}{name}.")
+        elif typing.get_origin(hint) is dict:
+            continue
+        else:
+            dotted = f"{prefix}{name}"
+            out.append(("--" + dotted.replace(".", "-").replace("_", "-"), dotted, hint))
+    return out
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds --config, --set and one flag per key to `parser`."""
+    parser.add_argument("--config", metavar="PATH", help=f"TOML config file (default {DEFAULT_CONFIG_PATH}, if it exists)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="set any key, VALUE in TOML syntax, e.g. --set 'registries.\"localhost:5000\".insecure=true'")
+    for flag, dotted, hint in _scalar_fields(Config):
+        dest = "cfg:" + dotted
+        if hint is bool:
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=f"config key {dotted}")
+        elif typing.get_origin(hint) is list:
+            parser.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE", help=f"config key {dotted} (repeat for more)")
+        else:
+            parser.add_argument(flag, dest=dest, type=hint, default=None, metavar=hint.__name__.upper(), help=f"config key {dotted}")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = _split_dotted(dotted)
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise InvalidArgument(f"config: {dotted}: {part} is not a table")
+    node[parts[-1]] = value
+
+
+def _split_dotted(dotted: str) -> list[str]:
+    # TOML's own parser handles quoted parts like registries."docker.io".mirrors.
+    try:
+        parsed = tomllib.loads(f"{dotted} = 0")
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidArgument(f"config: bad key {dotted!r}: {e}") from None
+    parts = []
+    node: Any = parsed
+    while isinstance(node, dict):
+        (key,) = node.keys()
+        parts.append(key)
+        node = node[key]
+    return parts
+
+
+def load(args: argparse.Namespace | None = None, path: str | None = None) -> Config:
+    """File (if any) < --set < per-key flags."""
+    args = args or argparse.Namespace()
+    path = path or getattr(args, "config", None)
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InvalidArgument(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidArgument(f"config file {path} is not valid TOML: {e}") from None
+    elif DEFAULT_CONFIG_PATH.exists():
+        try:
+            data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidArgument(f"config file {DEFAULT_CONFIG_PATH} is not valid TOML: {e}") from None
+    for item in getattr(args, "set", None) or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        _set_dotted(data, key.strip(), value)
+    for name, value in vars(args).items():
+        if name.startswith("cfg:") and value is not None:
+            _set_dotted(data, name[4:], value)
+    cfg = _coerce(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.log_format not in ("text", "json"):
+        raise InvalidArgument(f"config: log_format must be 'text' or 'json', got {cfg.log_format!r}")
+    if cfg.runtime.cgroup_driver not in ("cgroupfs", "systemd"):
+        raise InvalidArgument(f"config: runtime.cgroup_driver must be 'cgroupfs' or 'systemd', got {cfg.runtime.cgroup_driver!r}")
+    for key in ("socket", "data_root", "state_root"):
+        if not Path(getattr(cfg, key)).is_absolute():
+            raise InvalidArgument(f"config: {key} must be an absolute path")

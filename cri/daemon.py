@@ -1,0 +1,189 @@
+"""The daemon's root object: owns the configuration, the node facts, every
+long-lived part (image store, pods, network) and the gRPC server. Nothing
+else in crispy holds mutable global state."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import socket
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from cri import rpc
+from cri.config import Config
+from cri.errors import FailedPrecondition, InvalidArgument
+from cri.proto import api_pb2_grpc
+from cri.servicers.image import ImageServicer
+from cri.servicers.runtime import RuntimeServicer
+from runtime import atomicfile, host
+
+log = logging.getLogger("crispy.daemon")
+
+LOCK_NAME = "crispy.lock"
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("crispy")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = package_version()
+        self.data_root = Path(config.data_root)
+        self.state_root = Path(config.state_root)
+        self.cgroup_layout = host.detect_cgroup_layout()
+        self.oci_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
+        self.conmon_path = shutil.which(config.runtime.conmon) if not os.path.isabs(config.runtime.conmon) else config.runtime.conmon
+        self.pod_cidr: str = ""
+        self._lock_fds: list[int] = []
+        self._server: grpc.aio.Server | None = None
+        self._stopping = asyncio.Event()
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def _lock_roots(self) -> None:
+        for root in (self.data_root, self.state_root):
+            root.mkdir(parents=True, exist_ok=True, mode=0o711)
+            fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = (root / LOCK_NAME).read_text().strip() or "another process"
+                raise StartupError(
+                    f"another crispy daemon (pid {holder}) is using {root}; stop it first or give this one "
+                    f"its own --data-root and --state-root") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._lock_fds.append(fd)
+
+    def _prepare_socket(self) -> str:
+        path = Path(self.config.socket)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o750)
+        if path.exists() or path.is_symlink():
+            # A socket someone still answers on is not stale, even if the
+            # roots differ: refuse rather than steal it.
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()
+                log.info("removed stale socket", extra={"fields": {"path": str(path)}})
+            else:
+                raise StartupError(f"{path} is in use by another server; stop it or choose --socket")
+            finally:
+                probe.close()
+        return str(path)
+
+    async def start(self) -> None:
+        self._lock_roots()
+        self._load_state()
+        sock = self._prepare_socket()
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                                          ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+        api_pb2_grpc.add_RuntimeServiceServicer_to_server(rpc.bind(RuntimeServicer(self), "RuntimeService"), server)
+        api_pb2_grpc.add_ImageServiceServicer_to_server(rpc.bind(ImageServicer(self), "ImageService"), server)
+        # The socket must never be reachable with wider permissions than 0660.
+        old_umask = os.umask(0o117)
+        try:
+            server.add_insecure_port(f"unix://{sock}")
+            await server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock, 0o660)
+        self._server = server
+        log.info("crispy serving", extra={"fields": {
+            "socket": sock, "version": self.version,
+            "oci_runtime": self.oci_runtime.name if self.oci_runtime else "none",
+            "cgroups": self.cgroup_layout.mode, "cgroup_driver": self.config.runtime.cgroup_driver}})
+
+    async def serve_until_signalled(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self._stopping.wait()
+        log.info("shutting down; containers keep running", extra={"fields": {"grace_s": self.config.shutdown_grace}})
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            # Stops accepting at once; in-flight calls get the grace period.
+            await self._server.stop(self.config.shutdown_grace)
+            self._server = None
+        Path(self.config.socket).unlink(missing_ok=True)
+        for fd in self._lock_fds:
+            os.close(fd)
+        self._lock_fds.clear()
+
+    # ---- persisted node settings ----------------------------------------
+
+    @property
+    def _runtime_config_path(self) -> Path:
+        return self.data_root / "runtime-config.json"
+
+    def _load_state(self) -> None:
+        saved = atomicfile.read_json(self._runtime_config_path, {}) or {}
+        self.pod_cidr = saved.get("pod_cidr", "")
+
+    async def set_pod_cidr(self, cidr: str) -> None:
+        for part in cidr.split(","):
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise InvalidArgument(f"pod CIDR {part.strip()!r} is not a valid network (want e.g. 10.244.1.0/24)") from None
+        if cidr != self.pod_cidr:
+            self.pod_cidr = cidr
+            await asyncio.to_thread(atomicfile.write_json, self._runtime_config_path, {"pod_cidr": cidr})
+            log.info("pod CIDR updated", extra={"fields": {"pod_cidr": cidr}})
+
+    # ---- readiness -------------------------------------------------------
+
+    def runtime_readiness(self) -> dict[str, Any]:
+        if self.oci_runtime is None:
+            wanted = self.config.runtime.oci_runtime
+            return {"status": False, "reason": "OCIRuntimeNotFound",
+                    "message": f"no usable OCI runtime ({'crun or runc' if wanted == 'auto' else wanted}); install crun or runc"}
+        if not self.conmon_path:
+            return {"status": False, "reason": "ConmonNotFound",
+                    "message": f"{self.config.runtime.conmon} not found; install conmon"}
+        return {"status": True, "reason": "", "message": ""}
+
+    def network_readiness(self) -> dict[str, Any]:
+        return {"status": False, "reason": "NetworkPluginNotReady",
+                "message": "crispy does not set up CNI networking yet"}
+
+    def status_info(self) -> dict[str, Any]:
+        rt = self.oci_runtime
+        return {
+            "config": self.config.to_dict(),
+            "version": self.version,
+            "ociRuntime": dataclasses.asdict(rt) if rt else None,
+            "conmon": self.conmon_path,
+            "cgroup": {"mode": self.cgroup_layout.mode, "version": self.cgroup_layout.version,
+                       "driver": self.config.runtime.cgroup_driver},
+            "podCIDR": self.pod_cidr,
+        }
+
+    def check_usable(self) -> None:
+        if self.config.runtime.cgroup_driver == "systemd" and not Path("/run/systemd/system").is_dir():
+            raise StartupError("runtime.cgroup_driver is 'systemd' but systemd is not running on this host; use 'cgroupfs'")

@@ -1,0 +1,94 @@
+"""Turns servicer objects into registered gRPC handlers.
+
+Every RPC of a service goes through `_unary` or `_stream` here: one debug
+line with its latency, crispy errors mapped to status codes (cri/errors.py),
+anything unexpected logged with its traceback but never sent to the client.
+RPCs a servicer does not define answer UNIMPLEMENTED naming the RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from typing import Any, Callable
+
+import grpc
+
+from cri.errors import status_for
+from cri.proto import api_pb2
+
+log = logging.getLogger("crispy.rpc")
+
+
+def _log_failure(name: str, exc: BaseException, elapsed_ms: float) -> tuple[grpc.StatusCode, str]:
+    code, msg = status_for(exc)
+    fields = {"rpc": name, "code": code.name, "error": msg, "ms": round(elapsed_ms, 2)}
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("rpc failed", exc_info=exc, extra={"fields": fields})
+    else:
+        log.info("rpc failed", extra={"fields": fields})
+    return code, msg
+
+
+def _unary(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        try:
+            response = await impl(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
+            code, msg = _log_failure(name, exc, (time.perf_counter() - start) * 1000)
+            await context.abort(code, msg)
+        log.debug("rpc", extra={"fields": {"rpc": name, "ms": round((time.perf_counter() - start) * 1000, 2)}})
+        return response
+
+    return handler
+
+
+def _stream(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        try:
+            async for item in impl(request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            code, msg = _log_failure(name, exc, (time.perf_counter() - start) * 1000)
+            await context.abort(code, msg)
+        log.debug("rpc", extra={"fields": {"rpc": name, "ms": round((time.perf_counter() - start) * 1000, 2)}})
+
+    return handler
+
+
+def _unimplemented(full_name: str, streaming: bool) -> Callable[..., Any]:
+    message = f"{full_name} is not implemented by crispy yet"
+    if streaming:
+        async def stream_handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+            yield  # pragma: no cover - makes this an async generator
+        return stream_handler
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+    return handler
+
+
+def bind(servicer: object, service_name: str) -> types.SimpleNamespace:
+    """An object with one wrapped handler per RPC of `service_name`, for the
+    generated add_*Servicer_to_server functions."""
+    service = api_pb2.DESCRIPTOR.services_by_name[service_name]
+    handlers = {}
+    for method in service.methods:
+        full_name = f"{service_name}/{method.name}"
+        impl = getattr(servicer, method.name, None)
+        if impl is None:
+            handlers[method.name] = _unimplemented(full_name, method.server_streaming)
+        elif method.server_streaming:
+            handlers[method.name] = _stream(full_name, impl)
+        else:
+            handlers[method.name] = _unary(full_name, impl)
+    return types.SimpleNamespace(**handlers)

@@ -1,0 +1,15 @@
+"""RuntimeService: the RPC groups kubelet uses for pods and containers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cri.servicers.status import StatusRPCs
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+class RuntimeServicer(StatusRPCs):
+    def __init__(self, daemon: "Daemon") -> None:
+        self.daemon = daemon

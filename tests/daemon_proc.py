@@ -1,0 +1,70 @@
+"""Runs a real crispy daemon as a subprocess on throwaway roots, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cri.client import CRIClient
+
+
+class DaemonProcess:
+    def __init__(self, base: Path, extra_args: list[str] | None = None, config_text: str | None = None) -> None:
+        self.base = base
+        self.socket = str(base / "run" / "crispy.sock")
+        self.data_root = str(base / "data")
+        self.state_root = str(base / "run" / "state")
+        self.log_path = base / "crispy.log"
+        self.args = [
+            sys.executable, "-m", "cri.cli",
+            "--socket", self.socket, "--data-root", self.data_root, "--state-root", self.state_root,
+            "--log-level", "debug", *(extra_args or []),
+        ]
+        if config_text is not None:
+            cfg = base / "crispy.toml"
+            cfg.write_text(config_text)
+            self.args += ["--config", str(cfg)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> "DaemonProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+        if wait:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(self.socket):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"crispy exited {self.proc.returncode}:\n{self.log()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"crispy did not create its socket:\n{self.log()}")
+                time.sleep(0.05)
+        return self
+
+    def client(self) -> CRIClient:
+        c = CRIClient(self.socket, timeout=60)
+        c.wait_ready(10)
+        return c
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def tmp_base() -> Path:
+    # Short path: unix socket paths are limited to 108 bytes.
+    return Path(tempfile.mkdtemp(prefix="crispy-t-", dir="/tmp"))
