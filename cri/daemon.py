@@ -26,6 +26,7 @@ from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
 from runtime import atomicfile, host
+from runtime.network import LoopbackOnly, PodNetwork
 
 log = logging.getLogger("crispy.daemon")
 
@@ -53,6 +54,7 @@ class Daemon:
         self.oci_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
         self.conmon_path = shutil.which(config.runtime.conmon) if not os.path.isabs(config.runtime.conmon) else config.runtime.conmon
         self.pod_cidr: str = ""
+        self.network: PodNetwork = LoopbackOnly()
         self._lock_fds: list[int] = []
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
@@ -169,8 +171,8 @@ class Daemon:
         return {"status": True, "reason": "", "message": ""}
 
     def network_readiness(self) -> dict[str, Any]:
-        return {"status": False, "reason": "NetworkPluginNotReady",
-                "message": "crispy does not set up CNI networking yet"}
+        r = self.network.readiness()
+        return {"status": r.ready, "reason": r.reason, "message": r.message}
 
     def status_info(self) -> dict[str, Any]:
         rt = self.oci_runtime
