@@ -138,3 +138,20 @@ def test_config_file_values_are_used(daemon_base):
         assert info["registries"]["localhost:5000"]["insecure"] is True
     finally:
         d.stop()
+
+
+def test_json_logs_have_a_line_per_rpc_with_latency(daemon_base):
+    d = DaemonProcess(daemon_base, extra_args=["--log-format", "json"]).start()
+    try:
+        with d.client() as c:
+            c.version()
+            with pytest.raises(grpc.RpcError):
+                c.runtime.UpdateRuntimeConfig(pb.UpdateRuntimeConfigRequest(
+                    runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr="nonsense"))))
+    finally:
+        d.stop()
+    lines = [json.loads(line) for line in d.log().splitlines() if line.strip()]
+    ok = [r for r in lines if r.get("rpc") == "RuntimeService/Version"]
+    assert ok and isinstance(ok[0]["ms"], float)
+    failed = [r for r in lines if r.get("rpc") == "RuntimeService/UpdateRuntimeConfig"]
+    assert failed and failed[0]["code"] == "INVALID_ARGUMENT" and "nonsense" in failed[0]["error"]
