@@ -1,0 +1,79 @@
+"""crispy's default pod network: a bridge with host-local addresses and
+hostPort support, written only into a config directory that has no network.
+
+Dual-stack when the subnets name both families (e.g. the pod CIDR
+"10.244.1.0/24,fd00:10:244:1::/64"): one host-local range set per family.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cri.errors import InvalidArgument
+from runtime import atomicfile
+from runtime.cni.config import CONF_EXTENSIONS
+
+DEFAULT_NAME = "crispy"
+DEFAULT_BRIDGE = "crispy0"
+DEFAULT_FILE = "10-crispy.conflist"
+
+
+def parse_subnets(spec: str) -> list[str]:
+    """"a,b" -> canonical networks, at most one per family."""
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        try:
+            net = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise InvalidArgument(f"subnet {part!r} is not a valid network (want e.g. 10.88.0.0/16)") from None
+        if any(n.version == net.version for n in out):
+            raise InvalidArgument(f"subnets {spec!r}: more than one IPv{net.version} subnet")
+        if net.num_addresses < 4:
+            raise InvalidArgument(f"subnet {part!r} is too small for a bridge network")
+        out.append(net)
+    if not out:
+        raise InvalidArgument("no subnet given for the default network")
+    return [str(n) for n in out]
+
+
+def conflist(subnets: list[str], name: str = DEFAULT_NAME, bridge: str = DEFAULT_BRIDGE,
+             data_dir: str | None = None, ip_masq: bool = True) -> dict[str, Any]:
+    ranges = [[{"subnet": s}] for s in subnets]
+    routes = [{"dst": "0.0.0.0/0" if ipaddress.ip_network(s).version == 4 else "::/0"} for s in subnets]
+    ipam: dict[str, Any] = {"type": "host-local", "ranges": ranges, "routes": routes}
+    if data_dir:
+        ipam["dataDir"] = data_dir
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": ip_masq,
+             # Lets a pod reach itself through its own hostPort.
+             "hairpinMode": True, "ipam": ipam},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def has_network_config(conf_dir: str) -> bool:
+    try:
+        return any(n.endswith(CONF_EXTENSIONS) and not n.startswith(".") for n in os.listdir(conf_dir))
+    except FileNotFoundError:
+        return False
+
+
+def install(conf_dir: str, subnets: list[str], **kwargs: Any) -> Path | None:
+    """Writes the default network into `conf_dir` unless it already holds a
+    network config (then returns None: an operator's config always wins)."""
+    if has_network_config(conf_dir):
+        return None
+    os.makedirs(conf_dir, mode=0o755, exist_ok=True)
+    path = Path(conf_dir) / DEFAULT_FILE
+    atomicfile.write_bytes(path, json.dumps(conflist(subnets, **kwargs), indent=2).encode() + b"\n", mode=0o644)
+    return path

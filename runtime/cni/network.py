@@ -1,0 +1,225 @@
+"""`CniNetwork`: pod networking through the CNI plugins of the configured
+network (the PodNetwork protocol of runtime/network.py).
+
+ADD runs the network's plugins in order, each getting the previous one's
+result; DEL runs them in reverse. Everything DEL needs (the exact config
+ADD used, the interface, the result) goes into the pod's persisted state, so
+a restart or a config change between ADD and DEL still tears down what was
+set up. Each pod also gets the loopback plugin on `lo`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from typing import Any
+
+from cri.errors import FailedPrecondition
+from runtime.cni import invoke
+from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
+from runtime.cni.invoke import CallArgs, PluginError
+from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness, bring_up_loopback
+
+log = logging.getLogger("crispy.cni")
+
+LOOPBACK = NetworkConfigList("cni-loopback", "1.0.0", ({"type": "loopback"},))
+POD_IFNAME = "eth0"
+
+
+def capability_args(req: PodNetworkRequest) -> dict[str, Any]:
+    """The runtimeConfig values kubelet's pod config implies."""
+    caps: dict[str, Any] = {}
+    ports = [{"hostPort": p.host_port, "containerPort": p.container_port,
+              "protocol": (p.protocol or "tcp").lower(), "hostIP": p.host_ip}
+             for p in req.port_mappings if p.host_port > 0]
+    if ports:
+        caps["portMappings"] = ports
+    if req.cgroup_parent:
+        caps["cgroupPath"] = req.cgroup_parent
+    return caps
+
+
+def cni_args(req: PodNetworkRequest) -> list[tuple[str, str]]:
+    return [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", req.pod_namespace), ("K8S_POD_NAME", req.pod_name),
+            ("K8S_POD_INFRA_CONTAINER_ID", req.sandbox_id), ("K8S_POD_UID", req.pod_uid)]
+
+
+def pod_ips(result: dict[str, Any] | None, ifname: str) -> list[str]:
+    """The addresses the result puts on the pod's interface, IPv4 first (the
+    first is the pod IP kubelet shows; the others are additional IPs)."""
+    if not result:
+        return []
+    interfaces = result.get("interfaces") or []
+    ips = []
+    for entry in result.get("ips") or []:
+        idx = entry.get("interface")
+        if isinstance(idx, int) and 0 <= idx < len(interfaces):
+            iface = interfaces[idx]
+            # Host-side veths and bridges are listed too; they have no sandbox.
+            if iface.get("name") != ifname or not iface.get("sandbox"):
+                continue
+        try:
+            addr = ipaddress.ip_interface(entry["address"]).ip
+        except ValueError:
+            continue
+        if str(addr) not in (str(a) for a in ips):
+            ips.append(addr)
+    ips.sort(key=lambda a: a.version)
+    return [str(a) for a in ips]
+
+
+class CniNetwork:
+    def __init__(self, conf_dir: str, bin_dirs: list[str], plugin_timeout: float, ifname: str = POD_IFNAME) -> None:
+        self.configs = ConfigSource(conf_dir)
+        self.bin_dirs = list(bin_dirs)
+        self.plugin_timeout = plugin_timeout
+        self.ifname = ifname
+        # Plugins inherit our PATH plus the usual sbin dirs (they run iptables).
+        parts = os.environ.get("PATH", "").split(os.pathsep) + invoke.DEFAULT_PATH.split(os.pathsep)
+        self._path = os.pathsep.join(dict.fromkeys(p for p in parts if p))
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "CniNetwork":
+        """From the `[cni]` table (cri.config.CniConfig)."""
+        return cls(cfg.conf_dir, cfg.bin_dirs, cfg.plugin_timeout)
+
+    # ---- readiness -----------------------------------------------------
+
+    def _usable(self) -> tuple[NetworkConfigList | None, str]:
+        scan: DirScan = self.configs.current()
+        net = scan.network
+        if net is None:
+            return None, scan.problem()
+        missing = [t for t in dict.fromkeys(net.plugin_types) if invoke.find_plugin(t, self.bin_dirs) is None]
+        if missing:
+            return None, (f"CNI network {net.name!r} from {net.source} needs plugin(s) {', '.join(missing)}, "
+                          f"not found in {', '.join(self.bin_dirs)}")
+        return net, ""
+
+    def readiness(self) -> Readiness:
+        net, problem = self._usable()
+        if net is None:
+            return Readiness(False, "NetworkPluginNotReady", problem)
+        return Readiness(True)
+
+    def current_network(self) -> NetworkConfigList:
+        net, problem = self._usable()
+        if net is None:
+            raise FailedPrecondition(f"pod network is not ready: {problem}")
+        return net
+
+    # ---- ADD / DEL / CHECK -------------------------------------------------
+
+    def _call_args(self, req: PodNetworkRequest, netns: str, ifname: str, caps: dict[str, Any]) -> CallArgs:
+        return CallArgs(container_id=req.sandbox_id, netns=netns, ifname=ifname, bin_dirs=self.bin_dirs,
+                        cni_args=cni_args(req), capability_args=caps)
+
+    async def _chain(self, command: str, net: NetworkConfigList, args: CallArgs,
+                     prev: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """ADD/CHECK: the plugins in order, each result feeding the next."""
+        result = prev if command == "CHECK" else None
+        for plugin in net.plugins:
+            inv = invoke.build(command, net, plugin, args, result, self._path)
+            out = await invoke.run(inv, self.bin_dirs, self.plugin_timeout)
+            if command == "ADD":
+                result = out
+        return result
+
+    async def _delete(self, net: NetworkConfigList, args: CallArgs, prev: dict[str, Any] | None) -> None:
+        """DEL: every plugin in reverse order. A failing plugin does not stop
+        the others from releasing what they hold; the first error is raised
+        afterwards so the caller retries."""
+        first: PluginError | None = None
+        for plugin in reversed(net.plugins):
+            inv = invoke.build("DEL", net, plugin, args, prev, self._path)
+            try:
+                await invoke.run(inv, self.bin_dirs, self.plugin_timeout)
+            except PluginError as e:
+                log.warning("CNI DEL failed", extra={"fields": {"sandbox": args.container_id, "error": e.message}})
+                first = first or e
+        if first is not None:
+            raise first
+
+    async def _loopback(self, req: PodNetworkRequest, command: str, netns: str) -> bool:
+        """The loopback plugin on lo when installed, else lo is brought up
+        directly. True if the plugin was used."""
+        if await asyncio.to_thread(invoke.find_plugin, "loopback", self.bin_dirs) is None:
+            if command == "ADD":
+                await bring_up_loopback(netns)
+            return False
+        args = self._call_args(req, netns, "lo", {})
+        inv = invoke.build(command, LOOPBACK, LOOPBACK.plugins[0], args, None, self._path)
+        await invoke.run(inv, self.bin_dirs, self.plugin_timeout)
+        return True
+
+    async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus:
+        net = await asyncio.to_thread(self.current_network)
+        caps = capability_args(req)
+        state: dict[str, Any] = {"network": net.name, "conflist": net.to_dict(), "source": net.source,
+                                 "ifname": self.ifname, "capabilityArgs": caps}
+        args = self._call_args(req, req.netns_path, self.ifname, caps)
+        try:
+            await self._loopback(req, "ADD", req.netns_path)
+            result = await self._chain("ADD", net, args)
+        except BaseException as e:
+            # No half-configured pod: release whatever the chain got so far
+            # (addresses, port maps) even if we are being cancelled.
+            await asyncio.shield(self._undo(req, state))
+            if isinstance(e, PluginError):
+                raise type(e)(f"setting up the network of pod {req.pod_namespace}/{req.pod_name}: {e.message}",
+                              e.cni_code) from None
+            raise
+        ips = pod_ips(result, self.ifname)
+        state["result"] = result
+        state["ips"] = ips
+        log.info("pod network added", extra={"fields": {"sandbox": req.sandbox_id, "network": net.name, "ips": ips}})
+        return PodNetworkStatus(ip=ips[0] if ips else "", additional_ips=ips[1:], state=state)
+
+    async def _undo(self, req: PodNetworkRequest, state: dict[str, Any]) -> None:
+        try:
+            await self.teardown(req, PodNetworkStatus(state=state))
+        except Exception as e:
+            log.warning("cleanup after failed CNI ADD failed",
+                        extra={"fields": {"sandbox": req.sandbox_id, "error": str(e)}})
+
+    def _network_for_teardown(self, state: dict[str, Any]) -> NetworkConfigList | None:
+        if state.get("conflist"):
+            try:
+                return from_dict(state["conflist"], state.get("source", ""))
+            except ConfigError as e:
+                log.warning("persisted network config unusable; using the current one",
+                            extra={"fields": {"error": str(e)}})
+        # Setup never recorded anything (a crash mid-ADD): the current
+        # network is our best guess; DEL of what does not exist is harmless.
+        net, _ = self._usable()
+        return net
+
+    async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
+        state = status.state or {}
+        net = await asyncio.to_thread(self._network_for_teardown, state)
+        netns = req.netns_path if req.netns_path and await asyncio.to_thread(os.path.exists, req.netns_path) else ""
+        if net is None:
+            log.warning("no CNI network to tear down pod network with",
+                        extra={"fields": {"sandbox": req.sandbox_id}})
+            return
+        caps = state.get("capabilityArgs")
+        if caps is None:
+            caps = capability_args(req)
+        args = self._call_args(req, netns, state.get("ifname", self.ifname), caps)
+        await self._delete(net, args, state.get("result"))
+        if netns:
+            await self._loopback(req, "DEL", netns)
+        log.info("pod network deleted", extra={"fields": {"sandbox": req.sandbox_id, "network": net.name,
+                                                           "netns_gone": not netns}})
+
+    async def check(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
+        """CHECK (0.4.0 and later, unless the config disables it): raises
+        PluginError when a plugin finds the pod's network not as it set it up."""
+        state = status.state or {}
+        net = await asyncio.to_thread(self._network_for_teardown, state)
+        if net is None or not net.supports_check or not state.get("result"):
+            return
+        args = self._call_args(req, req.netns_path, state.get("ifname", self.ifname), state.get("capabilityArgs") or {})
+        await self._chain("CHECK", net, args, state["result"])
