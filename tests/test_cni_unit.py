@@ -324,3 +324,23 @@ def test_default_network_is_written_only_into_an_empty_dir(tmp_path):
     write(other / "99-mine.conf", {"cniVersion": "1.0.0", "name": "mine", "type": "ptp"})
     assert default_network.install(str(other), ["10.79.0.0/16"]) is None
     assert sorted(os.listdir(other)) == ["99-mine.conf"]
+
+
+def test_masquerade_cleanup_commands_from_iptables_save():
+    from runtime.cni import masq
+    chain = masq.chain_name("crispyt-smoke", "abc123")
+    assert chain == "CNI-91493c530c8ec3dc30e7078d"  # as the bridge plugin names it
+    other = masq.chain_name("crispyt-smoke", "zzz")
+    save = "\n".join([
+        "*nat", ":POSTROUTING ACCEPT [0:0]", f":{chain} - [0:0]", f":{other} - [0:0]",
+        f'-A POSTROUTING -s 10.251.0.2/32 -m comment --comment "name: \\"crispyt-smoke\\" id: \\"abc123\\"" -j {chain}',
+        f'-A POSTROUTING -s 10.251.0.3/32 -m comment --comment "name: \\"crispyt-smoke\\" id: \\"zzz\\"" -j {other}',
+        f'-A {chain} ! -d 224.0.0.0/4 -m comment --comment "name: \\"crispyt-smoke\\" id: \\"abc123\\"" -j MASQUERADE',
+        "COMMIT"])
+    assert masq.cleanup_commands(save, "crispyt-smoke", "abc123") == [
+        ["-t", "nat", "-D", "POSTROUTING", "-s", "10.251.0.2/32", "-m", "comment", "--comment",
+         'name: "crispyt-smoke" id: "abc123"', "-j", chain],
+        ["-t", "nat", "-F", chain], ["-t", "nat", "-X", chain]]
+    assert masq.cleanup_commands(save, "crispyt-smoke", "nope") == []
+    assert masq.needs_cleanup([{"type": "bridge", "ipMasq": True}, {"type": "portmap"}])
+    assert not masq.needs_cleanup([{"type": "bridge"}])

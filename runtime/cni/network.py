@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from cri.errors import FailedPrecondition
-from runtime.cni import invoke
+from runtime.cni import invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
 from runtime.cni.invoke import CallArgs, PluginError
 from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness, bring_up_loopback
@@ -211,6 +211,10 @@ class CniNetwork:
         await self._delete(net, args, state.get("result"))
         if netns:
             await self._loopback(req, "DEL", netns)
+        elif masq.needs_cleanup(list(net.plugins)):
+            for problem in await masq.remove_rules(net.name, req.sandbox_id, self.plugin_timeout):
+                log.warning("could not remove a masquerade rule of a pod whose namespace is gone",
+                            extra={"fields": {"sandbox": req.sandbox_id, "error": problem}})
         log.info("pod network deleted", extra={"fields": {"sandbox": req.sandbox_id, "network": net.name,
                                                            "netns_gone": not netns}})
 
