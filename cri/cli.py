@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the daemon (the default)")
     sub.add_parser("version", help="print crispy's version")
     sub.add_parser("config", help="print the effective configuration as TOML-ish JSON")
+    load = sub.add_parser("load", help="import an OCI image layout or docker save archive into the image store "
+                                       "(works while the daemon runs)")
+    load.add_argument("path", metavar="PATH", help="OCI layout directory, or a tar of one, or a docker save archive")
     return parser
 
 
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         import json
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if command == "load":
+        return _load(cfg, args.path)
     from cri.daemon import Daemon, StartupError
     try:
         daemon = Daemon(cfg)
@@ -53,6 +58,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    return 0
+
+
+def _load(cfg: configmod.Config, path: str) -> int:
+    # The image store is shared with a running daemon through file locks, so
+    # this works with or without one; the daemon sees new records at once.
+    from pathlib import Path
+
+    from images.manager import ImageManager
+
+    async def run() -> list:
+        images = ImageManager(cfg, Path(cfg.data_root), lambda _id: [])
+        await images.open()
+        return await images.import_archive(path)
+    try:
+        records = asyncio.run(run())
+    except CrispyError as e:
+        print(f"crispy load: {e.message}", file=sys.stderr)
+        return 1
+    for rec in records:
+        print(f"{rec.id} {' '.join(rec.repo_tags) or '<untagged>'}")
     return 0
 
 

@@ -25,6 +25,7 @@ from cri.errors import FailedPrecondition, InvalidArgument
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
+from images.manager import ImageManager
 from runtime import atomicfile, host
 from runtime.network import LoopbackOnly, PodNetwork
 
@@ -141,6 +142,8 @@ class Daemon:
     async def _open_parts(self) -> None:
         """Loads the stores and recovers pods, containers and networks, before
         the socket accepts a single call. One line per part."""
+        self.images = ImageManager(self.config, self.data_root, self.image_users)
+        await self.images.open()
 
     def image_users(self, image_id: str) -> list[str]:
         """IDs of containers created from `image_id` (RemoveImage refuses

@@ -1,0 +1,125 @@
+"""Unpacked layers, one directory per chain ID under `<images>/snapshots/<hex>`,
+each usable as an overlayfs lower dir.
+
+A layer is extracted into `.tmp-<hex>-<pid>-<rand>` and renamed into place
+when complete, so a snapshot directory that exists is always whole. Another
+process extracting the same layer at the same time loses the rename race
+harmlessly. Blocking; run in threads."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from images.digests import hex_of
+from images.unpack import unpack_layer
+
+log = logging.getLogger("crispy.images.snapshots")
+
+TMP_PREFIX = ".tmp-"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SnapshotStore:
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "snapshots"
+
+    def create_dirs(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+
+    def path(self, chain_id: str) -> Path:
+        return self.dir / hex_of(chain_id)
+
+    def has(self, chain_id: str) -> bool:
+        return self.path(chain_id).is_dir()
+
+    def ensure(self, chain_id: str, blob: Path, diff_id: str) -> Path:
+        final = self.path(chain_id)
+        if final.is_dir():
+            return final
+        tmp = self.dir / f"{TMP_PREFIX}{hex_of(chain_id)}-{os.getpid()}-{os.urandom(4).hex()}"
+        unpack_layer(blob, tmp, diff_id)
+        try:
+            os.rename(tmp, final)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.is_dir():
+                raise
+        return final
+
+    def list_chain_ids(self) -> list[str]:
+        try:
+            return ["sha256:" + n for n in os.listdir(self.dir) if len(n) == 64]
+        except FileNotFoundError:
+            return []
+
+    def delete(self, chain_id: str) -> None:
+        p = self.path(chain_id)
+        if not p.exists():
+            return
+        # Rename first so a crash mid-delete never leaves a partial snapshot
+        # under its real name.
+        doomed = self.dir / f"{TMP_PREFIX}gc-{p.name}-{os.getpid()}-{os.urandom(4).hex()}"
+        os.rename(p, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def clean_abandoned(self) -> int:
+        """Removes temp dirs left by processes that died mid-extraction."""
+        removed = 0
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            if not name.startswith(TMP_PREFIX):
+                continue
+            try:
+                pid = int(name.rsplit("-", 2)[-2])
+            except (ValueError, IndexError):
+                pid = -1
+            if pid > 0 and pid != os.getpid() and pid_alive(pid):
+                continue
+            if pid == os.getpid():
+                continue
+            shutil.rmtree(self.dir / name, ignore_errors=True)
+            removed += 1
+        return removed
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes, inodes) used by all snapshots; hard links counted once."""
+        return disk_usage(self.dir)
+
+
+def disk_usage(root: Path) -> tuple[int, int]:
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            total += st.st_blocks * 512
+    try:
+        st = os.lstat(root)
+        seen.add((st.st_dev, st.st_ino))
+        total += st.st_blocks * 512
+    except FileNotFoundError:
+        pass
+    return total, len(seen)

@@ -1,0 +1,282 @@
+"""Extracts one layer tar into its own directory in overlayfs form, ready to
+be a lower dir: `.wh.NAME` becomes a 0:0 character device NAME and
+`.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
+
+The directory starts empty and only this code writes it, so what is on
+disk is exactly what earlier members made; a member whose path would leave
+the directory (absolute, `..`, or through a symlink an earlier member
+created) is refused. Compression is sniffed from magic bytes, because
+registries label layers loosely. The uncompressed stream is hashed and must
+equal the image config's diff ID. Blocking; run it in a thread."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import grpc
+import zstandard
+
+from cri.errors import CrispyError
+from images.digests import ContentMismatch
+
+log = logging.getLogger("crispy.images.unpack")
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+# xattrs a layer must never set: they steer overlayfs itself (redirects,
+# metacopy, whiteouts) and would let an image reach outside its layers.
+_FORBIDDEN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class UnsafeLayer(CrispyError):
+    """A layer member that would be written outside its layer directory."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class BadLayer(CrispyError):
+    """A layer that is not a readable tar stream."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+class _HashingReader:
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def open_decompressed(f: BinaryIO) -> BinaryIO:
+    head = f.read(4)
+    f.seek(0)
+    if head[:2] == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    if head == ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)  # type: ignore[return-value]
+    return f
+
+
+@dataclass
+class _DirMeta:
+    rel: str
+    mode: int
+    mtime_ns: int
+
+
+def _clean(name: str, what: str) -> str:
+    if name.startswith("/"):
+        raise UnsafeLayer(f"layer {what} {name!r} is an absolute path; refusing to unpack an image that writes outside its layer")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeLayer(f"layer {what} {name!r} contains '..'; refusing to unpack an image that writes outside its layer")
+    return "/".join(parts)
+
+
+class _Extractor:
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.dirs: dict[str, _DirMeta] = {}
+
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.dest, rel) if rel else str(self.dest)
+
+    def _ensure_parents(self, rel: str, member: str) -> None:
+        parts = rel.split("/")[:-1]
+        cur = ""
+        for part in parts:
+            cur = f"{cur}/{part}" if cur else part
+            p = self._abs(cur)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                os.mkdir(p, 0o755)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafeLayer(f"layer member {member!r} goes through the symlink {cur!r}; refusing to unpack an "
+                                  f"image that writes outside its layer")
+            if not stat.S_ISDIR(st.st_mode):
+                raise BadLayer(f"layer member {member!r} needs {cur!r} to be a directory, but the layer made it a file")
+
+    def _clear(self, rel: str, keep_dir: bool) -> None:
+        p = self._abs(rel)
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return
+            shutil.rmtree(p)
+            self.dirs = {k: v for k, v in self.dirs.items() if k != rel and not k.startswith(rel + "/")}
+        else:
+            os.unlink(p)
+
+    def _owner_and_xattrs(self, p: str, m: tarfile.TarInfo, fd: int | None = None, link: bool = False) -> None:
+        try:
+            if fd is not None:
+                os.fchown(fd, m.uid, m.gid)
+            else:
+                os.chown(p, m.uid, m.gid, follow_symlinks=False)
+        except OSError as e:
+            raise BadLayer(f"cannot set owner {m.uid}:{m.gid} on layer member {m.name!r}: {e.strerror}") from None
+        for key, value in (m.pax_headers or {}).items():
+            if not key.startswith("SCHILY.xattr."):
+                continue
+            name = key[len("SCHILY.xattr."):]
+            if name.startswith(_FORBIDDEN_XATTR_PREFIXES):
+                log.warning("dropping overlay xattr from layer", extra={"fields": {"member": m.name, "xattr": name}})
+                continue
+            raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+            try:
+                os.setxattr(fd if fd is not None else p, name, raw, follow_symlinks=not link)
+            except OSError as e:
+                # user.* xattrs cannot exist on symlinks; nothing to preserve there.
+                if link and e.errno in (errno.EPERM, errno.ENOTSUP):
+                    continue
+                raise BadLayer(f"cannot set xattr {name} on layer member {m.name!r}: {e.strerror}") from None
+
+    @staticmethod
+    def _mtime_ns(m: tarfile.TarInfo) -> int:
+        return int(float(m.mtime) * 1_000_000_000)
+
+    def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        rel = _clean(m.name, "member")
+        base = rel.rsplit("/", 1)[-1]
+        if rel:
+            self._ensure_parents(rel, m.name)
+        if base == OPAQUE_MARKER:
+            parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+            os.setxattr(self._abs(parent), OPAQUE_XATTR, b"y")
+            return
+        if base.startswith(WHITEOUT_PREFIX):
+            target = base[len(WHITEOUT_PREFIX):]
+            if target in ("", ".", ".."):
+                raise UnsafeLayer(f"layer whiteout {m.name!r} names no file")
+            parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+            trel = f"{parent}/{target}" if parent else target
+            p = self._abs(trel)
+            if os.path.lexists(p):
+                return  # this layer's own entry wins; a whiteout only hides lower layers
+            os.mknod(p, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+            os.chown(p, m.uid, m.gid, follow_symlinks=False)
+            return
+        p = self._abs(rel)
+        mtime = self._mtime_ns(m)
+        if m.isdir():
+            self._clear(rel, keep_dir=True)
+            if not os.path.lexists(p):
+                os.mkdir(p, 0o700)
+            self._owner_and_xattrs(p, m)
+            self.dirs[rel] = _DirMeta(rel, stat.S_IMODE(m.mode), mtime)
+            return
+        if not rel:
+            raise BadLayer(f"layer member {m.name!r} replaces the layer root with a non-directory")
+        self._clear(rel, keep_dir=False)
+        if m.isreg():
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                src = tar.extractfile(m)
+                if src is not None:
+                    while chunk := src.read(1 << 20):
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view):]
+                self._owner_and_xattrs(p, m, fd=fd)
+                os.fchmod(fd, stat.S_IMODE(m.mode))  # after chown, which clears set-id bits
+            finally:
+                os.close(fd)
+            os.utime(p, ns=(mtime, mtime), follow_symlinks=False)
+        elif m.issym():
+            os.symlink(m.linkname, p)
+            self._owner_and_xattrs(p, m, link=True)
+            os.utime(p, ns=(mtime, mtime), follow_symlinks=False)
+        elif m.islnk():
+            target = _clean(m.linkname, "hard link target")
+            if not target:
+                raise UnsafeLayer(f"layer hard link {m.name!r} points at the layer root")
+            self._ensure_parents(target, m.linkname)
+            tp = self._abs(target)
+            try:
+                st = os.lstat(tp)
+            except FileNotFoundError:
+                raise BadLayer(f"layer hard link {m.name!r} points at {m.linkname!r}, which the layer does not contain") from None
+            if stat.S_ISDIR(st.st_mode):
+                raise BadLayer(f"layer hard link {m.name!r} points at a directory")
+            os.link(tp, p, follow_symlinks=False)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+            dev = os.makedev(m.devmajor, m.devminor) if kind != stat.S_IFIFO else 0
+            os.mknod(p, 0o600 | kind, dev)
+            self._owner_and_xattrs(p, m)
+            os.chmod(p, stat.S_IMODE(m.mode))
+            os.utime(p, ns=(mtime, mtime), follow_symlinks=False)
+        else:
+            log.warning("skipping layer member of unknown type", extra={"fields": {"member": m.name, "type": repr(m.type)}})
+
+    def finish(self) -> None:
+        # Deepest first: setting a parent's mtime before its children are done
+        # would be undone, and a read-only mode would block the children.
+        for meta in sorted(self.dirs.values(), key=lambda d: d.rel.count("/") + (1 if d.rel else 0), reverse=True):
+            p = self._abs(meta.rel)
+            os.chmod(p, meta.mode)
+            os.utime(p, ns=(meta.mtime_ns, meta.mtime_ns), follow_symlinks=False)
+
+
+@dataclass
+class UnpackResult:
+    diff_id: str
+    tar_size: int
+
+
+def unpack_layer(blob: Path, dest: Path, expected_diff_id: str | None) -> UnpackResult:
+    """Extracts `blob` into `dest`, which must not exist yet. On any failure
+    `dest` is removed; nothing half-extracted is left behind."""
+    dest.mkdir(mode=0o755)
+    try:
+        with open(blob, "rb") as raw:
+            reader = _HashingReader(open_decompressed(raw))
+            ex = _Extractor(dest)
+            try:
+                with tarfile.open(fileobj=reader, mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
+                    for m in tar:
+                        ex.member(tar, m)
+            except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:
+                raise BadLayer(f"layer {blob.name} is not a valid (compressed) tar stream: {e}") from None
+            except OSError as e:
+                if isinstance(e, (FileNotFoundError, PermissionError)) or e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise BadLayer(f"layer {blob.name} could not be unpacked: {e}") from None
+            reader.drain()
+            ex.finish()
+        diff_id = "sha256:" + reader.hash.hexdigest()
+        if expected_diff_id and diff_id != expected_diff_id:
+            raise ContentMismatch(f"layer {blob.name} unpacks to {diff_id}, but the image config says {expected_diff_id}")
+        return UnpackResult(diff_id, reader.size)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise

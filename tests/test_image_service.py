@@ -1,0 +1,106 @@
+"""ImageService through the real daemon: images imported with `crispy load`
+(while the daemon runs), listed, inspected, untagged, removed, and kept
+across a restart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cri.proto import api_pb2 as pb
+from tests import imagebuild as ib
+from tests.daemon_proc import DaemonProcess
+
+pytestmark = pytest.mark.integration
+
+
+def crispy_load(d: DaemonProcess, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cri.cli", "--data-root", d.data_root, "--state-root", d.state_root,
+                           "--socket", d.socket, "load", str(path)], capture_output=True, text=True, timeout=120)
+
+
+def spec(name: str) -> pb.ImageSpec:
+    return pb.ImageSpec(image=name)
+
+
+def image(tag: str, user: str = "") -> ib.Image:
+    cfg = {"Cmd": ["/bin/sh"], "Env": [f"TAG={tag}"]}
+    if user:
+        cfg["User"] = user
+    return ib.build_image([ib.make_layer(ib.busybox_entries()), ib.make_layer({"tag": ib.File(tag.encode())})], config=cfg)
+
+
+def test_load_list_status_remove_and_restart(daemon: DaemonProcess, daemon_base: Path):
+    c = daemon.client()
+    img = image("v1", user="1000:1000")
+    ib.write_oci_layout(img, daemon_base / "layout", "docker.io/library/busybox:latest")
+    ib.write_docker_archive(image("named", user="nobody"), daemon_base / "save.tar", "localhost:5000/named:2")
+
+    out = crispy_load(daemon, daemon_base / "layout")
+    assert out.returncode == 0, out.stderr
+    assert img.config_digest in out.stdout
+    assert crispy_load(daemon, daemon_base / "save.tar").returncode == 0
+
+    listed = c.image.ListImages(pb.ListImagesRequest(), timeout=30).images
+    assert sorted(t for i in listed for t in i.repo_tags) == ["docker.io/library/busybox:latest", "localhost:5000/named:2"]
+    only = c.image.ListImages(pb.ListImagesRequest(filter=pb.ImageFilter(image=spec("busybox"))), timeout=30).images
+    assert [i.id for i in only] == [img.config_digest]
+
+    st = c.image.ImageStatus(pb.ImageStatusRequest(image=spec("busybox"), verbose=True), timeout=30)
+    assert st.image.id == img.config_digest
+    assert st.image.repo_digests == [f"docker.io/library/busybox@{img.digest}"]
+    assert st.image.uid.value == 1000 and st.image.username == ""
+    assert st.image.size > 1_000_000
+    info = json.loads(st.info["info"])
+    assert info["imageSpec"]["config"]["Env"] == ["TAG=v1"]
+    assert len(info["layerDirs"]) == 2 and Path(info["layerDirs"][0], "bin/busybox").is_file()
+    named = c.image.ImageStatus(pb.ImageStatusRequest(image=spec("localhost:5000/named:2")), timeout=30).image
+    assert named.username == "nobody" and not named.HasField("uid")
+
+    absent = c.image.ImageStatus(pb.ImageStatusRequest(image=spec("nothere:1")), timeout=30)
+    assert not absent.HasField("image")
+    with pytest.raises(grpc.RpcError) as e:
+        c.image.ImageStatus(pb.ImageStatusRequest(image=spec("Bad Name")), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    streamed = [i.id for r in c.image.StreamImages(pb.StreamImagesRequest(), timeout=30) for i in r.images]
+    assert sorted(streamed) == sorted(i.id for i in listed)
+
+    fs = c.image.ImageFsInfo(pb.ImageFsInfoRequest(), timeout=30).image_filesystems
+    assert len(fs) == 1 and fs[0].used_bytes.value > 2_000_000 and fs[0].inodes_used.value > 300
+    assert Path(fs[0].fs_id.mountpoint).is_dir()
+
+    # Restart: both images come back.
+    daemon.stop()
+    d2 = DaemonProcess(daemon_base).start()
+    try:
+        c2 = d2.client()
+        assert len(c2.image.ListImages(pb.ListImagesRequest(), timeout=30).images) == 2
+        c2.image.RemoveImage(pb.RemoveImageRequest(image=spec("localhost:5000/named:2")), timeout=30)
+        c2.image.RemoveImage(pb.RemoveImageRequest(image=spec(img.config_digest)), timeout=30)
+        c2.image.RemoveImage(pb.RemoveImageRequest(image=spec(img.config_digest)), timeout=30)  # idempotent
+        assert list(c2.image.ListImages(pb.ListImagesRequest(), timeout=30).images) == []
+        snaps = Path(d2.data_root, "images", "snapshots")
+        assert [p for p in snaps.iterdir()] == []
+        c2.close()
+    finally:
+        d2.stop()
+
+
+def test_load_reports_bad_input(daemon: DaemonProcess, daemon_base: Path):
+    (daemon_base / "junk.tar").write_bytes(b"nope")
+    out = crispy_load(daemon, daemon_base / "junk.tar")
+    assert out.returncode == 1
+    assert "not a tar archive" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_pull_of_invalid_reference_is_invalid_argument(daemon: DaemonProcess):
+    c = daemon.client()
+    with pytest.raises(grpc.RpcError) as e:
+        c.image.PullImage(pb.PullImageRequest(image=spec("UPPER/Case:x y")), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
