@@ -129,11 +129,29 @@ def test_readiness_says_what_is_wrong(tmp_path):
         CniNetwork(str(tmp_path / "none"), [bins], 5).current_network()
 
 
-def test_setup_without_config_is_a_clear_failed_precondition(tmp_path):
-    net = CniNetwork(str(tmp_path / "net.d"), [fake_bin(tmp_path)], 5)
+def test_setup_with_a_broken_config_is_a_clear_failed_precondition(tmp_path):
+    conf = write(tmp_path / "net.d" / "10-x.conflist", {"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "nope"}]})
+    net = CniNetwork(str(conf.parent), [fake_bin(tmp_path, "loopback")], 5)
     req = PodNetworkRequest("sb1", "/nonexistent", "p", "ns", "uid")
-    with pytest.raises(FailedPrecondition, match="pod network is not ready: no CNI network config"):
+    with pytest.raises(FailedPrecondition, match="pod network is not ready: CNI network 'x' .* needs plugin.s. nope"):
         asyncio.run(net.setup(req))
+
+
+def test_with_no_config_at_all_a_pod_gets_loopback_only(tmp_path):
+    bins = tmp_path / "bin"
+    log = tmp_path / "calls"
+    script(bins / "loopback", f"""\
+        echo "$CNI_COMMAND $CNI_IFNAME $CNI_NETNS" >> {log}
+        cat >/dev/null
+        echo '{{"cniVersion":"1.0.0"}}'
+    """)
+    net = CniNetwork(str(tmp_path / "net.d"), [str(bins)], 5)
+    req = PodNetworkRequest("sb1", "/run/netns/x", "p", "ns", "uid")
+    st = asyncio.run(net.setup(req))
+    assert (st.ip, st.additional_ips, st.state) == ("", [], {"network": "", "loopbackOnly": True})
+    assert log.read_text() == "ADD lo /run/netns/x\n"
+    asyncio.run(net.teardown(req, st))
+    assert not net.readiness().ready
 
 
 # ---- the plugin protocol ------------------------------------------------------

@@ -77,3 +77,18 @@ def install(conf_dir: str, subnets: list[str], **kwargs: Any) -> Path | None:
     path = Path(conf_dir) / DEFAULT_FILE
     atomicfile.write_bytes(path, json.dumps(conflist(subnets, **kwargs), indent=2).encode() + b"\n", mode=0o644)
     return path
+
+
+def install_for(cni_cfg: Any, data_root: str) -> tuple[Path | None, str]:
+    """What `crispy cni-install` does: the default network on the pod CIDR
+    kubelet last gave (UpdateRuntimeConfig, persisted under data_root) or
+    else `[cni] default_subnet`. Returns the file written (or None) and a
+    sentence for the operator."""
+    saved = atomicfile.read_json(Path(data_root) / "runtime-config.json", {}) or {}
+    pod_cidr = saved.get("pod_cidr", "")
+    subnets = parse_subnets(pod_cidr or cni_cfg.default_subnet)
+    path = install(cni_cfg.conf_dir, subnets)
+    if path is None:
+        return None, f"{cni_cfg.conf_dir} already has a network config; left it alone"
+    origin = "pod CIDR from UpdateRuntimeConfig" if pod_cidr else "[cni] default_subnet"
+    return path, f"wrote {path}: bridge {DEFAULT_BRIDGE} on {', '.join(subnets)} ({origin})"

@@ -154,7 +154,20 @@ class CniNetwork:
         await invoke.run(inv, self.bin_dirs, self.plugin_timeout)
         return True
 
+    def _no_network_at_all(self) -> bool:
+        scan = self.configs.current()
+        return scan.network is None and not scan.invalid
+
     async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus:
+        if await asyncio.to_thread(self._no_network_at_all):
+            # Nothing configured yet (NetworkReady is false, so kubelet only
+            # starts host-network pods): a pod gets its own namespace with
+            # just lo, as before any network existed. A config that is there
+            # but broken fails below instead, with the reason.
+            await self._loopback(req, "ADD", req.netns_path)
+            log.warning("no CNI network configured; pod gets loopback only",
+                        extra={"fields": {"sandbox": req.sandbox_id, "conf_dir": self.configs.conf_dir}})
+            return PodNetworkStatus(state={"network": "", "loopbackOnly": True})
         net = await asyncio.to_thread(self.current_network)
         caps = capability_args(req)
         state: dict[str, Any] = {"network": net.name, "conflist": net.to_dict(), "source": net.source,
@@ -198,6 +211,8 @@ class CniNetwork:
 
     async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
         state = status.state or {}
+        if state.get("loopbackOnly"):
+            return  # lo goes away with the namespace
         net = await asyncio.to_thread(self._network_for_teardown, state)
         netns = req.netns_path if req.netns_path and await asyncio.to_thread(os.path.exists, req.netns_path) else ""
         if net is None:
