@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of crispy against containerd (`make bench`)."""

@@ -1,0 +1,61 @@
+"""crispy started for a bench run: its own temp roots and socket, the bench
+CNI conf dir and the loopback registry marked insecure (plain http)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.process import DaemonProcess
+
+
+@dataclass
+class CrispySettings:
+    base: Path
+    cni_conf_dir: str
+    cni_bin_dir: str
+    registry_host: str
+    oci_runtime: str = "auto"   # "auto", "runc" or "crun"
+
+    @property
+    def socket(self) -> str:
+        return str(self.base / "crispy.sock")
+
+
+def render_config(s: CrispySettings) -> str:
+    q = json.dumps
+    return "\n".join([
+        f"socket = {q(s.socket)}",
+        f"data_root = {q(str(s.base / 'data'))}",
+        f"state_root = {q(str(s.base / 'state'))}",
+        # Per-RPC debug lines would be part of what is measured.
+        'log_level = "info"',
+        "",
+        "[runtime]",
+        f"oci_runtime = {q(s.oci_runtime)}",
+        "",
+        "[cni]",
+        f"conf_dir = {q(s.cni_conf_dir)}",
+        f"bin_dirs = [{q(s.cni_bin_dir)}]",
+        "",
+        f"[registries.{q(s.registry_host)}]",
+        "insecure = true",
+        "",
+    ])
+
+
+class CrispyProcess(DaemonProcess):
+    name = "crispy"
+
+    def __init__(self, settings: CrispySettings) -> None:
+        super().__init__(settings.base, settings.socket)
+        self.settings = settings
+        self.config_path = settings.base / "crispy.toml"
+
+    def prepare(self) -> None:
+        self.config_path.write_text(render_config(self.settings))
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "cri.cli", "--config", str(self.config_path)]

@@ -1,0 +1,74 @@
+"""Host changes a bench run may need, each undone at the end: moving the
+`hugetlb` controller out of the cgroup v2 tree so that crun 1.8 accepts this
+hybrid host, and removing the cgroups the bench's pods leave behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime import host
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+HUGETLB_V1 = CGROUP_ROOT / "hugetlb"
+
+
+def crun_blocker() -> str | None:
+    return host.crun_blocker(host.detect_cgroup_layout())
+
+
+@dataclass
+class HostChanges:
+    """What this run changed, so that it can be reported and undone."""
+    hugetlb_mounted: bool = False
+    hugetlb_dir_created: bool = False
+    log: list[str] = field(default_factory=list)
+
+    def move_hugetlb(self) -> None:
+        """Mounts a v1 hugetlb hierarchy, which takes the controller away from
+        the v2 tree (a controller lives in one hierarchy at a time)."""
+        if not HUGETLB_V1.exists():
+            HUGETLB_V1.mkdir()
+            self.hugetlb_dir_created = True
+        subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(HUGETLB_V1)],
+                       check=True, capture_output=True, text=True)
+        self.hugetlb_mounted = True
+        self.log.append(f"mounted a cgroup v1 hugetlb hierarchy on {HUGETLB_V1} so that crun accepts this host")
+
+    def undo(self) -> None:
+        if self.hugetlb_mounted:
+            others = [p.name for p in HUGETLB_V1.iterdir() if p.is_dir()]
+            if others:
+                # Unmounting would hide, not free, the hierarchy: the
+                # controller would stay out of the v2 tree until a reboot.
+                self.log.append(f"left {HUGETLB_V1} mounted: it holds cgroups {others} that are not the bench's; "
+                                f"undo by hand with 'umount {HUGETLB_V1} && rmdir {HUGETLB_V1}' once they are gone")
+                return
+            r = subprocess.run(["umount", str(HUGETLB_V1)], capture_output=True, text=True)
+            if r.returncode != 0:
+                self.log.append(f"could not unmount {HUGETLB_V1}: {r.stderr.strip()}")
+                return
+            self.hugetlb_mounted = False
+            if self.hugetlb_dir_created:
+                HUGETLB_V1.rmdir()
+            self.log.append(f"unmounted {HUGETLB_V1}: hugetlb is back in the v2 tree")
+
+
+def remove_cgroup_tree(name: str, root: Path = CGROUP_ROOT) -> list[str]:
+    """rmdir, deepest first, every cgroup directory named `name` (and below)
+    in each mounted hierarchy. Returns the paths that could not be removed
+    (still populated: a leak worth reporting)."""
+    failed: list[str] = []
+    for hierarchy in sorted(root.iterdir()):
+        top = hierarchy / name
+        if not top.is_dir():
+            continue
+        dirs = [Path(d) for d, _, _ in os.walk(top)]
+        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                failed.append(str(d))
+    return failed

@@ -1,0 +1,17 @@
+"""Scenario registry: one module per scenario, each registered by name."""
+
+from __future__ import annotations
+
+from bench.scenarios import churn, container_start, exec_sync, memory, pod_net, pod_start, pull
+from bench.scenarios.base import Scenario
+
+REGISTRY: dict[str, Scenario] = {s.name: s for s in (
+    pull.PullCold(),
+    pull.PullWarm(),
+    pod_start.PodStart(),
+    container_start.ContainerStart(),
+    exec_sync.ExecSync(),
+    pod_net.PodStartNetworked(),
+    churn.Churn(),
+    memory.Memory(),
+)}

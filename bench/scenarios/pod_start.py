@@ -1,0 +1,37 @@
+"""RunPodSandbox, then StopPodSandbox+RemovePodSandbox, for a host-network
+pod (no CNI in the path: the sandbox machinery alone)."""
+
+from __future__ import annotations
+
+import time
+
+from bench import workload
+from bench.scenarios.base import Context, Metric, Samples, Scenario
+from bench.target import Target
+
+
+def pod_cycle(target: Target, out: Samples, host_network: bool, suffix: str = "") -> None:
+    cfg = workload.pod_config(target.name, target.log_root, host_network)
+    t0 = time.perf_counter()
+    pod_id = target.client.run_pod_sandbox(cfg)
+    out.add(f"run_pod{suffix}_s", time.perf_counter() - t0)
+    try:
+        t0 = time.perf_counter()
+        target.client.stop_pod_sandbox(pod_id)
+        target.client.remove_pod_sandbox(pod_id)
+        out.add(f"stop_remove_pod{suffix}_s", time.perf_counter() - t0)
+    except Exception:
+        workload.remove_pod_quietly(target.client, pod_id)
+        raise
+
+
+class PodStart(Scenario):
+    name = "pod_start"
+    title = "Pod sandbox start and removal (host network)"
+    metrics = {
+        "run_pod_s": Metric("s", "lower", "RunPodSandbox"),
+        "stop_remove_pod_s": Metric("s", "lower", "StopPodSandbox+RemovePodSandbox"),
+    }
+
+    def iterate(self, ctx: Context, target: Target, state: object, out: Samples) -> None:
+        pod_cycle(target, out, host_network=True)

@@ -1,0 +1,177 @@
+"""bench/report.py and bench/runner.py: summaries, ratios, failure
+reporting, the markdown table and the chart; the runner's interleaving and
+its handling of a runtime that fails (on fake targets and scenarios)."""
+
+import json
+
+import grpc
+import pytest
+
+from bench import report
+from bench.report import RuntimeResult
+from bench.runner import rotated, run_scenario
+from bench.scenarios.base import Context, Metric, Samples, Scenario
+from bench.target import describe_error
+
+METRICS = {"run_pod_s": Metric("s", "lower", "RunPodSandbox"),
+           "churn_c1_pods_s": Metric("pods/s", "higher", "churn")}
+
+
+def _entry():
+    return report.scenario_entry("Pod start", METRICS, {
+        "crispy": RuntimeResult(samples={"run_pod_s": [0.010, 0.020, 0.030], "churn_c1_pods_s": [20.0]}),
+        "containerd-runc": RuntimeResult(samples={"run_pod_s": [0.040, 0.050, 0.060], "churn_c1_pods_s": [10.0]}),
+        "containerd-crun": RuntimeResult(error="setup: UNKNOWN: crun refused"),
+    })
+
+
+def test_entry_summarises_and_compares_crispy_with_each_containerd():
+    e = _entry()
+    m = e["metrics"]["run_pod_s"]
+    assert m["runtimes"]["crispy"]["p50"] == pytest.approx(0.020)
+    assert m["runtimes"]["containerd-runc"]["max"] == pytest.approx(0.060)
+    assert m["runtimes"]["crispy"]["samples"] == [0.010, 0.020, 0.030]
+    assert "containerd-crun" not in m["runtimes"]
+    assert m["ratios"]["crispy/containerd-runc"]["p50"] == pytest.approx(0.4)
+    assert set(m["ratios"]) == {"crispy/containerd-runc"}
+    assert e["metrics"]["churn_c1_pods_s"]["ratios"]["crispy/containerd-runc"]["p50"] == pytest.approx(2.0)
+    assert e["status"] == {"crispy": "ok", "containerd-runc": "ok",
+                           "containerd-crun": "failed: setup: UNKNOWN: crun refused"}
+
+
+def _results(scenarios):
+    return {"date": "2026-11-28 14:40 UTC", "command": "make bench", "host": {"summary": "test host"},
+            "runtimes": {"crispy": {"version": "crispy 0.1.0", "oci_runtime": "auto", "error": None},
+                         "containerd-runc": {"version": "containerd 1.6", "oci_runtime": "runc", "error": None},
+                         "containerd-crun": {"version": "", "oci_runtime": "crun", "error": "did not start"}},
+            "host_changes": ["mounted hugetlb"], "scenarios": scenarios,
+            "derived": {"cni_share": report.cni_share(scenarios)}}
+
+
+def test_markdown_has_values_ratios_and_failures():
+    md = report.markdown(_results({"pod_start": _entry()}))
+    row = next(line for line in md.splitlines() if "RunPodSandbox" in line)
+    assert "20.0 ms / 29.0 ms / 30.0 ms" in row
+    assert "0.40×" in row
+    assert "failed: setup: UNKNOWN: crun refused" in row
+    assert "2.00×" in md  # throughput ratio
+    assert "- pod_start on containerd-crun: setup: UNKNOWN: crun refused" in md
+    assert "mounted hugetlb" in md
+
+
+def test_cni_share_is_net_minus_host_over_net():
+    host = report.scenario_entry("h", {"run_pod_s": Metric("s")},
+                                 {"a": RuntimeResult(samples={"run_pod_s": [0.1]}), "b": RuntimeResult(error="x")})
+    net = report.scenario_entry("n", {"run_pod_net_s": Metric("s")},
+                                {"a": RuntimeResult(samples={"run_pod_net_s": [0.4]}),
+                                 "b": RuntimeResult(samples={"run_pod_net_s": [0.4]})})
+    assert report.cni_share({"pod_start": host, "pod_net": net}) == {"a": pytest.approx(0.75)}
+    assert report.cni_share({"pod_net": net}) == {}
+
+
+def test_json_round_trips(tmp_path):
+    results = _results({"pod_start": _entry()})
+    report.write_json(results, tmp_path / "out" / "r.json")
+    assert json.loads((tmp_path / "out" / "r.json").read_text()) == results
+
+
+def test_chart_is_a_png_with_a_panel_per_latency_metric(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "r.png"
+    assert report.chart(_results({"pod_start": _entry()}), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chart_without_latency_metrics_writes_nothing(tmp_path):
+    pytest.importorskip("matplotlib")
+    entry = report.scenario_entry("churn", {"churn_c1_pods_s": METRICS["churn_c1_pods_s"]},
+                                  {"crispy": RuntimeResult(samples={"churn_c1_pods_s": [1.0]})})
+    assert not report.chart(_results({"churn": entry}), tmp_path / "r.png")
+    assert not (tmp_path / "r.png").exists()
+
+
+# ---- runner --------------------------------------------------------------------
+
+class FakeTarget:
+    def __init__(self, name, start_error=None):
+        self.name, self.start_error = name, start_error
+        self.cleaned = 0
+
+    def exited(self):
+        return None
+
+    def remove_all_pods(self):
+        self.cleaned += 1
+        return []
+
+
+class Recording(Scenario):
+    name = "fake"
+    metrics = {"t_s": Metric("s")}
+
+    def __init__(self, fail_on=None, fail_setup=None):
+        self.calls, self.fail_on, self.fail_setup, self.torn_down = [], fail_on, fail_setup, []
+
+    def setup(self, ctx, target):
+        if target.name == self.fail_setup:
+            raise RuntimeError("no image")
+        return f"state-{target.name}"
+
+    def iterate(self, ctx, target, state, out: Samples):
+        assert state == f"state-{target.name}"
+        self.calls.append(target.name)
+        if (target.name, len([c for c in self.calls if c == target.name])) == self.fail_on:
+            raise _Unimplemented()
+        out.add("t_s", 0.5)
+
+    def teardown(self, ctx, target, state):
+        self.torn_down.append(target.name)
+
+
+class _Unimplemented(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNIMPLEMENTED
+
+    def details(self):
+        return "RunPodSandbox is not implemented yet"
+
+
+CTX = Context(images=None, iterations=3, pods=1)
+
+
+def test_rotation_alternates_who_goes_first():
+    assert rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert rotated(["a", "b", "c"], 5) == ["c", "a", "b"]
+    assert rotated([], 3) == []
+
+
+def test_runner_interleaves_runtimes_and_collects_samples():
+    scen = Recording()
+    targets = [FakeTarget("crispy"), FakeTarget("containerd-runc")]
+    res = run_scenario(scen, CTX, targets, say=lambda m: None)
+    assert scen.calls == ["crispy", "containerd-runc", "containerd-runc", "crispy", "crispy", "containerd-runc"]
+    assert res["crispy"].samples == {"t_s": [0.5, 0.5, 0.5]} and res["crispy"].error is None
+    assert scen.torn_down == ["crispy", "containerd-runc"]
+    assert [t.cleaned for t in targets] == [1, 1]
+
+
+def test_a_failing_runtime_is_reported_and_the_others_go_on():
+    said = []
+    scen = Recording(fail_on=("crispy", 2), fail_setup="containerd-crun")
+    targets = [FakeTarget("crispy"), FakeTarget("containerd-runc"), FakeTarget("containerd-crun"),
+               FakeTarget("gone", start_error="did not start: boom")]
+    res = run_scenario(scen, CTX, targets, say=said.append)
+    assert res["crispy"].error == "iteration 2: UNIMPLEMENTED: RunPodSandbox is not implemented yet"
+    assert res["crispy"].samples == {"t_s": [0.5]}
+    assert scen.calls.count("crispy") == 2
+    assert res["containerd-runc"].error is None and len(res["containerd-runc"].samples["t_s"]) == 3
+    assert res["containerd-crun"].error == "setup: RuntimeError: no image"
+    assert res["gone"].error == "did not start: boom"
+    assert "gone" not in scen.calls and "gone" not in scen.torn_down
+    assert any("crispy" in line and "FAILED iteration 2: UNIMPLEMENTED" in line for line in said)
+
+
+def test_describe_error_is_one_line():
+    assert describe_error(_Unimplemented()) == "UNIMPLEMENTED: RunPodSandbox is not implemented yet"
+    assert describe_error(ValueError("bad\nmore")) == "ValueError: bad"
