@@ -27,7 +27,9 @@ from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
 from images.manager import ImageManager
 from runtime import atomicfile, host
-from runtime.network import LoopbackOnly, PodNetwork
+from runtime.manager import PodManager
+from runtime.cni import CniNetwork
+from runtime.network import PodNetwork
 
 log = logging.getLogger("crispy.daemon")
 
@@ -55,7 +57,7 @@ class Daemon:
         self.oci_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
         self.conmon_path = shutil.which(config.runtime.conmon) if not os.path.isabs(config.runtime.conmon) else config.runtime.conmon
         self.pod_cidr: str = ""
-        self.network: PodNetwork = LoopbackOnly()
+        self.network: PodNetwork = CniNetwork.from_config(config.cni)
         self._lock_fds: list[int] = []
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
@@ -144,11 +146,14 @@ class Daemon:
         the socket accepts a single call. One line per part."""
         self.images = ImageManager(self.config, self.data_root, self.image_users)
         await self.images.open()
+        self.pods = PodManager(self)
+        await self.pods.open()
 
     def image_users(self, image_id: str) -> list[str]:
         """IDs of containers created from `image_id` (RemoveImage refuses
-        while there are any). No containers exist until runtime/ lands them."""
-        return []
+        while there are any)."""
+        pods = getattr(self, "pods", None)
+        return pods.image_users(image_id) if pods is not None else []
 
     # ---- persisted node settings ----------------------------------------
 

@@ -57,16 +57,17 @@ class PodNetwork(Protocol):
 
 
 async def bring_up_loopback(netns_path: str) -> None:
+    # Not pyroute2's NetNS: it forks the daemon, and the forked child's
+    # signal wake-up fd is the daemon's own, so the child exiting reached
+    # crispy's event loop as a SIGTERM and shut the daemon down.
     import asyncio
 
-    def _up() -> None:
-        from pyroute2 import NetNS
-
-        with NetNS(netns_path) as ns:
-            idx = ns.link_lookup(ifname="lo")[0]
-            ns.link("set", index=idx, state="up")
-
-    await asyncio.to_thread(_up)
+    proc = await asyncio.create_subprocess_exec(
+        "nsenter", f"--net={netns_path}", "--", "ip", "link", "set", "lo", "up",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise OSError(f"bringing up lo in {netns_path} failed: {err.decode(errors='replace').strip()}")
 
 
 class LoopbackOnly:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cri.servicers.sandboxes import SandboxRPCs
 from cri.servicers.status import StatusRPCs
 
 if TYPE_CHECKING:
     from cri.daemon import Daemon
 
 
-class RuntimeServicer(StatusRPCs):
+class RuntimeServicer(StatusRPCs, SandboxRPCs):
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon

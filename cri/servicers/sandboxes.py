@@ -1,0 +1,92 @@
+"""RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus and
+ListPodSandbox: protobuf in, calls on `daemon.pods`, protobuf out."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from cri.errors import InvalidArgument
+from cri.proto import api_pb2 as pb
+from runtime import sandbox
+from runtime.store import SandboxRecord
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+_STATES = {"ready": pb.SANDBOX_READY, "notready": pb.SANDBOX_NOTREADY}
+_MODES = {"pod": pb.POD, "container": pb.CONTAINER, "node": pb.NODE, "target": pb.TARGET}
+
+
+def _metadata(rec: SandboxRecord) -> pb.PodSandboxMetadata:
+    return pb.PodSandboxMetadata(name=rec.name, namespace=rec.namespace, uid=rec.uid, attempt=rec.attempt)
+
+
+def _labels(rec: SandboxRecord) -> tuple[dict[str, str], dict[str, str]]:
+    return dict(rec.config.get("labels", {})), dict(rec.config.get("annotations", {}))
+
+
+def sandbox_summary(rec: SandboxRecord) -> pb.PodSandbox:
+    labels, annotations = _labels(rec)
+    return pb.PodSandbox(id=rec.id, metadata=_metadata(rec), state=_STATES[rec.state], created_at=rec.created_at,
+                         labels=labels, annotations=annotations, runtime_handler=rec.runtime_handler)
+
+
+def sandbox_status(rec: SandboxRecord) -> pb.PodSandboxStatus:
+    labels, annotations = _labels(rec)
+    ips = sandbox.pod_ips(rec)
+    network = pb.PodSandboxNetworkStatus(ip=ips[0] if ips else "",
+                                         additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]])
+    options = pb.NamespaceOption(network=pb.NODE if rec.host_network else pb.POD,
+                                 ipc=pb.NODE if rec.host_ipc else pb.POD, pid=_MODES[rec.pid_mode])
+    return pb.PodSandboxStatus(
+        id=rec.id, metadata=_metadata(rec), state=_STATES[rec.state], created_at=rec.created_at, network=network,
+        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=options)),
+        labels=labels, annotations=annotations, runtime_handler=rec.runtime_handler)
+
+
+def matches(rec: SandboxRecord, f: pb.PodSandboxFilter) -> bool:
+    if f.id and not rec.id.startswith(f.id):
+        return False
+    if f.HasField("state") and _STATES[rec.state] != f.state.state:
+        return False
+    labels = rec.config.get("labels", {})
+    return all(labels.get(k) == v for k, v in f.label_selector.items())
+
+
+class SandboxRPCs:
+    daemon: "Daemon"
+
+    async def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
+        if not request.HasField("config"):
+            raise InvalidArgument("RunPodSandbox needs a config")
+        sandbox_id = await self.daemon.pods.run_pod(request)
+        return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
+
+    async def StopPodSandbox(self, request: pb.StopPodSandboxRequest, context: Any) -> pb.StopPodSandboxResponse:
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("StopPodSandbox needs pod_sandbox_id")
+        await self.daemon.pods.stop_pod(request.pod_sandbox_id)
+        return pb.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest, context: Any) -> pb.RemovePodSandboxResponse:
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("RemovePodSandbox needs pod_sandbox_id")
+        await self.daemon.pods.remove_pod(request.pod_sandbox_id)
+        return pb.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:
+        pods = self.daemon.pods
+        rec = pods.sandbox(request.pod_sandbox_id)
+        info = {}
+        if request.verbose:
+            info = {"info": json.dumps(sandbox.verbose_info(pods, rec), sort_keys=True)}
+        return pb.PodSandboxStatusResponse(status=sandbox_status(rec), info=info, timestamp=time.time_ns())
+
+    async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
+        recs = list(self.daemon.pods.sandboxes.values())
+        if request.HasField("filter"):
+            recs = [r for r in recs if matches(r, request.filter)]
+        recs.sort(key=lambda r: r.created_at)
+        return pb.ListPodSandboxResponse(items=[sandbox_summary(r) for r in recs])

@@ -1,0 +1,245 @@
+"""The object the daemon holds for pods and containers (`daemon.pods`):
+the in-memory index of records, name reservations, per-object locks, and
+recovery of what kept running while crispy was down.
+
+Name reservations make RunPodSandbox and CreateContainer safe to retry: the
+work runs in its own task, shielded from the caller's deadline, and a retry
+with the same metadata and the same request joins that task (or gets its
+finished result) instead of failing with a clash or making a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
+
+from cri.errors import AlreadyExists, InvalidArgument, NotFound
+from runtime import namespaces, sandbox
+from runtime.store import ContainerRecord, RecordStore, SandboxRecord
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+log = logging.getLogger("crispy.pods")
+
+
+@dataclass
+class _Reservation:
+    digest: str
+    task: "asyncio.Future[Any]"
+    owner_id: str = ""
+
+
+def request_digest(*messages: Any) -> str:
+    h = hashlib.sha256()
+    for m in messages:
+        h.update(m.SerializeToString(deterministic=True) if hasattr(m, "SerializeToString") else str(m).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class PodManager:
+    def __init__(self, daemon: "Daemon") -> None:
+        self.daemon = daemon
+        self.state_root: Path = daemon.state_root
+        self.store = RecordStore(daemon.data_root)
+        self.default_cgroup_parent = daemon.config.runtime.default_cgroup_parent
+        self.sandboxes: dict[str, SandboxRecord] = {}
+        self.containers: dict[str, ContainerRecord] = {}
+        self._names: dict[Hashable, _Reservation] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.cgroups: Any = None
+
+    # ---- start-up --------------------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._prepare_dirs)
+        self.cgroups = _open_cgroups(self.daemon)
+        pods, ctrs = await asyncio.to_thread(self.store.load)
+        for rec in pods:
+            self.sandboxes[rec.id] = rec
+            self._reserve_done(("pod", rec.name, rec.namespace, rec.uid, rec.attempt), rec.request_digest, rec.id)
+        for ctr in ctrs:
+            if ctr.sandbox_id not in self.sandboxes:
+                log.warning("container record without its pod", extra={"fields": {"id": ctr.id, "pod": ctr.sandbox_id}})
+            self.containers[ctr.id] = ctr
+            self._reserve_done(("ctr", ctr.sandbox_id, ctr.name, ctr.attempt), ctr.request_digest, ctr.id)
+        await self._recover()
+        log.info("pods loaded", extra={"fields": {"pods": len(self.sandboxes), "containers": len(self.containers)}})
+
+    def _prepare_dirs(self) -> None:
+        self.store.prepare()
+        for d in (self.state_root / "pods", self.state_root / "containers"):
+            d.mkdir(parents=True, exist_ok=True, mode=0o711)
+
+    async def _recover(self) -> None:
+        for rec in list(self.sandboxes.values()):
+            if rec.state == "ready" and rec.pid_mode == "pod" and not namespaces.infra_alive(sandbox.pinned_of(rec)):
+                # The pod's init died while we were away (or the node
+                # rebooted): its PID namespace cannot take new members.
+                log.warning("pod infra process is gone; marking the pod not ready", extra={"fields": {"id": rec.id}})
+                rec.state = "notready"
+                await self.store.save(rec)
+        for ctr in list(self.containers.values()):
+            from runtime import container
+            await container.recover(self, ctr)
+
+    # ---- names, locks, lookup ------------------------------------------
+
+    def _reserve_done(self, key: Hashable, digest: str, owner_id: str) -> None:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(owner_id)
+        self._names[key] = _Reservation(digest, fut, owner_id)
+
+    def release_name(self, key: Hashable, owner_id: str) -> None:
+        r = self._names.get(key)
+        if r is not None and r.owner_id == owner_id:
+            del self._names[key]
+
+    async def reserved(self, key: Hashable, digest: str, what: str,
+                       work: Callable[[], Awaitable[Any]]) -> Any:
+        """Runs `work` once per name; see the module docstring."""
+        r = self._names.get(key)
+        if r is not None:
+            if r.digest != digest:
+                holder = f"{r.owner_id[:13]}" if r.owner_id else "a request still in progress"
+                raise AlreadyExists(f"{what} is already in use by {holder}; remove it first or use a new attempt number")
+            return await asyncio.shield(r.task)
+        task = asyncio.ensure_future(work())
+        reservation = _Reservation(digest, task)
+        self._names[key] = reservation
+
+        def _done(t: "asyncio.Future[Any]") -> None:
+            if t.cancelled() or t.exception() is not None:
+                if self._names.get(key) is reservation:
+                    del self._names[key]
+            else:
+                reservation.owner_id = t.result()
+        task.add_done_callback(_done)
+        return await asyncio.shield(task)
+
+    def lock(self, object_id: str) -> asyncio.Lock:
+        lk = self._locks.get(object_id)
+        if lk is None:
+            lk = self._locks[object_id] = asyncio.Lock()
+        return lk
+
+    def forget_lock(self, object_id: str) -> None:
+        self._locks.pop(object_id, None)
+
+    @staticmethod
+    def _find(table: dict[str, Any], ref: str, what: str) -> Any:
+        if not ref:
+            raise InvalidArgument(f"{what} id is empty")
+        rec = table.get(ref)
+        if rec is not None:
+            return rec
+        # crictl and people use unique id prefixes.
+        matches = [v for k, v in table.items() if k.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"{what} id prefix {ref!r} is ambiguous ({len(matches)} match); give more characters")
+        raise NotFound(f"{what} {ref!r} not found")
+
+    def sandbox(self, ref: str) -> SandboxRecord:
+        return self._find(self.sandboxes, ref, "pod sandbox")
+
+    def container(self, ref: str) -> ContainerRecord:
+        return self._find(self.containers, ref, "container")
+
+    def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
+
+    def runtime_for_handler(self, handler: str) -> str:
+        handlers = self.daemon.config.runtime.handlers
+        if handler in handlers:
+            wanted = handlers[handler]
+            path = wanted if os.path.isabs(wanted) else shutil.which(wanted)
+            if not path:
+                raise InvalidArgument(f"runtime handler {handler!r} maps to {wanted!r}, which is not installed")
+            return path
+        if handler == "":
+            if self.daemon.oci_runtime is None:
+                from cri.errors import FailedPrecondition
+                raise FailedPrecondition("no OCI runtime is available on this node; install crun or runc")
+            return self.daemon.oci_runtime.path
+        known = ", ".join(repr(h) for h in sorted({"", *handlers}))
+        raise InvalidArgument(f"unknown runtime handler {handler!r}; this node has: {known} "
+                              f"(configure more under [runtime.handlers])")
+
+    # ---- cgroups ----------------------------------------------------------
+
+    async def cgroups_create_pod(self, rec: SandboxRecord) -> None:
+        """The pod's own cgroup holds its infra process."""
+        # Filled in once runtime/cgroups lands (see the report).
+        rec.cgroup_path = ""
+
+    async def cgroups_remove_pod(self, rec: SandboxRecord) -> None:
+        return None
+
+    # ---- pods -------------------------------------------------------------
+
+    async def run_pod(self, req: Any) -> str:
+        md = req.config.metadata
+        if not md.name or not md.namespace or not md.uid:
+            raise InvalidArgument("PodSandboxConfig.metadata needs name, namespace and uid")
+        key = ("pod", md.name, md.namespace, md.uid, md.attempt)
+        digest = request_digest(req)
+
+        async def work() -> str:
+            rec = await sandbox.run(self, req, digest)
+            self.sandboxes[rec.id] = rec
+            return rec.id
+        return await self.reserved(key, digest, f"pod sandbox name {md.name}_{md.namespace}_{md.uid}_{md.attempt}", work)
+
+    async def stop_pod(self, ref: str) -> None:
+        try:
+            rec = self.sandbox(ref)
+        except NotFound:
+            return  # already removed: nothing left to stop
+        async with self.lock(rec.id):
+            if rec.id in self.sandboxes:
+                await asyncio.shield(sandbox.stop(self, rec))
+
+    async def remove_pod(self, ref: str) -> None:
+        try:
+            rec = self.sandbox(ref)
+        except NotFound:
+            return
+        async with self.lock(rec.id):
+            if rec.id not in self.sandboxes:
+                return
+            await asyncio.shield(sandbox.remove(self, rec))
+            del self.sandboxes[rec.id]
+            self.release_name(("pod", rec.name, rec.namespace, rec.uid, rec.attempt), rec.id)
+        self.forget_lock(rec.id)
+
+    # ---- containers (runtime/container.py) -----------------------------
+
+    def image_users(self, image_id: str) -> list[str]:
+        return [c.id for c in self.containers.values() if c.image_id == image_id]
+
+    async def stop_container_record(self, ctr: ContainerRecord, timeout: float) -> None:
+        from runtime import container
+        async with self.lock(ctr.id):
+            await container.stop(self, ctr, timeout)
+
+    async def remove_container_record(self, ctr: ContainerRecord) -> None:
+        from runtime import container
+        async with self.lock(ctr.id):
+            if ctr.id in self.containers:
+                await container.remove(self, ctr)
+                del self.containers[ctr.id]
+                self.release_name(("ctr", ctr.sandbox_id, ctr.name, ctr.attempt), ctr.id)
+        self.forget_lock(ctr.id)
+
+
+def _open_cgroups(daemon: "Daemon") -> Any:
+    return None

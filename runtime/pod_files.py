@@ -1,0 +1,67 @@
+"""The per-pod files every container of a pod bind-mounts: /etc/hostname,
+/etc/hosts and /etc/resolv.conf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cri.errors import InvalidArgument
+from runtime import atomicfile
+
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+@dataclass
+class DnsSettings:
+    servers: list[str] = field(default_factory=list)
+    searches: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.servers or self.searches or self.options)
+
+
+def resolv_conf(dns: DnsSettings, host_resolv: Path = HOST_RESOLV_CONF) -> bytes:
+    """Kubelet's DnsConfig as resolv.conf; the node's own when it sends none
+    (then the pod resolves like the node, as with dnsPolicy Default)."""
+    if dns.empty():
+        try:
+            return host_resolv.read_bytes()
+        except FileNotFoundError:
+            return b""
+    for item in (*dns.servers, *dns.searches, *dns.options):
+        if any(c.isspace() for c in item) or not item:
+            raise InvalidArgument(f"DNS config entry {item!r} must be one word with no whitespace")
+    lines = []
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    lines += [f"nameserver {s}" for s in dns.servers]
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def hosts(hostname: str, ips: list[str]) -> bytes:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters"]
+    if hostname:
+        lines += [f"{ip}\t{hostname}" for ip in ips if ip]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass
+class PodFiles:
+    hostname: str
+    hosts: str
+    resolv_conf: str
+
+
+def write(pod_dir: Path, hostname: str, dns: DnsSettings, ips: list[str]) -> PodFiles:
+    """Blocking: call through asyncio.to_thread."""
+    files = PodFiles(str(pod_dir / "hostname"), str(pod_dir / "hosts"), str(pod_dir / "resolv.conf"))
+    # World-readable: containers running as any user read them.
+    atomicfile.write_bytes(files.hostname, (hostname + "\n").encode() if hostname else b"", 0o644)
+    atomicfile.write_bytes(files.hosts, hosts(hostname, ips), 0o644)
+    atomicfile.write_bytes(files.resolv_conf, resolv_conf(dns), 0o644)
+    return files

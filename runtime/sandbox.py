@@ -1,0 +1,218 @@
+"""Pod sandboxes: the namespaces, files, /dev/shm and cgroup a pod's
+containers share, from RunPodSandbox to RemovePodSandbox.
+
+Every step of `run` registers its undo; a failure anywhere unwinds what was
+done, so a failed RunPodSandbox leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from google.protobuf import json_format
+
+from cri.errors import InvalidArgument
+from cri.proto import api_pb2 as pb
+from runtime import kmount, namespaces, pod_files
+from runtime.network import PodNetworkRequest, PodNetworkStatus, PortMapping
+from runtime.store import SandboxRecord
+
+if TYPE_CHECKING:
+    from runtime.manager import PodManager
+
+log = logging.getLogger("crispy.sandbox")
+
+SHM_SIZE = 64 * 1024 * 1024  # Docker's and containerd's default pod /dev/shm
+_PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
+_PID_MODES = {pb.POD: "pod", pb.CONTAINER: "container", pb.NODE: "node", pb.TARGET: "target"}
+
+
+def to_json(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def config_of(rec: SandboxRecord) -> pb.PodSandboxConfig:
+    return json_format.ParseDict(rec.config, pb.PodSandboxConfig(), ignore_unknown_fields=True)
+
+
+def validate(config: pb.PodSandboxConfig) -> None:
+    md = config.metadata
+    if not md.name or not md.namespace or not md.uid:
+        raise InvalidArgument("PodSandboxConfig.metadata needs name, namespace and uid")
+    ns = config.linux.security_context.namespace_options
+    if ns.network == pb.TARGET or ns.ipc == pb.TARGET:
+        raise InvalidArgument("namespace mode TARGET is only valid for the PID namespace of a container")
+    if ns.pid == pb.TARGET:
+        raise InvalidArgument("a pod sandbox cannot target another container's PID namespace; use POD, CONTAINER or NODE")
+    if ns.HasField("userns_options") and ns.userns_options.mode == pb.POD:
+        from cri.errors import Unimplemented
+        raise Unimplemented("user namespaces for pods are not supported by crispy yet; use the NODE user namespace")
+    for pm in config.port_mappings:
+        if pm.protocol not in _PROTOCOLS:
+            raise InvalidArgument(f"port mapping protocol {pm.protocol} is unknown; use TCP, UDP or SCTP")
+
+
+def network_request(rec: SandboxRecord, config: pb.PodSandboxConfig) -> PodNetworkRequest:
+    return PodNetworkRequest(
+        sandbox_id=rec.id, netns_path=rec.namespaces.get("net", ""), pod_name=rec.name,
+        pod_namespace=rec.namespace, pod_uid=rec.uid,
+        port_mappings=[PortMapping(_PROTOCOLS[p.protocol], p.container_port, p.host_port, p.host_ip)
+                       for p in config.port_mappings if p.host_port],
+        cgroup_parent=rec.cgroup_parent)
+
+
+class _Undo:
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+
+    def push(self, what: str, fn: Callable[[], Awaitable[None]]) -> None:
+        self._steps.append((what, fn))
+
+    async def run(self) -> None:
+        for what, fn in reversed(self._steps):
+            try:
+                await fn()
+            except Exception as e:  # noqa: BLE001 - keep unwinding the rest
+                log.error("cleanup after a failed RunPodSandbox failed", extra={"fields": {"step": what, "error": str(e)}})
+
+
+async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: str) -> SandboxRecord:
+    config = req.config
+    validate(config)
+    runtime_path = mgr.runtime_for_handler(req.runtime_handler)
+    nsopt = config.linux.security_context.namespace_options
+    md = config.metadata
+    sandbox_id = secrets.token_hex(32)
+    pod_dir = mgr.state_root / "pods" / sandbox_id
+    rec = SandboxRecord(
+        id=sandbox_id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
+        config=to_json(config), runtime_handler=req.runtime_handler, oci_runtime=runtime_path,
+        created_at=time.time_ns(), state="ready", pod_dir=str(pod_dir),
+        host_network=nsopt.network == pb.NODE, host_ipc=nsopt.ipc == pb.NODE,
+        pid_mode=_PID_MODES[nsopt.pid], cgroup_parent=config.linux.cgroup_parent or mgr.default_cgroup_parent,
+        request_digest=request_digest)
+    undo = _Undo()
+    try:
+        await asyncio.to_thread(pod_dir.mkdir, parents=True, mode=0o711)
+        undo.push("pod dir", lambda: asyncio.to_thread(shutil.rmtree, pod_dir, True))
+        # Host network means the node's hostname too (UTS goes with it).
+        ns_req = namespaces.NamespaceRequest(
+            net=not rec.host_network, ipc=not rec.host_ipc, uts=not rec.host_network,
+            pod_pid=rec.pid_mode == "pod", hostname=config.hostname, sysctls=dict(config.linux.sysctls))
+        pinned = await namespaces.create(pod_dir, ns_req)
+        rec.namespaces = dataclasses.asdict(pinned)
+        undo.push("namespaces", lambda: _drop_namespaces(pinned))
+        if not rec.host_ipc:
+            rec.shm_path = str(pod_dir / "shm")
+            await asyncio.to_thread(_mount_shm, rec.shm_path)
+            undo.push("shm", lambda: asyncio.to_thread(kmount.umount_all, rec.shm_path))
+        await mgr.cgroups_create_pod(rec)
+        undo.push("cgroup", lambda: mgr.cgroups_remove_pod(rec))
+        if not rec.host_network:
+            status = await mgr.daemon.network.setup(network_request(rec, config))
+            rec.network_status = dataclasses.asdict(status)
+            undo.push("network", lambda: mgr.daemon.network.teardown(network_request(rec, config), status))
+        dns = pod_files.DnsSettings(list(config.dns_config.servers), list(config.dns_config.searches),
+                                    list(config.dns_config.options))
+        files = await asyncio.to_thread(pod_files.write, pod_dir, config.hostname, dns, pod_ips(rec))
+        rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = files.hostname, files.hosts, files.resolv_conf
+        await mgr.store.save(rec)
+    except BaseException:
+        await asyncio.shield(undo.run())
+        raise
+    log.info("pod sandbox ready", extra={"fields": {"id": sandbox_id, "pod": f"{rec.namespace}/{rec.name}",
+                                                     "infra_pid": pinned.infra_pid}})
+    return rec
+
+
+def _mount_shm(path: str) -> None:
+    os.mkdir(path, 0o1777)
+    kmount.mount("shm", path, "tmpfs", kmount.MS_NOSUID | kmount.MS_NODEV | kmount.MS_NOEXEC,
+                 f"mode=1777,size={SHM_SIZE}")
+
+
+async def _drop_namespaces(pinned: namespaces.PodNamespaces) -> None:
+    await namespaces.kill_infra(pinned)
+    await namespaces.unpin(pinned)
+
+
+def pinned_of(rec: SandboxRecord) -> namespaces.PodNamespaces:
+    from runtime.store import from_dict
+    return from_dict(namespaces.PodNamespaces, rec.namespaces or {})
+
+
+def pod_ips(rec: SandboxRecord) -> list[str]:
+    st = rec.network_status or {}
+    return [ip for ip in [st.get("ip", ""), *st.get("additional_ips", [])] if ip]
+
+
+async def stop(mgr: "PodManager", rec: SandboxRecord) -> None:
+    """Kills what runs in the pod and releases its network; the namespaces
+    and files stay until RemovePodSandbox. Safe to repeat."""
+    # kubelet has already given each container its grace period before it
+    # stops the pod, so what still runs here is killed outright.
+    for ctr in mgr.containers_of(rec.id):
+        await mgr.stop_container_record(ctr, timeout=0)
+    if rec.network_status is not None:
+        status = PodNetworkStatus(**rec.network_status)
+        await mgr.daemon.network.teardown(network_request(rec, config_of(rec)), status)
+        rec.network_status = None
+    await namespaces.kill_infra(pinned_of(rec))
+    rec.state = "notready"
+    await mgr.store.save(rec)
+
+
+async def remove(mgr: "PodManager", rec: SandboxRecord) -> None:
+    if rec.state == "ready" or rec.network_status is not None:
+        await stop(mgr, rec)
+    for ctr in mgr.containers_of(rec.id):
+        await mgr.remove_container_record(ctr)
+    pinned = pinned_of(rec)
+    await namespaces.kill_infra(pinned)
+    await namespaces.unpin(pinned)
+    if rec.shm_path:
+        await asyncio.to_thread(kmount.umount_all, rec.shm_path)
+    await mgr.cgroups_remove_pod(rec)
+    if rec.pod_dir:
+        await asyncio.to_thread(_remove_pod_dir, Path(rec.pod_dir))
+    await mgr.store.delete(rec)
+    log.info("pod sandbox removed", extra={"fields": {"id": rec.id}})
+
+
+def _remove_pod_dir(pod_dir: Path) -> None:
+    # Never recurse into something still mounted (a pinned namespace or
+    # /dev/shm that failed to unmount): rmtree would fail or, worse, empty it.
+    if pod_dir.exists() and kmount.mounts_under(str(pod_dir)):
+        raise OSError(f"{pod_dir} still has mounts: {kmount.mounts_under(str(pod_dir))}")
+    shutil.rmtree(pod_dir, ignore_errors=True)
+
+
+def is_ready(rec: SandboxRecord) -> bool:
+    return rec.state == "ready"
+
+
+def verbose_info(mgr: "PodManager", rec: SandboxRecord) -> dict[str, Any]:
+    pinned = pinned_of(rec)
+    return {
+        "id": rec.id,
+        "pid": pinned.infra_pid if namespaces.infra_alive(pinned) else 0,
+        "infraAlive": namespaces.infra_alive(pinned),
+        "namespaces": pinned.paths(),
+        "pidMode": rec.pid_mode,
+        "cgroupParent": rec.cgroup_parent,
+        "cgroupPath": rec.cgroup_path,
+        "shm": rec.shm_path,
+        "podDir": rec.pod_dir,
+        "runtimeHandler": rec.runtime_handler,
+        "ociRuntime": rec.oci_runtime,
+        "network": rec.network_status,
+        "files": {"hostname": rec.hostname_path, "hosts": rec.hosts_path, "resolv.conf": rec.resolv_conf_path},
+    }

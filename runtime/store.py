@@ -1,0 +1,131 @@
+"""Sandbox and container records: one crash-safe JSON file each under the
+data root, written on every state change and read back when crispy starts.
+
+Records live on persistent disk (not the state root, a tmpfs) so that after
+a node reboot kubelet still sees its old containers, as exited, and can
+remove them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runtime import atomicfile
+
+log = logging.getLogger("crispy.store")
+
+T = TypeVar("T")
+
+
+@dataclass
+class SandboxRecord:
+    id: str
+    name: str
+    namespace: str
+    uid: str
+    attempt: int
+    # The CRI PodSandboxConfig as proto JSON (field names as in the proto).
+    config: dict[str, Any]
+    runtime_handler: str
+    oci_runtime: str  # path of the runtime binary for this pod's containers
+    created_at: int  # ns since the epoch
+    state: str = "ready"  # "ready" | "notready"
+    pod_dir: str = ""
+    namespaces: dict[str, Any] = field(default_factory=dict)  # namespaces.PodNamespaces
+    host_network: bool = False
+    host_ipc: bool = False
+    pid_mode: str = "container"  # "pod" | "container" | "node"
+    network_status: dict[str, Any] | None = None  # network.PodNetworkStatus once set up
+    hostname_path: str = ""
+    hosts_path: str = ""
+    resolv_conf_path: str = ""
+    shm_path: str = ""
+    cgroup_parent: str = ""
+    cgroup_path: str = ""
+    # Fingerprint of the request that made it, to tell a retry from a clash.
+    request_digest: str = ""
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    sandbox_id: str
+    name: str
+    attempt: int
+    config: dict[str, Any]  # the CRI ContainerConfig as proto JSON
+    created_at: int
+    image: str = ""  # the image as the caller named it
+    image_id: str = ""  # the store's image id (ImageStatus/ListImages report the same)
+    image_ref: str = ""  # repo digest, or the id when the image has none
+    state: str = "created"  # "created" | "running" | "exited" | "unknown"
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    pid: int = 0
+    conmon_pid: int = 0
+    conmon_start_time: int = 0
+    bundle: str = ""
+    rootfs: str = ""
+    container_dir: str = ""  # data-root dir: upper/work of the rootfs
+    log_path: str = ""  # absolute CRI log path ("" when the pod keeps no logs)
+    cgroup_path: str = ""
+    oci_runtime: str = ""
+    stop_signal: str = ""
+    resources: dict[str, Any] = field(default_factory=dict)  # LinuxContainerResources as proto JSON
+    user: dict[str, Any] = field(default_factory=dict)  # {"uid", "gid", "supplemental_groups"}
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI Mounts as proto JSON
+    request_digest: str = ""
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Builds a record, ignoring keys a newer crispy may have written."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class RecordStore:
+    """Blocking file I/O is pushed to a thread; callers serialise writes to
+    one record themselves (per-object locks in the manager)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pods_dir = root / "pods"
+        self.containers_dir = root / "containers"
+
+    def prepare(self) -> None:
+        for d in (self.pods_dir, self.containers_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def save(self, record: SandboxRecord | ContainerRecord) -> None:
+        directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir
+        data = dataclasses.asdict(record)
+        await asyncio.to_thread(atomicfile.write_json, directory / f"{record.id}.json", data)
+
+    async def delete(self, record: SandboxRecord | ContainerRecord) -> None:
+        directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir
+        await asyncio.to_thread(lambda: (directory / f"{record.id}.json").unlink(missing_ok=True))
+
+    def load(self) -> tuple[list[SandboxRecord], list[ContainerRecord]]:
+        return self._load(self.pods_dir, SandboxRecord), self._load(self.containers_dir, ContainerRecord)
+
+    @staticmethod
+    def _load(directory: Path, cls: type[T]) -> list[T]:
+        out = []
+        for entry in sorted(os.listdir(directory)) if directory.is_dir() else []:
+            if not entry.endswith(".json") or entry.startswith("."):
+                continue
+            try:
+                out.append(from_dict(cls, atomicfile.read_json(directory / entry)))
+            except (ValueError, TypeError, json.JSONDecodeError) as e:
+                # One unreadable record must not keep the node from starting.
+                log.error("skipping unreadable record", extra={"fields": {"path": str(directory / entry), "error": str(e)}})
+        return out

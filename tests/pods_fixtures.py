@@ -1,0 +1,177 @@
+"""Shared fixtures for the pod and container tests: a daemon whose pods are
+all removed afterwards, and a per-module check that nothing crispy made is
+left on the node (mounts, namespace pins, conmon or infra processes,
+cgroups). Leftovers are cleaned up, then reported as a failure.
+
+Import with `from tests.pods_fixtures import *` in a test module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from cri.proto import api_pb2 as pb
+from runtime import kmount
+from tests.daemon_proc import DaemonProcess, tmp_base
+
+# Every test pod lives under this cgroup parent, so leftovers are easy to find.
+TEST_CGROUP_PARENT = "/crispytest"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+TEST_BASE_PREFIX = "/tmp/crispy-t-"
+
+__all__ = ["pod_daemon", "pods_leave_nothing_behind", "TEST_CGROUP_PARENT", "pod_config", "remove_all_pods",
+           "start_pod_daemon"]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _stat_fields(pid: int) -> tuple[str, int] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat[stat.rfind(")") + 2:].split()
+    return rest[0], int(rest[1])
+
+
+def leftover_processes() -> list[tuple[int, str]]:
+    """conmon processes and pod infra processes (and their unshare parents)
+    that belong to a test daemon."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        st = _stat_fields(pid)
+        if st is None or st[0] in ("Z", "X"):
+            continue
+        cmd = _cmdline(pid)
+        joined = " ".join(cmd)
+        name = os.path.basename(cmd[0]) if cmd and cmd[0] else ""
+        if name in ("conmon", "unshare") and TEST_BASE_PREFIX in joined:
+            found.append((pid, joined))
+        elif name == "catatonit":
+            parent = " ".join(_cmdline(st[1]))
+            if TEST_BASE_PREFIX in parent:
+                found.append((pid, joined))
+    return found
+
+
+def leftover_mounts() -> list[str]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            if point.startswith(TEST_BASE_PREFIX):
+                out.append(point)
+    return out
+
+
+def leftover_cgroups() -> list[str]:
+    out = []
+    if not CGROUP_ROOT.is_dir():
+        return out
+    for hierarchy in CGROUP_ROOT.iterdir():
+        d = hierarchy / TEST_CGROUP_PARENT.strip("/")
+        if d.is_dir():
+            for sub in d.iterdir():
+                if sub.is_dir():
+                    out.append(str(sub))
+    return out
+
+
+def _force_clean() -> None:
+    for pid, _ in leftover_processes():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.2)
+    for point in sorted(leftover_mounts(), key=len, reverse=True):
+        try:
+            kmount.umount(point)
+        except OSError:
+            pass
+    for path in sorted(leftover_cgroups(), key=len, reverse=True):
+        for sub in sorted(Path(path).rglob("*"), key=lambda p: len(str(p)), reverse=True):
+            if sub.is_dir():
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pods_leave_nothing_behind() -> Iterator[None]:
+    yield
+    # conmon and infra processes exit asynchronously after their container.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (leftover_processes() or leftover_mounts()):
+        time.sleep(0.1)
+    procs, mounts, cgroups = leftover_processes(), leftover_mounts(), leftover_cgroups()
+    if procs or mounts or cgroups:
+        _force_clean()
+        pytest.fail(f"left behind: processes={procs} mounts={mounts} cgroups={cgroups}")
+
+
+def remove_all_pods(d: DaemonProcess) -> None:
+    try:
+        with d.client() as c:
+            for pod in c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+                c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+                c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+            for ctr in c.runtime.ListContainers(pb.ListContainersRequest()).containers:
+                c.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=ctr.id))
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+
+
+def start_pod_daemon(base: Path, extra_args: list[str] | None = None, config_text: str | None = None) -> DaemonProcess:
+    args = ["--runtime-default-cgroup-parent", TEST_CGROUP_PARENT, *(extra_args or [])]
+    return DaemonProcess(base, extra_args=args, config_text=config_text).start()
+
+
+@pytest.fixture
+def pod_daemon() -> Iterator[DaemonProcess]:
+    """A daemon whose pods and containers are removed after the test, and
+    whose roots are only deleted once nothing is mounted in them."""
+    base = tmp_base()
+    d = start_pod_daemon(base)
+    holder = {"daemon": d}
+    yield d
+    d = holder["daemon"]
+    try:
+        if d.proc is not None and d.proc.poll() is None:
+            remove_all_pods(d)
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        if not leftover_mounts():
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def pod_config(name: str = "pod", namespace: str = "default", uid: str = "", attempt: int = 0,
+               **kw) -> pb.PodSandboxConfig:
+    cfg = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, namespace=namespace, uid=uid or f"uid-{name}", attempt=attempt),
+        hostname=kw.pop("hostname", name), log_directory=kw.pop("log_directory", ""),
+        linux=pb.LinuxPodSandboxConfig(cgroup_parent=kw.pop("cgroup_parent", "")), **kw)
+    return cfg
