@@ -43,6 +43,7 @@ proto-check: venv
 	rm -rf $$tmp; echo "generated stubs are up to date"
 
 run: deps venv
+	$(VENV)/bin/crispy $(ARGS) cni-install
 	$(VENV)/bin/crispy $(ARGS)
 
 test: deps venv proto-check

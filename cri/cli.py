@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the daemon (the default)")
     sub.add_parser("version", help="print crispy's version")
     sub.add_parser("config", help="print the effective configuration as TOML-ish JSON")
+    sub.add_parser("cni-install", help="write crispy's default pod network into [cni] conf_dir if it has none")
     load = sub.add_parser("load", help="import an OCI image layout or docker save archive into the image store "
                                        "(works while the daemon runs)")
     load.add_argument("path", metavar="PATH", help="OCI layout directory, or a tar of one, or a docker save archive")
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         import json
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if command == "cni-install":
+        return _cni_install(cfg)
     if command == "load":
         return _load(cfg, args.path)
     from cri.daemon import Daemon, StartupError
@@ -79,6 +82,17 @@ def _load(cfg: configmod.Config, path: str) -> int:
         return 1
     for rec in records:
         print(f"{rec.id} {' '.join(rec.repo_tags) or '<untagged>'}")
+    return 0
+
+
+def _cni_install(cfg: configmod.Config) -> int:
+    from runtime.cni import default_network
+    try:
+        path, message = default_network.install_for(cfg.cni, cfg.data_root)
+    except (CrispyError, OSError) as e:
+        print(f"crispy cni-install: {getattr(e, 'message', None) or e}", file=sys.stderr)
+        return 1
+    print(message)
     return 0
 
 

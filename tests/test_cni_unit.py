@@ -362,3 +362,28 @@ def test_masquerade_cleanup_commands_from_iptables_save():
     assert masq.cleanup_commands(save, "crispyt-smoke", "nope") == []
     assert masq.needs_cleanup([{"type": "bridge", "ipMasq": True}, {"type": "portmap"}])
     assert not masq.needs_cleanup([{"type": "bridge"}])
+
+
+def test_cni_install_command(tmp_path):
+    import subprocess
+    import sys
+
+    def crispy(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cri.cli", "--data-root", str(tmp_path / "data"), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    conf = tmp_path / "net.d"
+    r = crispy("--cni-conf-dir", str(conf), "--cni-default-subnet", "10.66.0.0/16", "cni-install")
+    assert r.returncode == 0, r.stderr
+    assert "bridge crispy0 on 10.66.0.0/16 ([cni] default_subnet)" in r.stdout
+    assert cniconfig.scan_dir(str(conf)).network.plugins[0]["ipam"]["ranges"] == [[{"subnet": "10.66.0.0/16"}]]
+    r = crispy("--cni-conf-dir", str(conf), "cni-install")
+    assert r.returncode == 0 and "already has a network config" in r.stdout
+    # The pod CIDR kubelet gave (persisted by UpdateRuntimeConfig) wins.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "runtime-config.json").write_text('{"pod_cidr": "10.244.7.0/24"}')
+    r = crispy("--cni-conf-dir", str(tmp_path / "net2"), "cni-install")
+    assert r.returncode == 0 and "10.244.7.0/24 (pod CIDR from UpdateRuntimeConfig)" in r.stdout
+    (tmp_path / "data" / "runtime-config.json").unlink()
+    r = crispy("--cni-conf-dir", str(tmp_path / "net3"), "--cni-default-subnet", "banana", "cni-install")
+    assert r.returncode == 1 and "'banana' is not a valid network" in r.stderr
