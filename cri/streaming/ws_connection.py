@@ -1,0 +1,130 @@
+"""asyncio shell around websocket.WebSocketSession: one reader task routes
+channel messages to per-channel inboxes; writers send channel messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from cri.streaming import websocket
+from cri.streaming.backend import InputPipe
+
+log = logging.getLogger("crispy.streaming")
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class WebSocketConnection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str,
+                 idle_timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.protocol = protocol
+        self.b64 = websocket.is_base64_protocol(protocol)
+        self.session = websocket.WebSocketSession()
+        self.inboxes: dict[int, InputPipe] = {}
+        self.closed = False
+        self.idle_timeout = idle_timeout
+        self.last_activity = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def inbox(self, channel: int) -> InputPipe:
+        return self.inboxes.setdefault(channel, InputPipe())
+
+    def sink(self, channel: int) -> "ChannelStream":
+        return ChannelStream(self, channel)
+
+    def start(self, early: bytes) -> None:
+        self._task = asyncio.create_task(self._read_loop(early))
+
+    def _flush_nowait(self) -> None:
+        data = self.session.data_to_send()
+        if data and not self.closed:
+            self.last_activity = time.monotonic()
+            self.writer.write(data)
+
+    async def send(self, channel: int, data: bytes) -> None:
+        if self.closed or self.session.close_sent:
+            raise ConnectionClosed()
+        self.session.send(*websocket.encode_channel(channel, data, self.b64))
+        self._flush_nowait()
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            self._mark_closed()
+            raise ConnectionClosed() from None
+
+    async def _read_loop(self, early: bytes) -> None:
+        try:
+            if early:
+                self._dispatch(early)
+            while not self.closed and not self.session.close_received:
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), timeout=min(self.idle_timeout, 60.0))
+                except asyncio.TimeoutError:
+                    if time.monotonic() - self.last_activity >= self.idle_timeout:
+                        break
+                    continue
+                if not data:
+                    break
+                self.last_activity = time.monotonic()
+                self._dispatch(data)
+        except websocket.WebSocketError as exc:
+            log.info("WebSocket protocol error from client", extra={"fields": {"error": str(exc)}})
+            self._flush_nowait()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._mark_closed()
+
+    def _dispatch(self, data: bytes) -> None:
+        for ev in self.session.receive_data(data):
+            if isinstance(ev, websocket.Message):
+                if not ev.data:
+                    continue
+                channel, payload = websocket.decode_channel(ev, self.b64)
+                self.inbox(channel).feed(payload)
+        self._flush_nowait()
+
+    def _mark_closed(self) -> None:
+        if not self.closed:
+            self._flush_nowait()
+            self.closed = True
+            for box in self.inboxes.values():
+                box.feed_eof()
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.session.close()
+            self._flush_nowait()
+            self._mark_closed()
+        try:
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            pass
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+class ChannelStream:
+    """One channel as a bidirectional stream (port-forward data/error)."""
+
+    def __init__(self, conn: WebSocketConnection, channel: int) -> None:
+        self.conn = conn
+        self.channel = channel
+        self.inbox = conn.inbox(channel)
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self.conn.send(self.channel, data)
+
+    async def end(self) -> None:
+        """WebSocket channels have no half-close; the connection's end is it."""
