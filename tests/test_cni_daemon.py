@@ -1,0 +1,127 @@
+"""Pod networking through the real daemon: RunPodSandbox on a CNI network,
+the IP in PodSandboxStatus, hostPorts, StopPodSandbox releasing the address,
+NetworkReady and a clear RunPodSandbox error for a broken config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from typing import Iterator
+
+import grpc
+import pytest
+
+from cri.proto import api_pb2 as pb
+from tests.daemon_proc import tmp_base
+from tests.pods_fixtures import *  # noqa: F403
+from tests.pods_fixtures import leftover_mounts, pod_config, remove_all_pods, start_pod_daemon
+from tests.test_cni_integration import CNI_BIN, PodNet, host_guard, rules_of  # noqa: F401
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not shutil.which("nsenter") or not __import__("os").path.exists(f"{CNI_BIN}/bridge"),
+                                 reason="needs nsenter and containernetworking-plugins")]
+
+
+@pytest.fixture
+def net_daemon(tmp_path, host_guard) -> Iterator[tuple]:
+    net = PodNet(tmp_path, host_guard)
+    base = tmp_base()
+    d = start_pod_daemon(base, ["--cni-conf-dir", str(net.conf_dir), "--cni-bin-dirs", CNI_BIN])
+    holder = {"daemon": d}
+    yield d, net
+    d = holder["daemon"]
+    try:
+        if d.proc is not None and d.proc.poll() is None:
+            remove_all_pods(d)
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        if not leftover_mounts():
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def run_pod(c, cfg) -> str:
+    return c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+
+
+def pod_status(c, pod_id) -> tuple[pb.PodSandboxStatus, dict]:
+    r = c.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True))
+    return r.status, json.loads(r.info["info"])
+
+
+def network_ready(c) -> pb.RuntimeCondition:
+    return {x.type: x for x in c.status().status.conditions}["NetworkReady"]
+
+
+def test_pod_gets_an_ip_and_stop_frees_it(net_daemon):
+    d, net = net_daemon
+    with d.client() as c:
+        assert network_ready(c).status
+        cfg = pod_config("netpod")
+        pod = run_pod(c, cfg)
+        st, info = pod_status(c, pod)
+        ip = st.network.ip
+        assert ip.startswith(net.subnet.rsplit(".", 1)[0] + ".")
+        assert net.leases() == [ip]
+        netns = info["namespaces"]["network"]
+        inside = subprocess.run(["nsenter", f"--net={netns}", "--", "ip", "-o", "-4", "addr", "show", "dev", "eth0"],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"inet {ip}/" in inside
+        # The host reaches the pod over the bridge.
+        ping = subprocess.run(["busybox", "ping", "-c", "1", "-W", "5", ip], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+        assert net.leases() == [] and net.bridge_ports() == []
+        assert rules_of(net, [pod]) == []
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))  # idempotent
+        c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+
+
+def test_network_survives_daemon_restart_and_config_change(net_daemon, tmp_path):
+    """ADD, crispy is killed, the network config is replaced: StopPodSandbox
+    still releases the address from the network the pod was set up on."""
+    d, net = net_daemon
+    with d.client() as c:
+        pod = run_pod(c, pod_config("restartpod", port_mappings=[pb.PortMapping(
+            protocol=pb.TCP, container_port=80, host_port=31080)]))
+        ip = pod_status(c, pod)[0].network.ip
+    assert net.leases() == [ip]
+    d.stop(signal.SIGKILL)
+    for f in net.conf_dir.iterdir():
+        f.unlink()
+    (net.conf_dir / "10-broken.conflist").write_text("{")
+    d.start()
+    with d.client() as c:
+        assert pod_status(c, pod)[0].network.ip == ip
+        ready = network_ready(c)
+        assert not ready.status and "10-broken.conflist" in ready.message
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    assert net.leases() == [] and net.bridge_ports() == []
+    assert rules_of(net, [pod]) == []
+
+
+def test_broken_config_fails_run_pod_sandbox_clearly(tmp_path, host_guard):
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    (conf / "10-bad.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "crispyt-bad",
+                                                      "plugins": [{"type": "no-such-plugin"}]}))
+    base = tmp_base()
+    d = start_pod_daemon(base, ["--cni-conf-dir", str(conf), "--cni-bin-dirs", CNI_BIN])
+    try:
+        with d.client() as c:
+            ready = network_ready(c)
+            assert not ready.status and ready.reason == "NetworkPluginNotReady"
+            assert "no-such-plugin" in ready.message and CNI_BIN in ready.message
+            with pytest.raises(grpc.RpcError) as e:
+                run_pod(c, pod_config("brokennet"))
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "pod network is not ready" in e.value.details() and "no-such-plugin" in e.value.details()
+            assert list(c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items) == []
+    finally:
+        d.stop()
+        if not leftover_mounts():
+            shutil.rmtree(base, ignore_errors=True)
+
