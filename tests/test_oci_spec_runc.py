@@ -18,6 +18,7 @@ import pytest
 
 from cri.proto import api_pb2 as pb
 from runtime import host
+from runtime.cgroups import open_layout
 from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec
 from tests.imagebuild import busybox_entries, make_layer
 
@@ -25,11 +26,6 @@ pytestmark = pytest.mark.integration
 
 RUNC = shutil.which("runc")
 LAYOUT = host.detect_cgroup_layout()
-V1_ROOT = Path("/sys/fs/cgroup")
-
-
-def _v1_hierarchies() -> list[Path]:
-    return [p for p in V1_ROOT.iterdir() if p.is_dir() and p.name != "unified" and (p / "cgroup.procs").exists()]
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +51,9 @@ def bundle(tmp_path: Path, rootfs_layer: bytes) -> Iterator[dict]:
     yield {"rootfs": str(rootfs), "pod": pod, "parent": parent, "state": state, "dir": tmp_path, "created": created}
     for cid in created:
         subprocess.run([RUNC, "--root", str(state), "delete", "--force", cid], capture_output=True)
-    # runc removes the container's cgroup; the parent is ours to remove.
-    for h in _v1_hierarchies():
-        p = h / parent.lstrip("/")
-        for child in sorted(p.glob("**/"), key=lambda x: -len(x.parts)) if p.exists() else []:
-            try:
-                child.rmdir()
-            except OSError:
-                pass
+    # runc removes the container's cgroup (in every hierarchy, the hybrid
+    # v2 tree included); the parent is ours to remove.
+    open_layout().remove(parent)
 
 
 def run_spec(bundle: dict, config: pb.ContainerConfig, image: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,169 @@
+"""What both cgroup versions offer crispy, and the file plumbing they share.
+
+Managers block (small reads and writes on cgroupfs, a short retry loop in
+`remove`); the daemon calls them through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
+from cri.proto import api_pb2 as pb
+from runtime.cgroups.paths import fs_path
+
+# v1 reports "no limit" as the largest page-aligned int64.
+V1_UNLIMITED = 0x7FFFFFFFFFFFF000
+# rmdir of a cgroup whose last task just exited can briefly fail with EBUSY.
+REMOVE_ATTEMPTS = 50
+REMOVE_DELAY = 0.02
+
+
+@dataclass
+class CgroupStats:
+    timestamp_ns: int
+    cpu_usage_ns: int | None = None
+    memory_usage_bytes: int | None = None
+    # usage minus inactive file cache: what kubelet evicts on.
+    memory_working_set_bytes: int | None = None
+    memory_rss_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # None = no limit
+    page_faults: int | None = None
+    major_page_faults: int | None = None
+    pids_current: int | None = None
+    oom_kills: int | None = None
+    swap_usage_bytes: int | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def read_int(path: Path) -> int | None:
+    text = read_text(path)
+    if text is None:
+        return None
+    text = text.strip()
+    if text == "max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def read_flat_keyed(path: Path) -> dict[str, int]:
+    """"key value" lines (memory.stat, memory.events, cpu.stat)."""
+    out: dict[str, int] = {}
+    for line in (read_text(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+def write(path: Path, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except FileNotFoundError:
+        if not path.parent.exists():
+            raise NotFound(f"cgroup {path.parent} does not exist") from None
+        raise InvalidArgument(f"{path.name} is not available on this node (no such cgroup file in {path.parent})") from None
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.ERANGE, errno.EBUSY, errno.EPERM, errno.EACCES, errno.ENOSPC):
+            raise InvalidArgument(f"the kernel refused {value!r} for {path.name} in {path.parent}: {e.strerror}") from None
+        raise
+
+
+def rmdir_tree(root: Path) -> None:
+    """rmdir `root` and any empty cgroups below it, deepest first. Missing is
+    fine; a cgroup still busy after a short wait is reported."""
+    if not root.exists():
+        return
+    dirs = [Path(d) for d, _subdirs, _files in os.walk(root)]
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        for attempt in range(REMOVE_ATTEMPTS):
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or attempt == REMOVE_ATTEMPTS - 1:
+                    procs = (read_text(d / "cgroup.procs") or "").split()
+                    why = f"processes {', '.join(procs[:10])} are still in it" if procs else e.strerror
+                    raise FailedPrecondition(f"cannot remove cgroup {d}: {why}") from None
+                time.sleep(REMOVE_DELAY)
+
+
+class CgroupManager(ABC):
+    """One node's cgroups, for one driver. Paths given to methods are names
+    in the driver's form: a pod's cgroup_parent or a spec's cgroupsPath."""
+
+    version: int
+
+    def __init__(self, driver: str = "cgroupfs") -> None:
+        self.driver = driver
+
+    def rel(self, name: str) -> str:
+        return fs_path(name, self.driver).lstrip("/")
+
+    @abstractmethod
+    def create(self, path: str, resources: pb.LinuxContainerResources | None = None) -> None: ...
+
+    @abstractmethod
+    def remove(self, path: str) -> None: ...
+
+    @abstractmethod
+    def update(self, path: str, resources: pb.LinuxContainerResources) -> None: ...
+
+    @abstractmethod
+    def read_resources(self, path: str) -> pb.LinuxContainerResources: ...
+
+    @abstractmethod
+    def stats(self, path: str) -> CgroupStats: ...
+
+    @abstractmethod
+    def oom_killed(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def pids(self, path: str) -> list[int]: ...
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+
+def parse_pids(text: str | None) -> list[int]:
+    return sorted({int(p) for p in (text or "").split() if p.isdigit()})
+
+
+def check_values(resources: pb.LinuxContainerResources) -> None:
+    """Refuse what no kernel accepts before touching any file."""
+    for name in ("cpu_period", "cpu_shares", "memory_limit_in_bytes"):
+        if getattr(resources, name) < 0:
+            raise InvalidArgument(f"{name} must not be negative (got {getattr(resources, name)})")
+    if resources.cpu_quota < -1:
+        raise InvalidArgument(f"cpu_quota must be positive or -1 for no limit (got {resources.cpu_quota})")
+    if resources.memory_swap_limit_in_bytes < -1:
+        raise InvalidArgument("memory_swap_limit_in_bytes must be positive or -1 for no limit")
+    if (resources.memory_swap_limit_in_bytes > 0 and resources.memory_limit_in_bytes
+            and resources.memory_swap_limit_in_bytes < resources.memory_limit_in_bytes):
+        raise InvalidArgument("memory_swap_limit_in_bytes is memory plus swap, so it must be at least memory_limit_in_bytes")
+
+
+def hugepage_file_size(page_size: str) -> str:
+    """CRI "2MB"/"1GB" -> the kernel's file infix "2MB"/"1GB" (same form)."""
+    return page_size
