@@ -21,6 +21,7 @@ import secrets
 import shutil
 import socket
 import struct
+import sys
 import termios
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,9 +188,14 @@ async def _run_tty(target: ExecTarget, io: ExecIO, args: list[str], work_dir: Pa
         server.bind(sock_path)
         server.listen(1)
         server.setblocking(False)
+        # runc and crun only use a console socket when detaching; the
+        # reaper helper waits for the detached process and reports its status.
         proc = await asyncio.create_subprocess_exec(
-            *args, "--tty", "--console-socket", sock_path, target.container_id,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            sys.executable, "-m", "runtime.exec_reaper", str(work_dir / "exec.pid"),
+            *args, "--detach", "--tty", "--console-socket", sock_path, "--pid-file", str(work_dir / "exec.pid"),
+            target.container_id,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            cwd=str(Path(__file__).resolve().parent.parent))
         loop = asyncio.get_running_loop()
         accept = asyncio.ensure_future(loop.sock_accept(server))
         exited = asyncio.ensure_future(proc.wait())
@@ -222,9 +228,14 @@ async def _run_tty(target: ExecTarget, io: ExecIO, args: list[str], work_dir: Pa
             os.close(master)
         server.close()
         if proc is not None and proc.returncode is None:
+            # SIGTERM makes the reaper kill the exec'd process too.
             with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except asyncio.TimeoutError:
                 proc.kill()
-            await proc.wait()
+                await proc.wait()
 
 
 def session_dir(base: Path) -> Path:
