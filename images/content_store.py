@@ -28,12 +28,26 @@ class BlobWriter:
         self.store, self.digest, self.size = store, digest, size
         self.path = store.ingest_dir / f"{hex_of(digest)}.partial"
         store.ingest_dir.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            # Another process (crispy load) may be writing the same blob.
+        while True:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Another writer (a concurrent pull, or crispy load) may hold the
+            # same partial; wait for it, then make sure the file we locked
+            # is still the partial and not the blob it was renamed into.
             fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(self._fd)
+        # Set when another writer finished this blob while we waited.
+        self.complete = store.has(digest, size)
+        try:
             self._hash = hashlib.sha256()
             offset = 0
+            if self.complete:
+                os.ftruncate(self._fd, 0)
             if size is not None and os.fstat(self._fd).st_size > size:
                 os.ftruncate(self._fd, 0)
             while chunk := os.pread(self._fd, 1 << 20, offset):
@@ -82,6 +96,11 @@ class BlobWriter:
         finally:
             self.close()
 
+    def finish_existing(self) -> Path:
+        """For a writer that found the blob already complete."""
+        self.discard()
+        return self.store.path(self.digest)
+
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
         self.close()
@@ -125,6 +144,8 @@ class ContentStore:
         if self.has(digest, len(data)):
             return self.path(digest)
         w = self.writer(digest, len(data))
+        if w.complete:
+            return w.finish_existing()
         if w.offset:
             w.restart()
         w.write(data)
@@ -134,6 +155,8 @@ class ContentStore:
         if self.has(digest, size):
             return self.path(digest)
         w = self.writer(digest, size)
+        if w.complete:
+            return w.finish_existing()
         try:
             if w.offset:
                 w.restart()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Protocol
 
-from cri.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from images import reference
 from images.archive_import import ArchiveReader, ImportedImage
 from images.content_store import ContentStore
@@ -283,8 +283,10 @@ class ImageManager:
             return records
 
     async def pull(self, ref: str, auth: AuthConfigLike | None) -> ImageRecord:
-        reference.parse(ref)
-        raise Unimplemented("pulling from registries is not implemented yet; import the image with 'crispy load PATH'")
+        if self._registry is None:
+            from images.registry.puller import Puller
+            self._registry = Puller(self)
+        return await self._registry.pull(ref, auth)
 
     # ---- removal -----------------------------------------------------------------------------
 

@@ -99,6 +99,29 @@ def test_load_reports_bad_input(daemon: DaemonProcess, daemon_base: Path):
     assert "not a tar archive" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_pull_image_through_the_daemon(daemon: DaemonProcess):
+    from tests.registry import LocalRegistry
+    img = image("pulled")
+    with LocalRegistry(username="u", password="p") as reg:
+        reg.push("team/app", "1.0", img)
+        c = daemon.client()
+        ref = f"{reg.host}/team/app:1.0"
+        with pytest.raises(grpc.RpcError) as e:
+            c.image.PullImage(pb.PullImageRequest(image=spec(ref)), timeout=60)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        resp = c.image.PullImage(pb.PullImageRequest(image=spec(ref), auth=pb.AuthConfig(
+            username="u", password="p", server_address=reg.host)), timeout=60)
+        assert resp.image_ref == img.config_digest
+        st = c.image.ImageStatus(pb.ImageStatusRequest(image=spec(f"{reg.host}/team/app@{img.digest}")), timeout=30)
+        assert st.image.repo_tags == [ref]
+        with pytest.raises(grpc.RpcError) as e:
+            c.image.PullImage(pb.PullImageRequest(image=spec(f"{reg.host}/team/none:1"), auth=pb.AuthConfig(
+                username="u", password="p")), timeout=60)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    c.image.RemoveImage(pb.RemoveImageRequest(image=spec(f"{reg.host}/team/app@{img.digest}")), timeout=30)
+    assert list(c.image.ListImages(pb.ListImagesRequest(), timeout=30).images) == []
+
+
 def test_pull_of_invalid_reference_is_invalid_argument(daemon: DaemonProcess):
     c = daemon.client()
     with pytest.raises(grpc.RpcError) as e:

@@ -1,0 +1,324 @@
+"""The HTTP shell of the OCI distribution client: sends requests to one
+endpoint with the right scheme, authentication and retries, and streams
+manifests and blobs into the content store with size and digest checks.
+
+The auth logic itself (challenge parsing, token requests) is sans-IO in
+auth.py; this module only moves bytes. httpx's per-read timeout is the
+stall detector: a read that waits longer than images.pull_stall_timeout
+cancels the transfer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import ssl
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import httpx
+
+from cri.errors import InvalidArgument, NotFound, ResourceExhausted
+from images.content_store import ContentStore
+from images.digests import ContentMismatch
+from images.manifest import ACCEPT
+from images.registry.auth import Challenge, Credentials, Token, parse_challenges, parse_token_response, token_request
+from images.registry.errors import AccessDenied, AuthenticationFailed, PullStalled, RegistryUnavailable
+from images.registry.hosts import Endpoint
+
+log = logging.getLogger("crispy.images.registry")
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+MAX_ATTEMPTS = 5
+BACKOFF_BASE_S = 0.2
+BACKOFF_MAX_S = 5.0
+WRITE_CHUNK = 1 << 20
+_TRANSIENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+              httpx.WriteError, httpx.WriteTimeout, httpx.PoolTimeout)
+
+
+def backoff_delay(attempt: int) -> float:
+    # Jitter keeps parallel layer downloads from retrying in lock step.
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** attempt)) * (0.5 + random.random() / 2)
+
+
+@dataclass
+class Target:
+    """One endpoint as this pull talks to it."""
+    endpoint: Endpoint
+    creds: Credentials
+    scope: str
+
+
+class RegistryClient:
+    """Long-lived: connection pools, schemes and tokens are shared by pulls."""
+
+    def __init__(self, stall_timeout: float, user_agent: str = "crispy") -> None:
+        self.stall_timeout = stall_timeout
+        self.user_agent = user_agent
+        self._clients: dict[tuple[bool, str], httpx.AsyncClient] = {}
+        self._schemes: dict[str, str] = {}
+        self._auth: dict[tuple[str, str, Credentials], str | Token] = {}
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.aclose()
+        self._clients.clear()
+
+    def _client(self, verify: bool, ca_file: str) -> httpx.AsyncClient:
+        key = (verify, ca_file)
+        c = self._clients.get(key)
+        if c is None:
+            if not verify:
+                tls: ssl.SSLContext | bool = False
+            else:
+                tls = ssl.create_default_context()
+                if ca_file:
+                    try:
+                        tls.load_verify_locations(cafile=ca_file)
+                    except (OSError, ssl.SSLError) as e:
+                        raise InvalidArgument(f"registry ca_file {ca_file} cannot be loaded: {e}") from None
+            timeout = httpx.Timeout(connect=30.0, read=self.stall_timeout, write=30.0, pool=None)
+            c = httpx.AsyncClient(verify=tls, timeout=timeout, follow_redirects=True,
+                                  headers={"User-Agent": self.user_agent},
+                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+            self._clients[key] = c
+        return c
+
+    # ---- scheme -------------------------------------------------------------
+
+    async def base_url(self, ep: Endpoint) -> str:
+        scheme = self._schemes.get(ep.host)
+        if scheme is None:
+            scheme = ep.scheme
+            if ep.http_fallback:
+                try:
+                    resp = await self._client(False, "").get(f"https://{ep.host}/v2/", timeout=10.0)
+                    await resp.aclose()
+                except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout,
+                        httpx.ConnectTimeout, ssl.SSLError):
+                    scheme = "http"
+                    log.info("registry speaks plain http", extra={"fields": {"registry": ep.host}})
+            self._schemes[ep.host] = scheme
+        return f"{scheme}://{ep.host}{ep.base_path}"
+
+    def _http(self, ep: Endpoint) -> httpx.AsyncClient:
+        return self._client(ep.verify, ep.ca_file)
+
+    # ---- authentication --------------------------------------------------------
+
+    def _cached_auth(self, t: Target) -> str | None:
+        if t.creds.registry_token:
+            return f"Bearer {t.creds.registry_token}"
+        got = self._auth.get((t.endpoint.host, t.scope, t.creds))
+        if isinstance(got, Token):
+            return f"Bearer {got.value}" if got.valid() else None
+        return got
+
+    async def _answer_challenge(self, t: Target, challenges: list[Challenge]) -> bool:
+        """Stores an Authorization for `t`; False if no challenge can be met."""
+        key = (t.endpoint.host, t.scope, t.creds)
+        for ch in challenges:
+            if ch.scheme == "bearer":
+                scopes = [ch.params["scope"]] if ch.params.get("scope") else [t.scope]
+                req = token_request(ch, scopes, t.creds)
+                client = self._http(t.endpoint)
+                try:
+                    resp = await client.request(req.method, req.url, headers=req.headers, content=req.body or None)
+                except _TRANSIENT + (httpx.ReadTimeout,) as e:
+                    raise RegistryUnavailable(f"token server {req.url.split('?')[0]} unreachable: {e}") from None
+                if resp.status_code in (401, 403):
+                    raise AuthenticationFailed(
+                        f"registry {t.endpoint.host} refused the credentials at its token server "
+                        f"({resp.status_code}); check the username/password or token")
+                if resp.status_code != 200:
+                    raise RegistryUnavailable(f"token server {req.url.split('?')[0]} answered {resp.status_code}")
+                self._auth[key] = parse_token_response(resp.content)
+                return True
+            if ch.scheme == "basic":
+                if not t.creds.has_basic:
+                    raise AuthenticationFailed(
+                        f"registry {t.endpoint.host} requires a username and password (Basic auth); pass them in "
+                        f"the pull's AuthConfig or set registries.\"{t.endpoint.config_key}\".auth_file")
+                self._auth[key] = t.creds.basic_header()
+                return True
+        return False
+
+    # ---- requests ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def open(self, t: Target, path: str, headers: dict[str, str] | None = None,
+                   what: str = "") -> AsyncIterator[httpx.Response]:
+        """A streaming response whose status is final: 401s were answered,
+        5xx and dropped connections retried with backoff."""
+        base = await self.base_url(t.endpoint)
+        client = self._http(t.endpoint)
+        url = base + path
+        attempt = 0
+        answered = False
+        while True:
+            hdrs = dict(headers or {})
+            authz = self._cached_auth(t)
+            if authz:
+                hdrs["Authorization"] = authz
+            try:
+                resp = await client.send(client.build_request("GET", url, headers=hdrs), stream=True)
+            except httpx.ReadTimeout:
+                raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
+                                  f"fetching {what or path}; pull cancelled (images.pull_stall_timeout)") from None
+            except _TRANSIENT as e:
+                attempt += 1
+                if attempt >= MAX_ATTEMPTS:
+                    raise RegistryUnavailable(f"registry {t.endpoint} unreachable after {attempt} attempts "
+                                              f"({type(e).__name__}: {e})") from None
+                await asyncio.sleep(backoff_delay(attempt))
+                continue
+            if resp.status_code == 401 and not answered and not t.creds.registry_token:
+                await resp.aclose()
+                answered = True
+                if await self._answer_challenge(t, parse_challenges(resp.headers.get("www-authenticate", ""))):
+                    continue
+                raise AuthenticationFailed(f"registry {t.endpoint.host} demands authentication crispy cannot provide "
+                                           f"({resp.headers.get('www-authenticate', 'no challenge')})")
+            if resp.status_code in RETRY_STATUS and attempt + 1 < MAX_ATTEMPTS:
+                await resp.aclose()
+                attempt += 1
+                log.info("registry error, retrying", extra={"fields": {"registry": t.endpoint.host, "status": resp.status_code,
+                                                                      "attempt": attempt, "what": what or path}})
+                await asyncio.sleep(backoff_delay(attempt))
+                continue
+            try:
+                yield resp
+            finally:
+                await resp.aclose()
+            return
+
+    def check_status(self, t: Target, resp: httpx.Response, what: str) -> None:
+        code = resp.status_code
+        if code in (200, 206):
+            return
+        if code == 404:
+            raise NotFound(f"{what} not found on registry {t.endpoint}")
+        if code == 401:
+            raise AuthenticationFailed(f"registry {t.endpoint.host} refused access to {what} (401); check the credentials")
+        if code == 403:
+            raise AccessDenied(f"registry {t.endpoint.host} denied access to {what} (403)")
+        if code in RETRY_STATUS or code >= 500:
+            raise RegistryUnavailable(f"registry {t.endpoint.host} answered {code} for {what} after {MAX_ATTEMPTS} attempts")
+        raise RegistryUnavailable(f"registry {t.endpoint.host} answered {code} for {what}")
+
+    async def _read_capped(self, t: Target, resp: httpx.Response, limit: int, what: str, setting: str) -> bytes:
+        declared = resp.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ResourceExhausted(f"{what} is {declared} bytes, over the {limit}-byte limit ({setting})")
+        buf = bytearray()
+        try:
+            async for chunk in resp.aiter_raw():
+                buf += chunk
+                if len(buf) > limit:
+                    raise ResourceExhausted(f"{what} is over the {limit}-byte limit ({setting})")
+        except httpx.ReadTimeout:
+            raise PullStalled(f"registry {t.endpoint.host} stalled sending {what}; pull cancelled") from None
+        except _TRANSIENT as e:
+            raise RegistryUnavailable(f"registry {t.endpoint.host} dropped the connection sending {what}: {e}") from None
+        return bytes(buf)
+
+    async def get_manifest(self, t: Target, repo: str, ref: str, limit: int,
+                           expected: tuple[str, int] | None = None) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest). By digest the bytes must match it."""
+        what = f"manifest {repo}:{ref}" if not ref.startswith("sha256:") else f"manifest {repo}@{ref}"
+        if expected and expected[1] > limit:
+            raise ResourceExhausted(f"{what} is {expected[1]} bytes, over the {limit}-byte limit (images.max_manifest_bytes)")
+        for attempt in range(MAX_ATTEMPTS):
+            async with self.open(t, f"/v2/{repo}/manifests/{ref}", {"Accept": ACCEPT}, what) as resp:
+                self.check_status(t, resp, what)
+                try:
+                    data = await self._read_capped(t, resp, limit, what, "images.max_manifest_bytes")
+                except RegistryUnavailable:
+                    if attempt + 1 < MAX_ATTEMPTS:
+                        await asyncio.sleep(backoff_delay(attempt))
+                        continue
+                    raise
+                media_type = resp.headers.get("content-type", "")
+                header_digest = resp.headers.get("docker-content-digest", "")
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            if expected:
+                if len(data) != expected[1] or digest != expected[0]:
+                    raise ContentMismatch(f"{what} from {t.endpoint.host} does not match its descriptor "
+                                          f"({digest}, {len(data)} bytes; expected {expected[0]}, {expected[1]} bytes)")
+            elif ref.startswith("sha256:") and digest != ref:
+                raise ContentMismatch(f"{what} from {t.endpoint.host} has digest {digest}")
+            elif header_digest.startswith("sha256:") and header_digest != digest:
+                raise ContentMismatch(f"{what} from {t.endpoint.host} has digest {digest} but the registry says {header_digest}")
+            return data, media_type, digest
+        raise AssertionError("unreachable")
+
+    async def fetch_blob(self, t: Target, repo: str, digest: str, size: int, store: ContentStore,
+                         on_bytes: Callable[[int], None]) -> None:
+        """Downloads a blob into the store, resuming a partial download with
+        Range after a dropped connection (or from an earlier pull)."""
+        what = f"blob {digest}"
+        w = await asyncio.to_thread(store.writer, digest, size)
+        if w.complete:
+            w.finish_existing()
+            return
+        ok = False
+        try:
+            if w.offset:
+                on_bytes(w.offset)
+                log.info("resuming partial download", extra={"fields": {"blob": digest, "offset": w.offset, "size": size}})
+            attempt = 0
+            while w.offset < size or size == 0:
+                headers = {"Range": f"bytes={w.offset}-"} if w.offset else {}
+                try:
+                    async with self.open(t, f"/v2/{repo}/blobs/{digest}", headers, what) as resp:
+                        if resp.status_code == 416 and w.offset:
+                            await asyncio.to_thread(w.restart)
+                            continue
+                        self.check_status(t, resp, what)
+                        if resp.status_code == 200 and w.offset:
+                            # The server ignored Range: start over.
+                            on_bytes(-w.offset)
+                            await asyncio.to_thread(w.restart)
+                        elif resp.status_code == 206 and not resp.headers.get("content-range", "").startswith(f"bytes {w.offset}-"):
+                            raise RegistryUnavailable(f"registry {t.endpoint.host} answered a Range request for {what} "
+                                                      f"with the wrong range ({resp.headers.get('content-range')})")
+                        # Bytes still buffered when the connection drops are
+                        # simply fetched again: the resume offset is what was written.
+                        buf = bytearray()
+                        async for chunk in resp.aiter_raw():
+                            buf += chunk
+                            on_bytes(len(chunk))
+                            if len(buf) >= WRITE_CHUNK:
+                                data, buf = bytes(buf), bytearray()
+                                await asyncio.to_thread(w.write, data)
+                        if buf:
+                            await asyncio.to_thread(w.write, bytes(buf))
+                except httpx.ReadTimeout:
+                    raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
+                                      f"downloading {what} ({w.offset} of {size} bytes); pull cancelled "
+                                      f"(images.pull_stall_timeout)") from None
+                except _TRANSIENT as e:
+                    attempt += 1
+                    if attempt >= MAX_ATTEMPTS:
+                        raise RegistryUnavailable(f"download of {what} from {t.endpoint.host} kept failing "
+                                                  f"({type(e).__name__}: {e}); {w.offset} of {size} bytes kept for a retry") from None
+                    log.info("blob download interrupted, resuming", extra={"fields": {
+                        "blob": digest, "offset": w.offset, "size": size, "attempt": attempt, "error": str(e)}})
+                    await asyncio.sleep(backoff_delay(attempt))
+                    continue
+                if size == 0 or w.offset >= size:
+                    break
+                # The body ended early without a protocol error: resume.
+                attempt += 1
+                if attempt >= MAX_ATTEMPTS:
+                    raise RegistryUnavailable(f"registry {t.endpoint.host} keeps ending {what} early "
+                                              f"({w.offset} of {size} bytes)")
+                await asyncio.sleep(backoff_delay(attempt))
+            await asyncio.to_thread(w.commit)
+            ok = True
+        finally:
+            if not ok:
+                w.close()

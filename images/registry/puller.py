@@ -1,0 +1,216 @@
+"""PullImage: resolve a reference on the registry (mirrors first), pick
+this host's manifest from an index, fetch the config and the layers (in
+parallel, bounded daemon-wide by images.max_concurrent_downloads), unpack
+each layer as it arrives, then write the image record.
+
+Two pulls of the same reference share one pull; two pulls needing the same
+blob share one download. Long pulls log their progress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cri.errors import CrispyError, ResourceExhausted
+from images import manifest as mf
+from images import reference
+from images.archive_import import ImportedImage, LayerBlob
+from images.digests import ContentMismatch, chain_ids
+from images.image_store import ImageRecord
+from images.platform import select_manifest
+from images.registry.auth import Credentials, credentials_from, pull_scope
+from images.registry.client import RegistryClient, Target
+from images.registry.hosts import configured_credentials, endpoints_for
+
+if TYPE_CHECKING:
+    from images.manager import AuthConfigLike, ImageManager
+
+log = logging.getLogger("crispy.images.pull")
+
+PROGRESS_INTERVAL_S = 5.0
+
+
+@dataclass
+class Progress:
+    ref: str
+    total: int = 0
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, n: int) -> None:
+        self.done += n
+
+    def fields(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return {"ref": self.ref, "bytes": self.done, "total": self.total,
+                "mb_per_s": round(self.done / elapsed / 1e6, 2), "elapsed_s": round(elapsed, 1)}
+
+
+def _request_credentials(auth: "AuthConfigLike | None", domain: str) -> Credentials | None:
+    if auth is None:
+        return None
+    creds = credentials_from(auth.username, auth.password, auth.auth, auth.identity_token, auth.registry_token)
+    if creds.empty:
+        return None
+    server = (auth.server_address or "").strip()
+    if server:
+        # kubelet fills server_address with the registry the secret is for.
+        host = server.split("://", 1)[-1].split("/", 1)[0]
+        if host not in (domain, reference.parse(f"{domain}/x").api_host) and not (
+                domain == reference.DEFAULT_DOMAIN and host in ("index.docker.io", "registry-1.docker.io")):
+            log.info("ignoring credentials for another registry", extra={"fields": {"server": host, "registry": domain}})
+            return None
+    return creds
+
+
+class Puller:
+    def __init__(self, images: "ImageManager") -> None:
+        self.images = images
+        cfg = images.images_cfg
+        self.client = RegistryClient(cfg.pull_stall_timeout)
+        self.downloads = asyncio.Semaphore(max(1, cfg.max_concurrent_downloads))
+        self._pulls: dict[str, asyncio.Future[ImageRecord]] = {}
+        self._blobs: dict[str, asyncio.Future[None]] = {}
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def pull(self, ref_str: str, auth: "AuthConfigLike | None") -> ImageRecord:
+        ref = reference.parse(ref_str)
+        key = str(ref)
+        fut = self._pulls.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._pull(ref, auth))
+            self._pulls[key] = fut
+            fut.add_done_callback(lambda _f: self._pulls.pop(key, None))
+        else:
+            log.info("joining a pull already under way", extra={"fields": {"ref": key}})
+        # Shielded: one caller giving up (deadline) must not cancel the others.
+        return await asyncio.shield(fut)
+
+    def _targets(self, ref: reference.Reference, auth: "AuthConfigLike | None") -> list[Target]:
+        registries = self.images.config.registries
+        req_creds = _request_credentials(auth, ref.domain)
+        out = []
+        for ep in endpoints_for(ref.domain, registries):
+            if ep.mirror:
+                creds = configured_credentials(registries, ep.config_key) or Credentials()
+            else:
+                creds = req_creds or configured_credentials(registries, ep.config_key) or Credentials()
+            out.append(Target(ep, creds, pull_scope(ref.path)))
+        return out
+
+    async def _pull(self, ref: reference.Reference, auth: "AuthConfigLike | None") -> ImageRecord:
+        targets = self._targets(ref, auth)
+        progress = Progress(str(ref))
+        reporter = asyncio.ensure_future(self._report(progress))
+        try:
+            async with self.images.lease():
+                errors: list[str] = []
+                last: CrispyError | None = None
+                for i, t in enumerate(targets):
+                    try:
+                        rec = await self._pull_from(ref, t, targets[i:] + targets[:i], progress)
+                    except CrispyError as e:
+                        errors.append(f"{t.endpoint}: {e.message}")
+                        last = e
+                        if t.endpoint.mirror:
+                            log.info("mirror failed, trying the next endpoint",
+                                     extra={"fields": {"ref": str(ref), "mirror": str(t.endpoint), "error": e.message}})
+                        continue
+                    log.info("image pulled", extra={"fields": {**progress.fields(), "id": rec.id, "from": str(t.endpoint)}})
+                    return rec
+                assert last is not None
+                if len(errors) > 1:
+                    raise type(last)(f"pulling {ref} failed on every endpoint: " + "; ".join(errors))
+                raise last
+        finally:
+            reporter.cancel()
+
+    async def _report(self, progress: Progress) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            log.info("pulling", extra={"fields": progress.fields()})
+
+    async def _pull_from(self, ref: reference.Reference, t: Target, blob_order: list[Target],
+                         progress: Progress) -> ImageRecord:
+        cfg = self.images.images_cfg
+        repo = ref.path
+        top_bytes, top_type, top_digest = await self.client.get_manifest(
+            t, repo, ref.digest or ref.tag, cfg.max_manifest_bytes)
+        media_type = mf.media_type_of(top_bytes, top_type)
+        manifest_digests = [top_digest]
+        blobs_to_store = [(top_digest, top_bytes)]
+        man_bytes, man_digest = top_bytes, top_digest
+        if media_type in mf.INDEX_TYPES:
+            chosen = select_manifest(mf.parse_index(top_bytes), self.images.platform, mf.MANIFEST_TYPES, f"image {ref}")
+            desc = mf.descriptor(chosen, f"image index of {ref}")
+            man_bytes, _, man_digest = await self.client.get_manifest(
+                t, repo, desc.digest, cfg.max_manifest_bytes, expected=(desc.digest, desc.size))
+            mf.media_type_of(man_bytes, desc.media_type)
+            manifest_digests.append(man_digest)
+            blobs_to_store.append((man_digest, man_bytes))
+        man = mf.parse_manifest(man_bytes)
+
+        if man.config.size > cfg.max_config_bytes:
+            raise ResourceExhausted(f"image config of {ref} is {man.config.size} bytes, over the "
+                                    f"{cfg.max_config_bytes}-byte limit (images.max_config_bytes)")
+        await self._blob(blob_order, repo, man.config.digest, man.config.size, progress)
+        config_bytes = await asyncio.to_thread(self.images.content.read, man.config.digest, cfg.max_config_bytes)
+        parsed = mf.parse_config(config_bytes)
+        if len(parsed.diff_ids) != len(man.layers):
+            raise ContentMismatch(f"image {ref}: the manifest lists {len(man.layers)} layers but the config "
+                                  f"{len(parsed.diff_ids)} diff IDs")
+        chains = chain_ids(parsed.diff_ids)
+        progress.total += sum(d.size for d, c in zip(man.layers, chains) if not self.images.snapshots.has(c))
+
+        async def layer(i: int) -> None:
+            d = man.layers[i]
+            if self.images.snapshots.has(chains[i]):
+                return  # already unpacked for another image: nothing to download
+            await self._blob(blob_order, repo, d.digest, d.size, progress)
+            await self.images.unpack_layer(chains[i], d.digest, parsed.diff_ids[i])
+
+        tasks = [asyncio.ensure_future(layer(i)) for i in range(len(man.layers))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for digest, data in blobs_to_store:
+            await asyncio.to_thread(self.images.content.put_bytes, digest, data)
+        img = ImportedImage(man.config.digest, config_bytes, [LayerBlob(d.digest, d.size) for d in man.layers],
+                            manifest_digests, [ref.tagged] if ref.tagged and not ref.digest else [],
+                            [f"{ref.name}@{top_digest}"])
+        return await self.images.commit(img)
+
+    async def _blob(self, order: list[Target], repo: str, digest: str, size: int, progress: Progress) -> None:
+        store = self.images.content
+        if store.has(digest, size):
+            return
+        fut = self._blobs.get(digest)
+        if fut is None:
+            fut = asyncio.ensure_future(self._download(order, repo, digest, size, progress))
+            self._blobs[digest] = fut
+            fut.add_done_callback(lambda _f: self._blobs.pop(digest, None))
+        await asyncio.shield(fut)
+
+    async def _download(self, order: list[Target], repo: str, digest: str, size: int, progress: Progress) -> None:
+        last: CrispyError | None = None
+        async with self.downloads:
+            for t in order:
+                try:
+                    await self.client.fetch_blob(t, repo, digest, size, self.images.content, progress.add)
+                    return
+                except CrispyError as e:
+                    last = e
+                    if t is not order[-1]:
+                        log.info("blob download failed, trying the next endpoint",
+                                 extra={"fields": {"blob": digest, "endpoint": str(t.endpoint), "error": e.message}})
+        assert last is not None
+        raise last
