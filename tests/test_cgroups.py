@@ -216,12 +216,23 @@ def test_v1_unlimited_reads_as_zero(v1):
     assert back.memory_limit_in_bytes == 0 and back.cpu_quota == 0 and back.memory_swap_limit_in_bytes == 0
 
 
-def test_v1_refuses_unified_and_missing_hugetlb(v1):
+def test_v1_refuses_unified(v1):
     v1_container(v1, "c")
     with pytest.raises(InvalidArgument, match="cgroup v2"):
         v1.update("/c", pb.LinuxContainerResources(unified={"memory.high": "1"}))
-    with pytest.raises(InvalidArgument, match="hugetlb"):
-        v1.update("/c", pb.LinuxContainerResources(hugepage_limits=[pb.HugepageLimit(page_size="2MB", limit=1)]))
+
+
+def test_v1_hugetlb_when_mounted_or_skipped(v1):
+    v1_container(v1, "c")
+    hp = pb.LinuxContainerResources(hugepage_limits=[pb.HugepageLimit(page_size="2MB", limit=2 << 20)])
+    v1.update("/c", hp)  # no hugetlb hierarchy: nothing applied, and nothing reported
+    assert list(v1.read_resources("/c").hugepage_limits) == []
+    write_tree(v1.root / "hugetlb", {"cgroup.procs": ""})
+    write_tree(v1.root / "hugetlb/c", {"hugetlb.2MB.limit_in_bytes": "9223372036854771712\n", "cgroup.procs": ""})
+    mgr = V1Manager(v1.root)
+    mgr.update("/c", hp)
+    assert (v1.root / "hugetlb/c/hugetlb.2MB.limit_in_bytes").read_text() == str(2 << 20)
+    assert [(h.page_size, h.limit) for h in mgr.read_resources("/c").hugepage_limits] == [("2MB", 2 << 20)]
 
 
 def test_v1_bad_values_refused_before_writing(v1):

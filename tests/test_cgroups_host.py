@@ -159,3 +159,21 @@ def test_v2_real_tree_create_pids_remove(v2_real):
     assert not mgr.oom_killed("/pod/c")
     mgr.remove("/pod")
     assert not mgr.exists("/pod")
+
+
+@v1_only
+def test_v1_hugetlb_on_this_host(v1):
+    """Whichever way this host mounts hugetlb: as a v1 hierarchy the limit
+    is applied and read back, otherwise nothing is claimed."""
+    mgr, base = v1
+    sizes = sorted(p.name.split("-")[1] for p in Path("/sys/kernel/mm/hugepages").glob("hugepages-*"))
+    if not sizes:
+        pytest.skip("no huge page sizes on this kernel")
+    page = {"2048kB": "2MB", "1048576kB": "1GB"}.get(sizes[-1] if "2048kB" not in sizes else "2048kB")
+    mgr.create(base, pb.LinuxContainerResources(hugepage_limits=[pb.HugepageLimit(page_size=page, limit=4 << 20)]))
+    got = {h.page_size: h.limit for h in mgr.read_resources(base).hugepage_limits}
+    if "hugetlb" in mgr.hierarchies:
+        assert got[page] == 4 << 20
+    else:
+        assert got == {}
+    mgr.remove(base)

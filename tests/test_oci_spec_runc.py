@@ -64,6 +64,7 @@ def run_spec(bundle: dict, config: pb.ContainerConfig, image: dict | None = None
              runtime: str = "runc") -> subprocess.CompletedProcess:
     cid = "c" + uuid.uuid4().hex[:12]
     sb_cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="default", uid="u"), hostname="testpod")
+    sb_cfg.linux.security_context.privileged = config.linux.security_context.privileged
     pod = bundle["pod"]
     sb = SandboxView(id="sb", config=sb_cfg, hostname="testpod", namespaces={}, cgroup_parent=bundle["parent"],
                      etc_hosts=str(pod / "hosts"), resolv_conf=str(pod / "resolv.conf"),
@@ -173,3 +174,22 @@ def test_env_cwd_and_masked_paths(bundle):
     assert lines[1] == "from-ctr img"
     assert lines[2].strip() == "0"
     assert lines[3] == "RO"
+
+
+@needs_runc
+def test_privileged_gets_devices_caps_and_rw_sys(bundle):
+    script = ("grep CapEff /proc/self/status; ls /dev/loop-control >/dev/null 2>&1 && echo DEVS;"
+              "mkdir -p /mnt && mount -t tmpfs none /mnt && echo MOUNTED; umount /mnt;"
+              "grep -E ' /sys (sysfs|sys) ' /proc/mounts | grep -q 'rw,' && echo SYSRW; grep Seccomp: /proc/self/status")
+    config = pb.ContainerConfig(command=shell(script))
+    config.linux.security_context.privileged = True
+    config.linux.security_context.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
+    res = run_spec(bundle, config)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.split("\n")
+    assert int(lines[0].split()[1], 16) & (1 << 21)  # CAP_SYS_ADMIN
+    expected = ["MOUNTED", "SYSRW"]
+    if os.path.exists("/dev/loop-control"):
+        expected.insert(0, "DEVS")
+    assert lines[1:1 + len(expected)] == expected
+    assert lines[1 + len(expected)].split() == ["Seccomp:", "0"]  # no filter for privileged

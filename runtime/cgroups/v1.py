@@ -4,6 +4,7 @@ On a hybrid host the v2 tree is one more hierarchy that holds processes."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from cri.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.manager import (V1_UNLIMITED, CgroupManager, CgroupStats, check_values, parse_pids,
                                      read_flat_keyed, read_int, read_text, rmdir_tree, write)
+
+log = logging.getLogger("crispy.cgroups")
 
 
 def find_hierarchies(root: Path) -> dict[str, Path]:
@@ -127,10 +130,15 @@ class V1Manager(CgroupManager):
         if resources.hugepage_limits:
             hugetlb = self._path("hugetlb", path)
             if hugetlb is None:
-                raise InvalidArgument("hugepage limits need the hugetlb controller, which is not mounted as a "
-                                      "cgroup v1 hierarchy on this node; leave hugepage_limits empty")
-            for h in resources.hugepage_limits:
-                write(hugetlb / f"hugetlb.{h.page_size}.limit_in_bytes", str(h.limit))
+                # kubelet sends a (zero) limit for every page size the node
+                # has, whatever the pod asks; refusing would fail every update
+                # on hosts without a v1 hugetlb hierarchy. Like runc, skip it:
+                # read_resources then reports no hugepage limits, the truth.
+                log.warning("hugetlb controller not mounted as cgroup v1; hugepage limits not applied",
+                            extra={"fields": {"cgroup": path}})
+            else:
+                for h in resources.hugepage_limits:
+                    write(hugetlb / f"hugetlb.{h.page_size}.limit_in_bytes", str(h.limit))
 
     @staticmethod
     def _write_either_order(base: Path, writes: list[tuple[str, str]]) -> None:
