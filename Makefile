@@ -58,7 +58,15 @@ integration: deps venv
 critest: deps venv
 	$(PY) -m critest.run $(ARGS)
 
-bench: deps venv
+# matplotlib (the chart) and gcc (the pause image containerd needs) are
+# only needed here.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: deps venv $(VENV)/.bench-installed
+	@command -v gcc >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libc.a -o -e /usr/lib/aarch64-linux-gnu/libc.a ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null; }
 	$(PY) -m bench.run $(ARGS)
 
 clean:

@@ -46,6 +46,7 @@ class BenchImages:
     busybox: str
     big: str
     big_bytes: int    # compressed bytes a cold pull transfers
+    busybox_image: ib.Image | None = None  # for `crispy load` while crispy cannot pull
 
 
 def compile_pause(workdir: Path) -> bytes:
@@ -73,9 +74,11 @@ def push_all(registry: LocalRegistry) -> BenchImages:
     with tempfile.TemporaryDirectory(prefix="crispy-bench-pause-") as tmp:
         pause = pause_image(compile_pause(Path(tmp)))
     registry.push("bench/pause", "1", pause)
-    registry.push("bench/busybox", "1", ib.busybox_image())
+    busybox = ib.busybox_image()
+    registry.push("bench/busybox", "1", busybox)
     big = big_image()
     registry.push("bench/big", "1", big)
     big_bytes = sum(len(big.blobs[d]) for d in big.blobs if d != big.config_digest)
     host = registry.host
-    return BenchImages(f"{host}/bench/pause:1", f"{host}/bench/busybox:1", f"{host}/bench/big:1", big_bytes)
+    return BenchImages(f"{host}/bench/pause:1", f"{host}/bench/busybox:1", f"{host}/bench/big:1", big_bytes,
+                       busybox)

@@ -86,6 +86,15 @@ def _fmt_ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def short_status(status: str) -> str:
+    """A table cell for a failure: the gRPC code if there is one; the full
+    message is listed under the table."""
+    import re
+
+    m = re.search(r"\b([A-Z][A-Z_]{3,}):", status)
+    return f"failed ({m.group(1)})" if m else "failed"
+
+
 def markdown(results: dict) -> str:
     runtimes = list(results["runtimes"])
     lines = [f"# crispy vs containerd — {results['date']}", "",
@@ -95,6 +104,9 @@ def markdown(results: dict) -> str:
                                       + (f" — {info['error']}" if info.get("error") else "")
                                       for rt, info in results["runtimes"].items()),
              ""]
+    notes = [f"{rt}: {n}" for rt, info in results["runtimes"].items() for n in info.get("notes", [])]
+    if notes:
+        lines += ["Notes: " + "; ".join(notes), ""]
     if results.get("host_changes"):
         lines += ["Host changes made by the run: " + "; ".join(results["host_changes"]), ""]
     lines += ["Ratios are crispy ÷ containerd at p50; below 1 is better for latency and memory, "
@@ -113,7 +125,7 @@ def markdown(results: dict) -> str:
                     row.append(" / ".join(_fmt(v[k], m["unit"]) for k in ("p50", "p95", "max")))
                 else:
                     status = scen["status"].get(rt, "not run")
-                    row.append(status.replace("|", "/")[:120])
+                    row.append(short_status(status) if status.startswith("failed") else status)
             for col in ratio_cols:
                 row.append(_fmt_ratio((m["ratios"].get(col) or {}).get("p50")))
             lines.append("| " + " | ".join(row) + " |")

@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"iterations": args.iterations, "pods": args.pods,
                      "churn_pods_per_worker": args.churn_pods_per_worker,
                      "network": {"bridge": net.bridge, "subnet": net.subnet}},
-        "runtimes": {t.name: {"version": t.version, "oci_runtime": t.oci_runtime, "error": t.start_error}
+        "runtimes": {t.name: {"version": t.version, "oci_runtime": t.oci_runtime, "error": t.start_error,
+                               "notes": [n for n in t.notes if n != t.start_error]}
                      for t in targets},
         "host_changes": changes.log,
         "cleanup": cleanup_notes,

@@ -41,10 +41,21 @@ def sleeper_config(image: str, name: str = "sleeper") -> pb.ContainerConfig:
     )
 
 
-def ensure_image(client, image: str) -> None:
-    """Pulls `image` unless the runtime already has it."""
-    if client.image_status(image) is None:
+def ensure_image(target, image: str, fallback=None) -> None:
+    """Makes `image` present on `target` for scenarios that are not about
+    pulling: PullImage, or — for crispy while its PullImage answers
+    UNIMPLEMENTED — `crispy load` of `fallback` (an imagebuild Image)."""
+    import grpc
+
+    client = target.client
+    if client.image_status(image) is not None:
+        return
+    try:
         client.pull_image(image)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNIMPLEMENTED or fallback is None or target.kind != "crispy":
+            raise
+        target.load_image(fallback, image)
 
 
 def remove_pod_quietly(client, pod_id: str) -> None:

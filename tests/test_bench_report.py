@@ -53,7 +53,7 @@ def test_markdown_has_values_ratios_and_failures():
     row = next(line for line in md.splitlines() if "RunPodSandbox" in line)
     assert "20.0 ms / 29.0 ms / 30.0 ms" in row
     assert "0.40×" in row
-    assert "failed: setup: UNKNOWN: crun refused" in row
+    assert "failed (UNKNOWN)" in row
     assert "2.00×" in md  # throughput ratio
     assert "- pod_start on containerd-crun: setup: UNKNOWN: crun refused" in md
     assert "mounted hugetlb" in md

@@ -6,6 +6,7 @@ from bench.scenarios import churn, container_start, exec_sync, memory, pod_net, 
 from bench.scenarios.base import Scenario
 
 REGISTRY: dict[str, Scenario] = {s.name: s for s in (
+    memory.IdleMemory(),
     pull.PullCold(),
     pull.PullWarm(),
     pod_start.PodStart(),

@@ -19,7 +19,7 @@ class PodState:
 
 
 def start_pod(ctx: Context, target: Target) -> PodState:
-    workload.ensure_image(target.client, ctx.images.busybox)
+    workload.ensure_image(target, ctx.images.busybox, ctx.images.busybox_image)
     cfg = workload.pod_config(target.name, target.log_root, host_network=True)
     return PodState(target.client.run_pod_sandbox(cfg), cfg)
 

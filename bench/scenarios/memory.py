@@ -1,5 +1,5 @@
-"""Memory: daemon RSS idle (read right after the daemon started, before any
-scenario) and with N running pods of one `sleep` container each, and memory
+"""Memory: daemon RSS and PSS idle (read right after the daemon started,
+before any scenario) and with N running pods of one `sleep` container each, and memory
 per pod: daemon growth plus every helper process the runtime keeps per pod
 (shims, conmon, pause/infra), from /proc. PSS is used for sums so shared
 libraries are not counted once per process; RSS is reported as well."""
@@ -25,11 +25,29 @@ class MemoryState:
     pod_ids: list[str] = field(default_factory=list)
 
 
+class IdleMemory(Scenario):
+    name = "memory_idle"
+    title = "Daemon memory, idle"
+    metrics = {
+        "daemon_rss_idle_kib": Metric("KiB", "lower", "daemon RSS, idle"),
+        "daemon_pss_idle_kib": Metric("KiB", "lower", "daemon PSS, idle"),
+    }
+
+    def iterations(self, ctx: Context) -> int:
+        return 1
+
+    def iterate(self, ctx: Context, target: Target, state: object, out: Samples) -> None:
+        idle = target.idle
+        if idle is None or idle.daemon is None:
+            raise RuntimeError("the daemon's /proc entry could not be read at start-up")
+        out.add("daemon_rss_idle_kib", idle.daemon.rss_kib)
+        out.add("daemon_pss_idle_kib", idle.daemon.pss_kib)
+
+
 class Memory(Scenario):
     name = "memory"
     title = "Daemon and per-pod memory"
     metrics = {
-        "daemon_rss_idle_kib": Metric("KiB", "lower", "daemon RSS, idle"),
         "daemon_rss_loaded_kib": Metric("KiB", "lower", "daemon RSS with N pods"),
         "helper_pss_per_pod_kib": Metric("KiB", "lower", "helper PSS per pod (shim/conmon/pause)"),
         "memory_per_pod_kib": Metric("KiB", "lower", "memory per pod (daemon growth + helpers, PSS)"),
@@ -40,7 +58,7 @@ class Memory(Scenario):
         return 1
 
     def setup(self, ctx: Context, target: Target) -> MemoryState:
-        workload.ensure_image(target.client, ctx.images.busybox)
+        workload.ensure_image(target, ctx.images.busybox, ctx.images.busybox_image)
         return MemoryState(measure.snapshot(target.process.pid, target.marker))
 
     def iterate(self, ctx: Context, target: Target, state: MemoryState, out: Samples) -> None:
@@ -60,7 +78,6 @@ class Memory(Scenario):
         helpers_pss = snap.helper_total("pss", WORKLOAD_COMMS)
         helpers_rss = snap.helper_total("rss", WORKLOAD_COMMS)
         growth = max(0, snap.daemon.pss_kib - base.daemon.pss_kib)
-        out.add("daemon_rss_idle_kib", idle.daemon.rss_kib)
         out.add("daemon_rss_loaded_kib", snap.daemon.rss_kib)
         out.add("helper_pss_per_pod_kib", helpers_pss / n)
         out.add("helper_rss_per_pod_kib", helpers_rss / n)
