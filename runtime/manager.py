@@ -55,6 +55,10 @@ class PodManager:
         self._names: dict[Hashable, _Reservation] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.cgroups: Any = None
+        # Per container: the task watching its conmon, and an event set once
+        # its exit is recorded.
+        self.watchers: dict[str, asyncio.Task[None]] = {}
+        self.exit_events: dict[str, asyncio.Event] = {}
 
     # ---- start-up --------------------------------------------------------
 
@@ -75,7 +79,8 @@ class PodManager:
 
     def _prepare_dirs(self) -> None:
         self.store.prepare()
-        for d in (self.state_root / "pods", self.state_root / "containers"):
+        for d in (self.state_root / "pods", self.state_root / "containers", self.state_root / "exits",
+                  self.state_root / "sock", self.state_root / "oci"):
             d.mkdir(parents=True, exist_ok=True, mode=0o711)
 
     async def _recover(self) -> None:
@@ -222,6 +227,48 @@ class PodManager:
         self.forget_lock(rec.id)
 
     # ---- containers (runtime/container.py) -----------------------------
+
+    def exit_event(self, container_id: str) -> asyncio.Event:
+        ev = self.exit_events.get(container_id)
+        if ev is None:
+            ev = self.exit_events[container_id] = asyncio.Event()
+        return ev
+
+    async def create_container(self, req: Any) -> str:
+        from runtime import container
+        md = req.config.metadata
+        if not req.pod_sandbox_id:
+            raise InvalidArgument("CreateContainer needs pod_sandbox_id")
+        pod = self.sandbox(req.pod_sandbox_id)
+        key = ("ctr", pod.id, md.name, md.attempt)
+        digest = request_digest(pod.id, req.config)
+
+        async def work() -> str:
+            async with self.lock(pod.id):
+                if pod.id not in self.sandboxes:
+                    raise NotFound(f"pod sandbox {pod.id[:13]} was removed")
+                ctr = await container.create(self, req, digest)
+                self.containers[ctr.id] = ctr
+                container.watch(self, ctr)
+                return ctr.id
+        return await self.reserved(key, digest, f"container name {md.name} (attempt {md.attempt}) in pod {pod.id[:13]}", work)
+
+    async def start_container(self, ref: str) -> None:
+        from runtime import container
+        ctr = self.container(ref)
+        async with self.lock(ctr.id):
+            await asyncio.shield(container.start(self, ctr))
+
+    async def stop_container(self, ref: str, timeout: float) -> None:
+        ctr = self.container(ref)
+        await asyncio.shield(self.stop_container_record(ctr, timeout))
+
+    async def remove_container(self, ref: str) -> None:
+        try:
+            ctr = self.container(ref)
+        except NotFound:
+            return  # idempotent
+        await asyncio.shield(self.remove_container_record(ctr))
 
     def image_users(self, image_id: str) -> list[str]:
         return [c.id for c in self.containers.values() if c.image_id == image_id]

@@ -27,7 +27,7 @@ TEST_CGROUP_PARENT = "/crispytest"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 TEST_BASE_PREFIX = "/tmp/crispy-t-"
 
-__all__ = ["pod_daemon", "pods_leave_nothing_behind", "TEST_CGROUP_PARENT", "pod_config", "remove_all_pods",
+__all__ = ["pod_daemon", "module_daemon", "clean_pods", "pods_leave_nothing_behind", "TEST_CGROUP_PARENT", "pod_config", "remove_all_pods",
            "start_pod_daemon"]
 
 
@@ -149,15 +149,10 @@ def start_pod_daemon(base: Path, extra_args: list[str] | None = None, config_tex
     return DaemonProcess(base, extra_args=args, config_text=config_text).start()
 
 
-@pytest.fixture
-def pod_daemon() -> Iterator[DaemonProcess]:
-    """A daemon whose pods and containers are removed after the test, and
-    whose roots are only deleted once nothing is mounted in them."""
+def _daemon_fixture() -> Iterator[DaemonProcess]:
     base = tmp_base()
     d = start_pod_daemon(base)
-    holder = {"daemon": d}
     yield d
-    d = holder["daemon"]
     try:
         if d.proc is not None and d.proc.poll() is None:
             remove_all_pods(d)
@@ -168,6 +163,27 @@ def pod_daemon() -> Iterator[DaemonProcess]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
+def pod_daemon() -> Iterator[DaemonProcess]:
+    """A daemon whose pods and containers are removed after the test, and
+    whose roots are only deleted once nothing is mounted in them."""
+    yield from _daemon_fixture()
+
+
+@pytest.fixture(scope="module")
+def module_daemon() -> Iterator[DaemonProcess]:
+    """One daemon for a whole module (starting one costs seconds); use with
+    `clean_pods` so each test starts with no pods."""
+    yield from _daemon_fixture()
+
+
+@pytest.fixture
+def clean_pods(module_daemon: DaemonProcess) -> Iterator[DaemonProcess]:
+    yield module_daemon
+    if module_daemon.proc is not None and module_daemon.proc.poll() is None:
+        remove_all_pods(module_daemon)
+
+
 def pod_config(name: str = "pod", namespace: str = "default", uid: str = "", attempt: int = 0,
                **kw) -> pb.PodSandboxConfig:
     cfg = pb.PodSandboxConfig(
@@ -175,3 +191,41 @@ def pod_config(name: str = "pod", namespace: str = "default", uid: str = "", att
         hostname=kw.pop("hostname", name), log_directory=kw.pop("log_directory", ""),
         linux=pb.LinuxPodSandboxConfig(cgroup_parent=kw.pop("cgroup_parent", "")), **kw)
     return cfg
+
+
+# ---- images and containers -----------------------------------------------------
+
+def load_image(d: DaemonProcess, tag: str = "crispy.test/busybox:1", config: dict | None = None,
+               passwd: str | None = None, group: str | None = None) -> str:
+    """Puts a busybox image into the daemon's store through `crispy load`
+    (the images/ API), returns its image id."""
+    import subprocess
+    import sys
+
+    from tests.imagebuild import build_image, busybox_entries, make_layer, write_docker_archive
+    image = build_image([make_layer(busybox_entries(passwd, group))], config=config)
+    archive = d.base / f"image-{abs(hash(tag))}.tar"
+    write_docker_archive(image, archive, tag)
+    out = subprocess.run([sys.executable, "-m", "cri.cli", "--data-root", d.data_root, "--state-root", d.state_root,
+                          "--socket", d.socket, "load", str(archive)], capture_output=True, text=True)
+    archive.unlink()
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()[0]
+
+
+def container_config(name: str, command: list[str], image: str = "crispy.test/busybox:1", **kw) -> pb.ContainerConfig:
+    return pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name, attempt=kw.pop("attempt", 0)),
+                              image=pb.ImageSpec(image=image), command=command,
+                              log_path=kw.pop("log_path", f"{name}.log"), **kw)
+
+
+def wait_state(c, container_id: str, state: int, timeout: float = 30.0) -> pb.ContainerStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=container_id)).status
+        if st.state == state or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
+__all__ += ["load_image", "container_config", "wait_state"]

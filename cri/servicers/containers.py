@@ -1,0 +1,113 @@
+"""CreateContainer, StartContainer, StopContainer, RemoveContainer,
+ListContainers, ContainerStatus, UpdateContainerResources,
+ReopenContainerLog and ExecSync: protobuf in, calls on `daemon.pods`,
+protobuf out."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import json_format
+
+from cri.errors import InvalidArgument
+from cri.proto import api_pb2 as pb
+from runtime import container
+from runtime.store import ContainerRecord
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+_STATES = {"created": pb.CONTAINER_CREATED, "running": pb.CONTAINER_RUNNING,
+           "exited": pb.CONTAINER_EXITED, "unknown": pb.CONTAINER_UNKNOWN}
+
+
+def _labels(ctr: ContainerRecord) -> tuple[dict[str, str], dict[str, str]]:
+    return dict(ctr.config.get("labels", {})), dict(ctr.config.get("annotations", {}))
+
+
+def _image_spec(ctr: ContainerRecord) -> pb.ImageSpec:
+    spec = json_format.ParseDict(ctr.config.get("image", {}), pb.ImageSpec(), ignore_unknown_fields=True)
+    # kubelet compares `image` with what it asked for; the id says what ran.
+    spec.image = ctr.image
+    return spec
+
+
+def container_summary(ctr: ContainerRecord) -> pb.Container:
+    labels, annotations = _labels(ctr)
+    return pb.Container(
+        id=ctr.id, pod_sandbox_id=ctr.sandbox_id,
+        metadata=pb.ContainerMetadata(name=ctr.name, attempt=ctr.attempt), image=_image_spec(ctr),
+        image_ref=ctr.image_ref, state=_STATES[ctr.state], created_at=ctr.created_at,
+        labels=labels, annotations=annotations, image_id=ctr.image_id)
+
+
+def container_status(ctr: ContainerRecord) -> pb.ContainerStatus:
+    labels, annotations = _labels(ctr)
+    resources = None
+    if ctr.resources:
+        resources = pb.ContainerResources(linux=json_format.ParseDict(
+            ctr.resources, pb.LinuxContainerResources(), ignore_unknown_fields=True))
+    user = pb.ContainerUser(linux=pb.LinuxContainerUser(
+        uid=ctr.user.get("uid", 0), gid=ctr.user.get("gid", 0),
+        supplemental_groups=ctr.user.get("supplemental_groups", []))) if ctr.user else None
+    stop_signal = pb.Signal.Value(ctr.stop_signal) if ctr.stop_signal in pb.Signal.keys() else pb.RUNTIME_DEFAULT
+    return pb.ContainerStatus(
+        id=ctr.id, metadata=pb.ContainerMetadata(name=ctr.name, attempt=ctr.attempt), state=_STATES[ctr.state],
+        created_at=ctr.created_at, started_at=ctr.started_at, finished_at=ctr.finished_at,
+        exit_code=ctr.exit_code, image=_image_spec(ctr), image_ref=ctr.image_ref, reason=ctr.reason,
+        message=ctr.message, labels=labels, annotations=annotations,
+        mounts=[json_format.ParseDict(m, pb.Mount(), ignore_unknown_fields=True) for m in ctr.mounts],
+        log_path=ctr.log_path, resources=resources, image_id=ctr.image_id, user=user, stop_signal=stop_signal)
+
+
+def matches(ctr: ContainerRecord, f: pb.ContainerFilter) -> bool:
+    if f.id and not ctr.id.startswith(f.id):
+        return False
+    if f.pod_sandbox_id and not ctr.sandbox_id.startswith(f.pod_sandbox_id):
+        return False
+    if f.HasField("state") and _STATES[ctr.state] != f.state.state:
+        return False
+    labels = ctr.config.get("labels", {})
+    return all(labels.get(k) == v for k, v in f.label_selector.items())
+
+
+class ContainerRPCs:
+    daemon: "Daemon"
+
+    async def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
+        if not request.HasField("config"):
+            raise InvalidArgument("CreateContainer needs a config")
+        container_id = await self.daemon.pods.create_container(request)
+        return pb.CreateContainerResponse(container_id=container_id)
+
+    async def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:
+        await self.daemon.pods.start_container(request.container_id)
+        return pb.StartContainerResponse()
+
+    async def StopContainer(self, request: pb.StopContainerRequest, context: Any) -> pb.StopContainerResponse:
+        if request.timeout < 0:
+            raise InvalidArgument("StopContainer timeout must not be negative")
+        await self.daemon.pods.stop_container(request.container_id, float(request.timeout))
+        return pb.StopContainerResponse()
+
+    async def RemoveContainer(self, request: pb.RemoveContainerRequest, context: Any) -> pb.RemoveContainerResponse:
+        if not request.container_id:
+            raise InvalidArgument("RemoveContainer needs container_id")
+        await self.daemon.pods.remove_container(request.container_id)
+        return pb.RemoveContainerResponse()
+
+    async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
+        ctrs = list(self.daemon.pods.containers.values())
+        if request.HasField("filter"):
+            ctrs = [c for c in ctrs if matches(c, request.filter)]
+        ctrs.sort(key=lambda c: c.created_at)
+        return pb.ListContainersResponse(containers=[container_summary(c) for c in ctrs])
+
+    async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
+        pods = self.daemon.pods
+        ctr = pods.container(request.container_id)
+        info = {}
+        if request.verbose:
+            info = {"info": json.dumps(container.verbose_info(pods, ctr), sort_keys=True)}
+        return pb.ContainerStatusResponse(status=container_status(ctr), info=info)

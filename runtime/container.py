@@ -1,0 +1,391 @@
+"""Containers: CreateContainer to RemoveContainer. conmon supervises each
+one (runtime/conmon.py); crispy watches conmon's pid (a pidfd) to learn the
+moment the container exits, then records exit code, time and reason.
+
+Locking: the manager serialises lifecycle calls per container. The exit
+watcher never takes that lock (StopContainer holds it while waiting for the
+exit), it only fills in the exit fields and wakes the waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cri.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.proto import api_pb2 as pb
+from runtime import conmon, namespaces, rootfs, sandbox
+from runtime.oci_runtime import OciRuntime
+from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec
+from runtime.store import ContainerRecord, SandboxRecord
+
+if TYPE_CHECKING:
+    from runtime.manager import PodManager
+
+log = logging.getLogger("crispy.container")
+
+# How long a killed container may take to be reaped before we give up.
+KILL_WAIT = 30.0
+
+
+# ---- paths -------------------------------------------------------------------------
+
+def bundle_dir(mgr: "PodManager", container_id: str) -> Path:
+    return mgr.state_root / "containers" / container_id
+
+
+def scratch_dir(mgr: "PodManager", container_id: str) -> Path:
+    return mgr.daemon.data_root / "rootfs" / container_id
+
+
+def exit_file(ctr: ContainerRecord) -> Path:
+    return Path(ctr.bundle) / "exit"
+
+
+def runtime_of(mgr: "PodManager", ctr: ContainerRecord) -> OciRuntime:
+    return OciRuntime.under(ctr.oci_runtime, mgr.state_root)
+
+
+def sandbox_view(rec: SandboxRecord) -> SandboxView:
+    config = sandbox.config_of(rec)
+    return SandboxView(
+        id=rec.id, config=config, hostname=config.hostname, namespaces=sandbox.pinned_of(rec).paths(),
+        cgroup_parent=rec.cgroup_parent, etc_hosts=rec.hosts_path, resolv_conf=rec.resolv_conf_path,
+        etc_hostname=rec.hostname_path, shm=rec.shm_path or None)
+
+
+def stop_signal_of(config: pb.ContainerConfig, image_config: dict[str, Any]) -> str:
+    """kubelet's choice, else the image's STOPSIGNAL, else SIGTERM."""
+    if config.stop_signal:
+        return pb.Signal.Name(config.stop_signal)
+    return str(image_config.get("StopSignal") or "SIGTERM")
+
+
+def signal_number(name: str) -> int:
+    text = name.strip().upper()
+    if text.isdigit():
+        return int(text)
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(signal.Signals[text])
+    except KeyError:
+        if text.startswith("SIGRTMIN+") and text[9:].isdigit():
+            return int(signal.SIGRTMIN) + int(text[9:])
+        raise InvalidArgument(f"unknown stop signal {name!r}") from None
+
+
+# ---- create ----------------------------------------------------------------------
+
+async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str) -> ContainerRecord:
+    config = req.config
+    if not config.metadata.name:
+        raise InvalidArgument("ContainerConfig.metadata.name is empty")
+    if not config.image.image:
+        raise InvalidArgument("ContainerConfig.image.image is empty; name the image to run")
+    pod = mgr.sandbox(req.pod_sandbox_id)
+    if not sandbox.is_ready(pod):
+        raise FailedPrecondition(f"pod sandbox {pod.id[:13]} is not ready; containers can only be created in a ready pod")
+    image = await mgr.daemon.images.get(config.image.image)
+    layers = mgr.daemon.images.layer_dirs(image)
+    target_pid_ns = None
+    nsopt = config.linux.security_context.namespace_options
+    if nsopt.pid == pb.TARGET:
+        target = mgr.container(nsopt.target_id)
+        if target.state != "running" or not target.pid:
+            raise FailedPrecondition(f"target container {nsopt.target_id!r} is not running")
+        target_pid_ns = f"/proc/{target.pid}/ns/pid"
+
+    container_id = secrets.token_hex(32)
+    bundle = bundle_dir(mgr, container_id)
+    scratch = scratch_dir(mgr, container_id)
+    root = bundle / "rootfs"
+    pod_config = sandbox.config_of(pod)
+    log_path = _log_path(pod_config, config, bundle)
+    ctr = ContainerRecord(
+        id=container_id, sandbox_id=pod.id, name=config.metadata.name, attempt=config.metadata.attempt,
+        config=sandbox.to_json(config), created_at=time.time_ns(), image=config.image.image, image_id=image.id,
+        image_ref=image.repo_digests[0] if image.repo_digests else image.id, bundle=str(bundle), rootfs=str(root),
+        container_dir=str(scratch), log_path=log_path, oci_runtime=pod.oci_runtime,
+        stop_signal=stop_signal_of(config, image.config or {}),
+        resources=sandbox.to_json(config.linux.resources) if config.linux.HasField("resources") else {},
+        mounts=[sandbox.to_json(m) for m in config.mounts], request_digest=digest)
+    signal_number(ctr.stop_signal)  # refuse an unknown one now, not at stop time
+    runtime = runtime_of(mgr, ctr)
+    try:
+        await asyncio.to_thread(_prepare_dirs, bundle, log_path)
+        await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
+        spec_req = ContainerSpecRequest(
+            id=container_id, config=config, sandbox=sandbox_view(pod), image_config=image.config or {},
+            rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
+            cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns)
+        spec = await asyncio.to_thread(build_spec, spec_req)
+        ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
+        user = spec["process"].get("user", {})
+        ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
+                    "supplemental_groups": user.get("additionalGids", [])}
+        await asyncio.to_thread(_write_spec, bundle / "config.json", spec)
+        argv = conmon.create_argv(conmon.ConmonCreate(
+            conmon=_conmon_path(mgr), runtime=runtime, container_id=container_id, name=config.metadata.name,
+            bundle=str(bundle), log_path=log_path, exit_dir=str(mgr.state_root / "exits"),
+            persist_dir=str(bundle), container_pidfile=str(bundle / "pidfile"),
+            conmon_pidfile=str(bundle / "conmon.pid"), socket_dir=str(mgr.state_root / "sock"),
+            stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+            systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd"))
+        ctr.pid = await conmon.run_create(argv)
+        ctr.conmon_pid = await asyncio.to_thread(conmon.read_pidfile, str(bundle / "conmon.pid"))
+        ctr.conmon_start_time = namespaces.process_start_time(ctr.conmon_pid) or 0
+        await mgr.store.save(ctr)
+    except BaseException:
+        await asyncio.shield(_discard(mgr, ctr))
+        raise
+    return ctr
+
+
+def _conmon_path(mgr: "PodManager") -> str:
+    if not mgr.daemon.conmon_path:
+        raise FailedPrecondition(f"{mgr.daemon.config.runtime.conmon} is not installed; install conmon")
+    return mgr.daemon.conmon_path
+
+
+def _log_path(pod_config: pb.PodSandboxConfig, config: pb.ContainerConfig, bundle: Path) -> str:
+    if pod_config.log_directory and config.log_path:
+        if os.path.isabs(config.log_path) or ".." in Path(config.log_path).parts:
+            raise InvalidArgument(f"log_path {config.log_path!r} must be relative to the pod's log_directory")
+        return os.path.join(pod_config.log_directory, config.log_path)
+    # No log asked for: conmon still needs somewhere to write.
+    return str(bundle / "container.log")
+
+
+def _prepare_dirs(bundle: Path, log_path: str) -> None:
+    bundle.mkdir(parents=True, mode=0o700)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _write_spec(path: Path, spec: dict[str, Any]) -> None:
+    path.write_text(json.dumps(spec))
+
+
+async def _discard(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    """Undoes a partial create; every step tolerates what was never done."""
+    try:
+        await runtime_of(mgr, ctr).delete(ctr.id)
+    except Exception as e:  # noqa: BLE001 - keep cleaning
+        log.error("runtime delete after a failed create", extra={"fields": {"id": ctr.id, "error": str(e)}})
+    await _remove_files(mgr, ctr)
+
+
+async def _remove_files(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    def _rm() -> None:
+        rootfs.unmount(ctr.rootfs)
+        if os.path.exists(ctr.bundle):
+            from runtime import kmount
+            if kmount.mounts_under(ctr.bundle):
+                raise OSError(f"{ctr.bundle} still has mounts")
+            shutil.rmtree(ctr.bundle, ignore_errors=True)
+        shutil.rmtree(ctr.container_dir, ignore_errors=True)
+        (mgr.state_root / "exits" / ctr.id).unlink(missing_ok=True)
+        try:
+            os.unlink(mgr.state_root / "sock" / ctr.id)
+        except (FileNotFoundError, IsADirectoryError):
+            pass
+    await asyncio.to_thread(_rm)
+
+
+# ---- start / exit ----------------------------------------------------------------
+
+async def start(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    if ctr.state != "created":
+        raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}, not created; only a created container can be started")
+    pod = mgr.sandboxes.get(ctr.sandbox_id)
+    if pod is None or not sandbox.is_ready(pod):
+        raise FailedPrecondition(f"pod sandbox of container {ctr.id[:13]} is not ready")
+    try:
+        await runtime_of(mgr, ctr).start(ctr.id)
+    except Internal as e:
+        # The process could not be started (bad command, missing binary):
+        # it exits, and the container is reported exited with the reason.
+        await _wait_exit(mgr, ctr, 5.0)
+        ctr.reason, ctr.message = "StartError", e.message
+        if ctr.state != "exited":
+            ctr.state, ctr.exit_code, ctr.finished_at = "exited", 128, time.time_ns()
+        await mgr.store.save(ctr)
+        raise
+    ctr.started_at = time.time_ns()
+    if ctr.state == "created":
+        ctr.state = "running"
+    await mgr.store.save(ctr)
+
+
+def watch(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    """Starts the exit watcher for a container whose conmon runs."""
+    if ctr.id in mgr.watchers:
+        return
+    mgr.exit_events.setdefault(ctr.id, asyncio.Event())
+    mgr.watchers[ctr.id] = asyncio.create_task(_watch(mgr, ctr), name=f"watch-{ctr.id[:12]}")
+
+
+async def _watch(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    try:
+        fd = os.pidfd_open(ctr.conmon_pid)
+    except (ProcessLookupError, OSError):
+        fd = -1
+    try:
+        # Checked after opening the pidfd: a pid reused since then would not
+        # be the process the pidfd refers to.
+        if fd >= 0 and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time:
+            loop = asyncio.get_running_loop()
+            gone = loop.create_future()
+            loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+            try:
+                await gone
+            finally:
+                loop.remove_reader(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    await record_exit(mgr, ctr)
+
+
+async def record_exit(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    """conmon is gone: fill in how the container ended."""
+    mgr.watchers.pop(ctr.id, None)
+    if ctr.state == "exited":
+        mgr.exit_event(ctr.id).set()
+        return
+    code, finished = await asyncio.to_thread(_read_exit, exit_file(ctr))
+    if code is None:
+        state = None
+        try:
+            state = await runtime_of(mgr, ctr).state(ctr.id)
+        except Internal:
+            pass
+        if state and state.get("status") in ("running", "created", "paused"):
+            log.error("conmon is gone but the container still runs; it is no longer supervised",
+                      extra={"fields": {"id": ctr.id}})
+            return
+        code, finished = 255, time.time_ns()
+        ctr.message = "conmon exited without recording the container's exit status"
+    oom = await asyncio.to_thread(_oom_killed, mgr, ctr)
+    ctr.state, ctr.exit_code, ctr.finished_at = "exited", code, finished
+    if ctr.reason != "StartError":
+        ctr.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+    if ctr.id in mgr.containers:
+        await mgr.store.save(ctr)
+    mgr.exit_event(ctr.id).set()
+    log.info("container exited", extra={"fields": {"id": ctr.id, "exit_code": code, "reason": ctr.reason}})
+
+
+def _read_exit(path: Path) -> tuple[int | None, int]:
+    try:
+        text = path.read_text().strip()
+        finished = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None, 0
+    try:
+        return int(text), finished
+    except ValueError:
+        return None, 0
+
+
+def _oom_killed(mgr: "PodManager", ctr: ContainerRecord) -> bool:
+    """conmon's oom file, else the cgroup's own count; read before the
+    runtime deletes the cgroup (RemoveContainer)."""
+    if (Path(ctr.bundle) / "oom").exists():
+        return True
+    cg = mgr.cgroups
+    if cg is not None and ctr.cgroup_path:
+        try:
+            return bool(cg.oom_killed(ctr.cgroup_path))
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+async def _wait_exit(mgr: "PodManager", ctr: ContainerRecord, timeout: float) -> bool:
+    if ctr.state == "exited":
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await mgr.exit_event(ctr.id).wait()
+        return True
+    except TimeoutError:
+        return False
+
+
+# ---- stop / remove ---------------------------------------------------------------
+
+async def stop(mgr: "PodManager", ctr: ContainerRecord, timeout: float) -> None:
+    """The stop signal, then SIGKILL to every process of the container after
+    `timeout` seconds. Idempotent."""
+    if ctr.state not in ("created", "running"):
+        return
+    runtime = runtime_of(mgr, ctr)
+    if timeout > 0 and ctr.state == "running":
+        if await runtime.kill(ctr.id, signal_number(ctr.stop_signal)) and await _wait_exit(mgr, ctr, timeout):
+            return
+    await runtime.kill(ctr.id, int(signal.SIGKILL), all_processes=True)
+    if not await _wait_exit(mgr, ctr, KILL_WAIT):
+        raise Internal(f"container {ctr.id[:13]} did not exit {KILL_WAIT:.0f}s after SIGKILL")
+
+
+async def remove(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    if ctr.state in ("created", "running"):
+        await stop(mgr, ctr, 0)
+    task = mgr.watchers.pop(ctr.id, None)
+    if task is not None:
+        task.cancel()
+    await runtime_of(mgr, ctr).delete(ctr.id)
+    await _remove_files(mgr, ctr)
+    await mgr.store.delete(ctr)
+    mgr.exit_events.pop(ctr.id, None)
+
+
+# ---- recovery ---------------------------------------------------------------------
+
+async def recover(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    if ctr.state == "exited":
+        return
+    if ctr.conmon_pid and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time:
+        watch(mgr, ctr)
+    else:
+        await record_exit(mgr, ctr)
+
+
+# ---- status ------------------------------------------------------------------------
+
+def verbose_info(mgr: "PodManager", ctr: ContainerRecord) -> dict[str, Any]:
+    return {
+        "id": ctr.id,
+        "sandboxID": ctr.sandbox_id,
+        "pid": ctr.pid if ctr.state == "running" else 0,
+        "conmonPid": ctr.conmon_pid,
+        "runtimeSpec": str(Path(ctr.bundle) / "config.json"),
+        "bundle": ctr.bundle,
+        "rootfs": ctr.rootfs,
+        "cgroupPath": ctr.cgroup_path,
+        "ociRuntime": ctr.oci_runtime,
+        "logPath": ctr.log_path,
+        "stopSignal": ctr.stop_signal,
+    }
+
+
+def config_of(ctr: ContainerRecord) -> pb.ContainerConfig:
+    from google.protobuf import json_format
+    return json_format.ParseDict(ctr.config, pb.ContainerConfig(), ignore_unknown_fields=True)
+
+
+def require_running(ctr: ContainerRecord, what: str) -> None:
+    if ctr.state != "running":
+        raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}; {what} needs a running container")
+
+
+__all__ = ["create", "start", "stop", "remove", "recover", "watch", "record_exit", "verbose_info", "NotFound"]

@@ -1,0 +1,48 @@
+"""A container's root filesystem: an overlay of the image's layer
+snapshots (read-only lower dirs) under a per-container upper dir, mounted at
+the bundle's rootfs.
+
+A read-only root (readonly_rootfs) is mounted the same way and made
+read-only by the OCI runtime (`root.readonly` in the spec): the runtime
+must first create mount points that the image may lack (/etc/hostname,
+/dev/shm, volume targets), which needs a writable upper dir.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cri.errors import InvalidArgument
+from runtime import kmount
+
+# overlayfs takes its options from one page.
+_MAX_OPTIONS = 4000
+
+
+def overlay_options(lowers_lowest_first: list[str], upper: str, work: str) -> str:
+    # overlayfs lists lower dirs top-most first; images list layers lowest first.
+    lowers = list(reversed(lowers_lowest_first))
+    for d in lowers:
+        if "," in d or ":" in d:
+            raise InvalidArgument(f"layer directory {d} contains ',' or ':', which overlayfs cannot take")
+    opts = "lowerdir=" + ":".join(lowers) + f",upperdir={upper},workdir={work}"
+    if len(opts) > _MAX_OPTIONS:
+        raise InvalidArgument(f"the image has too many layers ({len(lowers)}) for one overlay mount")
+    return opts
+
+
+def mount(layers: list[str], target: str, scratch: Path) -> None:
+    """Blocking. `scratch` (on the data root) holds upper/ and work/."""
+    if not layers:
+        raise InvalidArgument("the image has no layers to make a root filesystem from")
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    upper, work = scratch / "upper", scratch / "work"
+    upper.mkdir(mode=0o755, parents=True, exist_ok=True)
+    work.mkdir(mode=0o700, exist_ok=True)
+    kmount.mount("overlay", target, "overlay", 0, overlay_options(layers, str(upper), str(work)))
+
+
+def unmount(target: str) -> None:
+    """Blocking; idempotent."""
+    kmount.umount_all(target)
