@@ -73,6 +73,10 @@ class StreamingConfig:
     address: str = "127.0.0.1"
     # 0 lets the kernel pick a free port.
     port: int = 0
+    # Seconds a client gets to open all its streams after connecting.
+    creation_timeout: float = 30.0
+    # Seconds without a byte either way before a stream connection is closed.
+    idle_timeout: float = 14400.0
 
 
 @dataclass

@@ -25,6 +25,8 @@ from cri.errors import FailedPrecondition, InvalidArgument
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
+from cri.streaming.daemon_backend import DaemonStreamBackend
+from cri.streaming.server import ServerOptions, StreamingServer
 from images.manager import ImageManager
 from runtime import atomicfile, host
 from runtime.manager import PodManager
@@ -60,6 +62,7 @@ class Daemon:
         self.network: PodNetwork = CniNetwork.from_config(config.cni)
         self._lock_fds: list[int] = []
         self._server: grpc.aio.Server | None = None
+        self.streaming: StreamingServer | None = None
         self._stopping = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------
@@ -136,6 +139,9 @@ class Daemon:
             # Stops accepting at once; in-flight calls get the grace period.
             await self._server.stop(self.config.shutdown_grace)
             self._server = None
+        if self.streaming is not None:
+            await self.streaming.stop()
+            self.streaming = None
         Path(self.config.socket).unlink(missing_ok=True)
         for fd in self._lock_fds:
             os.close(fd)
@@ -148,6 +154,14 @@ class Daemon:
         await self.images.open()
         self.pods = PodManager(self)
         await self.pods.open()
+        sc = self.config.streaming
+        self.streaming = StreamingServer(ServerOptions(sc.address, sc.port, sc.creation_timeout, sc.idle_timeout),
+                                         DaemonStreamBackend(self))
+        try:
+            await self.streaming.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for exec/attach/port-forward streams on {sc.address}:{sc.port}: "
+                               f"{exc.strerror}; choose another [streaming] address or port") from None
 
     def image_users(self, image_id: str) -> list[str]:
         """IDs of containers created from `image_id` (RemoveImage refuses

@@ -60,8 +60,14 @@ async def attach(attach_socket: str, ctl_path: str, io: ExecIO) -> None:
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
+        # sun_path holds 107 bytes; reaching the socket through an O_PATH
+        # handle on its directory works for any bundle path length.
         try:
-            await loop.sock_connect(sock, attach_socket)
+            dir_fd = os.open(os.path.dirname(attach_socket) or ".", os.O_PATH | os.O_CLOEXEC)
+            try:
+                await loop.sock_connect(sock, f"/proc/self/fd/{dir_fd}/{os.path.basename(attach_socket)}")
+            finally:
+                os.close(dir_fd)
         except OSError as exc:
             raise FailedPrecondition(f"cannot attach: conmon's attach socket {attach_socket} does not answer "
                                      f"({exc.strerror}); is the container running?") from None
@@ -75,8 +81,7 @@ async def attach(attach_socket: str, ctl_path: str, io: ExecIO) -> None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
 
-        tasks = [asyncio.create_task(stdin_pump()), asyncio.create_task(_follow_resizes(ctl_path, io.resize))]
-        try:
+        async def output_pump() -> None:
             while True:
                 try:
                     packet = await loop.sock_recv(sock, PACKET_MAX)
@@ -85,15 +90,23 @@ async def attach(attach_socket: str, ctl_path: str, io: ExecIO) -> None:
                         return
                     raise
                 if not packet:
-                    return
+                    return  # conmon closed: the container exited
                 pipe, data = parse_packet(packet)
                 sink = io.stdout if pipe == STDOUT_PIPE else io.stderr if pipe == STDERR_PIPE else None
                 if sink is None and pipe == STDERR_PIPE and io.tty:
                     sink = io.stdout
                 if sink is not None and data:
                     await sink.write(data)
+
+        helpers = [asyncio.create_task(stdin_pump()), asyncio.create_task(_follow_resizes(ctl_path, io.resize))]
+        output = asyncio.create_task(output_pump())
+        gone = asyncio.create_task(io.client_gone.wait())
+        try:
+            await asyncio.wait({output, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if output.done():
+                output.result()  # re-raise what went wrong
         finally:
-            for t in tasks:
+            for t in (*helpers, output, gone):
                 t.cancel()
     finally:
         sock.close()

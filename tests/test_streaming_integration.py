@@ -41,8 +41,9 @@ RUNC = shutil.which("runc") or "runc"
 class FakePods:
     """The pod manager's lookup surface, over records we made ourselves."""
 
-    def __init__(self, runtime_root: str) -> None:
-        self.runtime_root = runtime_root
+    def __init__(self, state_root: Path) -> None:
+        # runtime.container.runtime_of puts each runtime's --root here.
+        self.state_root = state_root
         self.containers: dict[str, ContainerRecord] = {}
         self.sandboxes: dict[str, SandboxRecord] = {}
 
@@ -75,7 +76,7 @@ def container(tmp_path_factory) -> Iterator[dict]:
     cid = "crispy-st-" + uuid.uuid4().hex[:8]
     spec["linux"]["cgroupsPath"] = f"/{cid}"
     (bundle / "config.json").write_text(json.dumps(spec))
-    root = base / "runc"
+    root = base / "state" / "oci" / "runc"
     # The container inherits runc's stdio: a pipe here would never reach EOF.
     with open(base / "runc.log", "wb") as log:
         subprocess.run([RUNC, "--root", str(root), "run", "-d", "--bundle", str(bundle), cid], check=True,
@@ -110,7 +111,8 @@ def netns() -> Iterator[dict]:
 
 
 def make_daemon(container: dict | None, netns: dict | None) -> types.SimpleNamespace:
-    pods = FakePods(container["root"] if container else "")
+    state = Path(container["base"] if container else "/tmp") / "state"
+    pods = FakePods(state)
     if container:
         pods.containers["c1"] = ContainerRecord(id=container["id"], sandbox_id="sb1", name="c", attempt=0, config={},
                                                 created_at=0, state="running", bundle=container["bundle"], oci_runtime=RUNC)
@@ -120,7 +122,6 @@ def make_daemon(container: dict | None, netns: dict | None) -> types.SimpleNames
         pods.sandboxes["sb1"] = SandboxRecord(id="sb1", name="p", namespace="default", uid="u", attempt=0, config={},
                                               runtime_handler="", oci_runtime=RUNC, created_at=0,
                                               namespaces={"net": netns["path"]})
-    state = Path(container["base"] if container else "/tmp") / "state"
     return types.SimpleNamespace(pods=pods, state_root=state, oci_runtime=None, streaming=None)
 
 

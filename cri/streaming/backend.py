@@ -6,7 +6,7 @@ reads stdin, writes stdout/stderr and follows resizes."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
 from cri.proto import api_pb2 as pb
@@ -48,6 +48,9 @@ class ExecIO:
     tty: bool
     # Terminal sizes as the client reports them; None when not a TTY.
     resize: asyncio.Queue[TerminalSize] | None = None
+    # Set when the client's connection is gone, so attach can stop waiting
+    # for output that may never come.
+    client_gone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class StreamBackend(Protocol):

@@ -2,10 +2,9 @@
 the pod manager (`daemon.pods`) and runs the runtime halves in
 runtime/exec_session.py, attach.py and port_forward.py.
 
-From the pod manager it needs: `container(ref)` and `sandbox(ref)` records,
-the OCI runtime's state root (`runtime_root`, or `runtime_root_for(ctr)`)
-and conmon's attach socket (`attach_socket_path(ctr)`). What is missing
-answers UNIMPLEMENTED naming the piece, never a fake stream.
+From the pod manager it needs `container(ref)` and `sandbox(ref)` records
+and `runtime.container.runtime_of` (the OCI runtime binary and its
+--root); conmon keeps the attach socket and ctl FIFO in the bundle.
 """
 
 from __future__ import annotations
@@ -47,15 +46,11 @@ class DaemonStreamBackend:
             raise FailedPrecondition(f"pod sandbox {sb.id[:13]} is not ready; port-forward needs a running pod")
         return sb
 
-    def _runtime_root(self, ctr: Any) -> str:
-        pods = self.pods
-        fn = getattr(pods, "runtime_root_for", None)
-        if fn is not None:
-            return str(fn(ctr))
-        root = getattr(pods, "runtime_root", None)
-        if root:
-            return str(root)
-        raise Unimplemented("exec needs the OCI runtime's state root from the pod manager, which does not expose it yet")
+    def _runtime(self, ctr: Any) -> tuple[str, str]:
+        """(binary, --root) of the OCI runtime that runs `ctr`."""
+        from runtime import container
+        rt = container.runtime_of(self.pods, ctr)
+        return rt.path, rt.root
 
     async def exec(self, request: pb.ExecRequest, io: ExecIO) -> int:
         ctr = self.running_container(request.container_id)
@@ -64,16 +59,14 @@ class DaemonStreamBackend:
         except (OSError, ValueError) as exc:
             raise Internal(f"cannot read the container's OCI spec: {exc}") from None
         process = oci_spec.exec_process_spec(spec, list(request.cmd), request.tty)
-        target = exec_session.ExecTarget(ctr.id, ctr.oci_runtime or getattr(self.daemon.oci_runtime, "path", ""),
-                                         self._runtime_root(ctr), process)
+        path, root = self._runtime(ctr)
+        target = exec_session.ExecTarget(ctr.id, path, root, process)
         return await exec_session.run(target, io, exec_session.session_dir(self.daemon.state_root / "exec"))
 
     async def attach(self, request: pb.AttachRequest, io: ExecIO) -> None:
         ctr = self.running_container(request.container_id)
-        fn = getattr(self.pods, "attach_socket_path", None)
-        if fn is None:
-            raise Unimplemented("attach needs conmon's attach socket path from the pod manager, which does not expose it yet")
-        await attach.attach(str(fn(ctr)), str(Path(ctr.bundle) / "ctl"), io)
+        # conmon keeps its attach socket and ctl FIFO in the bundle directory.
+        await attach.attach(str(Path(ctr.bundle) / "attach"), str(Path(ctr.bundle) / "ctl"), io)
 
     async def open_port(self, sandbox_id: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         sb = self.ready_sandbox(sandbox_id)

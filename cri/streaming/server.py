@@ -80,6 +80,7 @@ class SpdyConnection:
         self.streams: dict[int, SpdyStream] = {}
         self.new_streams: asyncio.Queue[SpdyStream | None] = asyncio.Queue()
         self.closed = False
+        self.closed_event = asyncio.Event()
         self.idle_timeout = idle_timeout
         self.last_activity = time.monotonic()
         self._task: asyncio.Task[None] | None = None
@@ -149,6 +150,7 @@ class SpdyConnection:
         if self.closed:
             return
         self.closed = True
+        self.closed_event.set()
         for s in self.streams.values():
             s.inbox.feed_eof()
         self.new_streams.put_nowait(None)
@@ -362,7 +364,8 @@ class StreamingServer:
         elif opts.tty:
             resize_q = asyncio.Queue()  # v1/v2: no resizes ever arrive
         io = ExecIO(stdin=streams["stdin"].inbox if "stdin" in streams else None,
-                    stdout=streams.get("stdout"), stderr=streams.get("stderr"), tty=opts.tty, resize=resize_q)
+                    stdout=streams.get("stdout"), stderr=streams.get("stderr"), tty=opts.tty, resize=resize_q,
+                    client_gone=conn.closed_event)
         try:
             status = await run_remotecommand(io, protocol, run, command)
             err = streams["error"]
@@ -491,7 +494,8 @@ class StreamingServer:
         # Readiness: an empty message on the lowest writable channel.
         ready = ch.STDOUT if stdout else ch.STDERR if stderr else ch.ERROR
         await conn.send(ready, b"")
-        io = ExecIO(stdin=stdin, stdout=stdout, stderr=stderr, tty=opts.tty, resize=resize_q)
+        io = ExecIO(stdin=stdin, stdout=stdout, stderr=stderr, tty=opts.tty, resize=resize_q,
+                    client_gone=conn.closed_event)
         try:
             status = await run_remotecommand(io, protocol, run, command)
             if status and not conn.closed:

@@ -27,6 +27,7 @@ class WebSocketConnection:
         self.session = websocket.WebSocketSession()
         self.inboxes: dict[int, InputPipe] = {}
         self.closed = False
+        self.closed_event = asyncio.Event()
         self.idle_timeout = idle_timeout
         self.last_activity = time.monotonic()
         self._task: asyncio.Task[None] | None = None
@@ -93,6 +94,7 @@ class WebSocketConnection:
         if not self.closed:
             self._flush_nowait()
             self.closed = True
+            self.closed_event.set()
             for box in self.inboxes.values():
                 box.feed_eof()
 

@@ -1,0 +1,159 @@
+"""Exec/Attach/PortForward through the real daemon: the RPCs hand out URLs
+of the streaming server the daemon runs, and those URLs work against a
+real pod (its pinned network namespace) and, once containers run, a real
+container."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+
+import grpc
+import pytest
+
+from cri.proto import api_pb2 as pb
+from cri.streaming import remotecommand
+from tests.pods_fixtures import *  # noqa: F403
+from tests.pods_fixtures import container_config, load_image, pod_config, wait_state
+from tests.streaming_client import SpdyClient
+
+pytestmark = pytest.mark.integration
+
+
+def _code(fn) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as e:
+        fn()
+    return e.value.code()
+
+
+def test_rpc_errors(pod_daemon):
+    with pod_daemon.client() as c:
+        rt = c.runtime
+        assert _code(lambda: rt.Exec(pb.ExecRequest(container_id="nope", cmd=["true"], stdout=True))) == grpc.StatusCode.NOT_FOUND
+        assert _code(lambda: rt.Exec(pb.ExecRequest(container_id="x", cmd=["true"], tty=True, stderr=True))) == grpc.StatusCode.INVALID_ARGUMENT
+        assert _code(lambda: rt.Exec(pb.ExecRequest(container_id="x", cmd=["true"]))) == grpc.StatusCode.INVALID_ARGUMENT
+        assert _code(lambda: rt.Attach(pb.AttachRequest(container_id="nope", stdout=True))) == grpc.StatusCode.NOT_FOUND
+        assert _code(lambda: rt.PortForward(pb.PortForwardRequest(pod_sandbox_id="nope"))) == grpc.StatusCode.NOT_FOUND
+        assert _code(lambda: rt.PortForward(pb.PortForwardRequest(pod_sandbox_id=""))) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _forward_get(url: str, port: int) -> str:
+    async def run() -> str:
+        status, _, c = await SpdyClient.connect(url, ["portforward.k8s.io"])
+        assert status == 101, c
+        e = c.open({"streamType": "error", "port": str(port), "requestID": "0"})
+        d = c.open({"streamType": "data", "port": str(port), "requestID": "0"})
+        await c.wait_for(lambda: {e, d} <= c.replied)
+        c.send(d, b"GET / HTTP/1.0\r\n\r\n", fin=True)
+        await c.wait_for(lambda: d in c.fin)
+        await c.close()
+        return c.text(d)
+    return asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def test_port_forward_into_a_real_pod(pod_daemon):
+    with pod_daemon.client() as c:
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_config("pf"))).pod_sandbox_id
+        info = json.loads(c.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)).info["info"])
+        netns = info["namespaces"]["network"]
+        server = subprocess.Popen(["nsenter", f"--net={netns}", "--", "python3", "-m", "http.server", "-b", "127.0.0.1", "18082"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+        try:
+            deadline = time.monotonic() + 20
+            while subprocess.run(["nsenter", f"--net={netns}", "--", "python3", "-c",
+                                  "import socket; socket.create_connection(('127.0.0.1', 18082), 1)"],
+                                 capture_output=True).returncode != 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            url = c.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id=pod, port=[18082])).url
+            assert url.startswith("http://127.0.0.1:") and "/portforward/" in url
+            assert _forward_get(url, 18082).startswith("HTTP/1.0 200 OK")
+            # The token was single-use.
+            async def again() -> int:
+                status, _, _ = await SpdyClient.connect(url, ["portforward.k8s.io"])
+                return status
+            assert asyncio.run(again()) == 404
+        finally:
+            server.kill()
+            server.wait()
+
+
+def _has_containers(c) -> bool:
+    try:
+        c.runtime.ListContainers(pb.ListContainersRequest())
+        return True
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return False
+        raise
+
+
+def test_exec_in_a_real_container(pod_daemon):
+    with pod_daemon.client() as c:
+        if not _has_containers(c):
+            pytest.skip("containers are not implemented in this build yet")
+        load_image(pod_daemon)
+        pod_cfg = pod_config("ex")
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config("sh", ["sleep", "3600"]), sandbox_config=pod_cfg)).container_id
+        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        url = c.runtime.Exec(pb.ExecRequest(container_id=ctr, cmd=["sh", "-c", "echo hi; exit 3"], stdout=True, stderr=True)).url
+
+        async def run() -> tuple[str, dict]:
+            status, _, s = await SpdyClient.connect(url, [remotecommand.V4, remotecommand.V3])
+            assert status == 101, s
+            ids = {t: s.open({"streamType": t}) for t in ("error", "stdout", "stderr")}
+            await s.wait_for(lambda: ids["error"] in s.fin)
+            await s.close()
+            return s.text(ids["stdout"]), json.loads(s.text(ids["error"]))
+        out, st = asyncio.run(asyncio.wait_for(run(), 60))
+        assert out == "hi\n", st
+        assert st["reason"] == "NonZeroExitCode" and st["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+
+def test_attach_and_tty_exec_in_a_real_container(pod_daemon):
+    with pod_daemon.client() as c:
+        if not _has_containers(c):
+            pytest.skip("containers are not implemented in this build yet")
+        load_image(pod_daemon)
+        pod_cfg = pod_config("at")
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+        cfg = container_config("echo", ["sh", "-c", "echo started; while read l; do echo \"got $l\"; echo \"err $l\" >&2; done"])
+        cfg.stdin = True
+        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)).container_id
+        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        url = c.runtime.Attach(pb.AttachRequest(container_id=ctr, stdin=True, stdout=True, stderr=True)).url
+
+        async def attach() -> tuple[str, str]:
+            status, _, s = await SpdyClient.connect(url, [remotecommand.V4])
+            assert status == 101, s
+            ids = {t: s.open({"streamType": t}) for t in ("error", "stdin", "stdout", "stderr")}
+            await s.wait_for(lambda: set(ids.values()) <= s.replied)
+            s.send(ids["stdin"], b"one\n")
+            await s.wait_for(lambda: "got one" in s.text(ids["stdout"]) and "err one" in s.text(ids["stderr"]))
+            out, err = s.text(ids["stdout"]), s.text(ids["stderr"])
+            await s.close()  # the client leaves; the container keeps running
+            return out, err
+        out, err = asyncio.run(asyncio.wait_for(attach(), 60))
+        assert out == "got one\n" and err == "err one\n"
+        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+
+        url = c.runtime.Exec(pb.ExecRequest(container_id=ctr, cmd=["sh", "-c", "sleep 0.3; stty size; exit 5"],
+                                            tty=True, stdin=True, stdout=True)).url
+
+        async def tty_exec() -> tuple[str, dict]:
+            status, _, s = await SpdyClient.connect(url, [remotecommand.V4])
+            ids = {t: s.open({"streamType": t}) for t in ("error", "stdin", "stdout", "resize")}
+            await s.wait_for(lambda: set(ids.values()) <= s.replied)
+            s.send(ids["resize"], b'{"Width":99,"Height":33}')
+            await s.wait_for(lambda: ids["error"] in s.fin)
+            await s.close()
+            return s.text(ids["stdout"]), json.loads(s.text(ids["error"]))
+        out, st = asyncio.run(asyncio.wait_for(tty_exec(), 60))
+        assert out.strip() == "33 99", (out, st)
+        assert st["details"]["causes"][0]["message"] == "5"
