@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cri.servicers.containers import ContainerRPCs
 from cri.servicers.sandboxes import SandboxRPCs
 from cri.servicers.status import StatusRPCs
 from cri.servicers.streaming import StreamingRPCs
@@ -12,6 +13,6 @@ if TYPE_CHECKING:
     from cri.daemon import Daemon
 
 
-class RuntimeServicer(StatusRPCs, SandboxRPCs, StreamingRPCs):
+class RuntimeServicer(StatusRPCs, SandboxRPCs, ContainerRPCs, StreamingRPCs):
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
