@@ -198,3 +198,43 @@ def test_privileged_gets_devices_caps_and_rw_sys(bundle):
         expected.insert(0, "DEVS")
     assert lines[1:1 + len(expected)] == expected
     assert lines[1 + len(expected)].split() == ["Seccomp:", "0"]  # no filter for privileged
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory that is its own shared mount point, unmounted afterwards."""
+    src = tmp_path / "shared"
+    src.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(src)], check=True)
+    try:
+        subprocess.run(["mount", "--make-rshared", str(src)], check=True)
+        yield src
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(src)], capture_output=True)
+
+
+@needs_runc
+def test_bidirectional_propagation_reaches_the_host(bundle, shared_dir):
+    (shared_dir / "sub").mkdir()
+    config = pb.ContainerConfig(command=shell("mount -t tmpfs none /m/sub && echo hi > /m/sub/file && echo DONE"))
+    config.linux.security_context.privileged = True
+    config.mounts.append(pb.Mount(container_path="/m", host_path=str(shared_dir), propagation=pb.PROPAGATION_BIDIRECTIONAL))
+    try:
+        res = run_spec(bundle, config)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == "DONE"
+        # The tmpfs the container mounted is visible on the host.
+        assert (shared_dir / "sub/file").read_text() == "hi\n"
+    finally:
+        subprocess.run(["umount", "-l", str(shared_dir / "sub")], capture_output=True)
+
+
+@needs_runc
+def test_private_propagation_stays_in_container(bundle, shared_dir):
+    (shared_dir / "sub").mkdir()
+    config = pb.ContainerConfig(command=shell("mount -t tmpfs none /m/sub && echo hi > /m/sub/file && echo DONE"))
+    config.linux.security_context.privileged = True
+    config.mounts.append(pb.Mount(container_path="/m", host_path=str(shared_dir), propagation=pb.PROPAGATION_PRIVATE))
+    res = run_spec(bundle, config)
+    assert res.returncode == 0, res.stderr
+    assert not (shared_dir / "sub/file").exists()
