@@ -378,6 +378,12 @@ def verbose_info(mgr: "PodManager", ctr: ContainerRecord) -> dict[str, Any]:
     }
 
 
+def read_spec(ctr: ContainerRecord) -> dict[str, Any]:
+    """Blocking."""
+    with open(Path(ctr.bundle) / "config.json") as f:
+        return json.load(f)
+
+
 def config_of(ctr: ContainerRecord) -> pb.ContainerConfig:
     from google.protobuf import json_format
     return json_format.ParseDict(ctr.config, pb.ContainerConfig(), ignore_unknown_fields=True)

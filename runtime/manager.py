@@ -270,6 +270,16 @@ class PodManager:
             return  # idempotent
         await asyncio.shield(self.remove_container_record(ctr))
 
+    async def exec_sync(self, ref: str, cmd: list[str], timeout: float) -> Any:
+        """Not under the container's lock: probes run alongside lifecycle calls."""
+        from runtime import container, exec_sync
+        from runtime.oci_spec import exec_process_spec
+        ctr = self.container(ref)
+        container.require_running(ctr, "ExecSync")
+        spec = await asyncio.to_thread(container.read_spec, ctr)
+        process = exec_process_spec(spec, list(cmd), False)
+        return await exec_sync.exec_sync(container.runtime_of(self, ctr), ctr.id, process, Path(ctr.bundle), timeout)
+
     def image_users(self, image_id: str) -> list[str]:
         return [c.id for c in self.containers.values() if c.image_id == image_id]
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from cri.errors import InvalidArgument
+from cri.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import container
 from runtime.store import ContainerRecord
@@ -111,3 +111,14 @@ class ContainerRPCs:
         if request.verbose:
             info = {"info": json.dumps(container.verbose_info(pods, ctr), sort_keys=True)}
         return pb.ContainerStatusResponse(status=container_status(ctr), info=info)
+
+    async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
+        if not request.cmd:
+            raise InvalidArgument("ExecSync needs a command")
+        if request.timeout < 0:
+            raise InvalidArgument("ExecSync timeout must not be negative")
+        result = await self.daemon.pods.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
+        if result.timed_out:
+            # kubelet's prober reads DEADLINE_EXCEEDED as a probe timeout.
+            raise DeadlineExceeded(f"command {list(request.cmd)!r} timed out after {request.timeout}s and was killed")
+        return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
