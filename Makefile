@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := conmon crun runc catatonit containernetworking-plugins iptables \
-                docker-registry busybox-static containerd
+                docker-registry busybox-static containerd \
+                gcc libc6-dev procps util-linux
 PROTO  := cri/proto/api.proto
 STUBS  := cri/proto/api_pb2.py cri/proto/api_pb2_grpc.py cri/proto/api_pb2.pyi
 PYTEST_ARGS ?=
@@ -55,6 +56,7 @@ unit: venv
 integration: deps venv
 	$(PY) -m pytest -q -m integration $(PYTEST_ARGS)
 
+# ARGS go to critest, e.g. ARGS="--ginkgo.focus='Image Manager'"; see critest/README.md.
 critest: deps venv
 	$(PY) -m critest.run $(ARGS)
 

@@ -7,6 +7,7 @@ Shared by tests/, critest/ and bench/.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -141,6 +142,8 @@ class Image:
         return digest_of(self.config)
 
 
+# Memoised: critest/ builds many images on one multi-megabyte base layer.
+@functools.lru_cache(maxsize=16)
 def compress(tar: bytes, how: str) -> bytes:
     if how == "gzip":
         return gzip.compress(tar, mtime=0)

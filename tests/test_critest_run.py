@@ -1,0 +1,48 @@
+"""critest/run.py pieces that need no critest binary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from cri import config as configmod
+from critest import images, run
+
+
+def test_without_critest_it_says_where_to_get_it_and_exits_0(capsys, tmp_path: Path) -> None:
+    assert run.main(["--critest", "", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "critest is not on PATH" in out and "cri-tools" in out
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+def test_unknown_flags_go_to_critest() -> None:
+    args, extra = run.parse_args(["--keep", "--ginkgo.focus=Image Manager", "--parallel=2"])
+    assert args.keep
+    assert extra == ["--ginkgo.focus=Image Manager", "--parallel=2"]
+
+
+def test_throwaway_config_is_valid_crispy_config(tmp_path: Path) -> None:
+    r = run.Run(base=tmp_path, cgroup_parent="/crispy-critest-abcd1234")
+    r.registry = SimpleNamespace(url="http://127.0.0.1:5999", host="127.0.0.1:5999")
+    path = tmp_path / "crispy.toml"
+    path.write_text(run.crispy_config(r))
+    cfg = configmod.load(path=str(path))
+    for host in images.MIRRORED_HOSTS:
+        assert cfg.registries[host].mirrors == ["http://127.0.0.1:5999"]
+    assert cfg.registries["127.0.0.1:5999"].insecure
+    assert cfg.runtime.default_cgroup_parent == "/crispy-critest-abcd1234"
+    assert cfg.cni.conf_dir == str(tmp_path / "cni")
+
+
+def test_cgroup_dirs_lists_children_before_parents(tmp_path: Path, monkeypatch) -> None:
+    # Only the ordering logic: a fake hierarchy under tmp_path stands in for /sys/fs/cgroup.
+    root = tmp_path / "cg"
+    (root / "memory" / "crispy-critest-x" / "pod1" / "ctr").mkdir(parents=True)
+    (root / "cpu" / "crispy-critest-x").mkdir(parents=True)
+    real_path = run.Path
+    monkeypatch.setattr(run, "Path", lambda p, *a: root if p == "/sys/fs/cgroup" else real_path(p, *a))
+    dirs = [str(d.relative_to(root)) for d in run.cgroup_dirs("/crispy-critest-x")]
+    assert dirs.index("memory/crispy-critest-x/pod1/ctr") < dirs.index("memory/crispy-critest-x/pod1") \
+        < dirs.index("memory/crispy-critest-x")
+    assert "cpu/crispy-critest-x" in dirs
