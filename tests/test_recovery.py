@@ -1,0 +1,87 @@
+"""crispy killed with SIGKILL while containers run: the restarted daemon
+finds them again with the right states and exit codes, and still manages
+them (exec, stop, exit detection, removal)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from cri.proto import api_pb2 as pb
+from tests.pods_fixtures import *  # noqa: F403
+from tests.pods_fixtures import container_config, load_image, pod_config, wait_state
+
+pytestmark = pytest.mark.integration
+
+
+def test_containers_survive_daemon_kill(pod_daemon, tmp_path):
+    load_image(pod_daemon)
+    cfg = pod_config("recover", log_directory=str(tmp_path))
+    cfg.linux.security_context.namespace_options.pid = pb.POD
+    with pod_daemon.client() as c:
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+
+        def start(name, cmd, run=True):
+            ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
+                pod_sandbox_id=pod, config=container_config(name, cmd), sandbox_config=cfg)).container_id
+            if run:
+                c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+            return ctr
+        alive = start("alive", ["/bin/sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.1; done"])
+        later = start("later", ["/bin/sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 3"])
+        done = start("done", ["/bin/sh", "-c", "exit 0"])
+        created = start("created", ["sleep", "1"], run=False)
+        assert wait_state(c, done, pb.CONTAINER_EXITED).exit_code == 0
+        info = json.loads(c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=later, verbose=True)).info["info"])
+        alive_pid = json.loads(c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=alive, verbose=True)).info["info"])["pid"]
+
+    pod_daemon.stop(signal.SIGKILL)
+    # While crispy is down, one container exits; conmon records it.
+    open(os.path.join(info["rootfs"], "tmp", "go"), "w").close()
+    deadline = time.monotonic() + 20
+    while not os.path.exists(os.path.join(info["bundle"], "exit")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert os.path.exists(f"/proc/{alive_pid}")
+
+    pod_daemon.start()
+    with pod_daemon.client() as c:
+        states = {x.metadata.name: x.state for x in c.runtime.ListContainers(pb.ListContainersRequest()).containers}
+        assert states == {"alive": pb.CONTAINER_RUNNING, "later": pb.CONTAINER_EXITED,
+                          "done": pb.CONTAINER_EXITED, "created": pb.CONTAINER_CREATED}
+        st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=later)).status
+        assert (st.exit_code, st.reason) == (3, "Error") and st.finished_at >= st.started_at > 0
+        st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=done)).status
+        assert (st.exit_code, st.reason) == (0, "Completed")
+        assert "bye" in open(tmp_path / "later.log").read()
+        # Still managed: exec, start of the created one, stop with exit detection.
+        r = c.runtime.ExecSync(pb.ExecSyncRequest(container_id=alive, cmd=["echo", "hi"]))
+        assert r.stdout == b"hi\n"
+        c.runtime.StartContainer(pb.StartContainerRequest(container_id=created))
+        assert wait_state(c, created, pb.CONTAINER_EXITED).exit_code == 0
+        c.runtime.StopContainer(pb.StopContainerRequest(container_id=alive, timeout=10))
+        st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=alive)).status
+        assert st.state == pb.CONTAINER_EXITED and st.exit_code == 9
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+        c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+        assert list(c.runtime.ListContainers(pb.ListContainersRequest()).containers) == []
+
+
+def test_exit_while_daemon_down_after_graceful_stop(pod_daemon, tmp_path):
+    load_image(pod_daemon)
+    cfg = pod_config("graceful", log_directory=str(tmp_path))
+    with pod_daemon.client() as c:
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config("c", ["sleep", "2"]), sandbox_config=cfg)).container_id
+        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+    assert pod_daemon.stop() == 0
+    time.sleep(3)
+    pod_daemon.start()
+    with pod_daemon.client() as c:
+        st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
+        assert st.state == pb.CONTAINER_EXITED and st.exit_code == 0 and st.reason == "Completed"
