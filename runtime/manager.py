@@ -75,6 +75,8 @@ class PodManager:
             self.containers[ctr.id] = ctr
             self._reserve_done(("ctr", ctr.sandbox_id, ctr.name, ctr.attempt), ctr.request_digest, ctr.id)
         await self._recover()
+        from runtime import sandbox_orphans
+        await sandbox_orphans.sweep(self)
         log.info("pods loaded", extra={"fields": {"pods": len(self.sandboxes), "containers": len(self.containers)}})
 
     def _prepare_dirs(self) -> None:

@@ -85,3 +85,30 @@ def test_exit_while_daemon_down_after_graceful_stop(pod_daemon, tmp_path):
     with pod_daemon.client() as c:
         st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
         assert st.state == pb.CONTAINER_EXITED and st.exit_code == 0 and st.reason == "Completed"
+
+
+def test_half_made_objects_are_swept_at_start(pod_daemon, tmp_path):
+    """A crash between the first step of RunPodSandbox/CreateContainer and
+    the record being written leaves state with no record: the next start
+    removes it, processes and mounts included."""
+    import subprocess
+    from runtime import namespaces
+    load_image(pod_daemon)
+    pod_daemon.stop()
+    pods_dir = os.path.join(pod_daemon.state_root, "pods", "f" * 64)
+    os.makedirs(pods_dir)
+    import asyncio
+    pinned = asyncio.run(namespaces.create(__import__("pathlib").Path(pods_dir), namespaces.NamespaceRequest(pod_pid=True)))
+    assert namespaces.infra_alive(pinned)
+    ctr_dir = os.path.join(pod_daemon.state_root, "containers", "e" * 64, "rootfs")
+    os.makedirs(ctr_dir)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", ctr_dir], check=True)
+    pod_daemon.start()
+    with pod_daemon.client() as c:
+        c.runtime.ListPodSandbox(pb.ListPodSandboxRequest())
+    assert not os.path.exists(pods_dir)
+    assert not os.path.exists(os.path.dirname(ctr_dir))
+    deadline = time.monotonic() + 5
+    while namespaces.infra_alive(pinned):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
