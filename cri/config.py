@@ -66,6 +66,8 @@ class ImagesConfig:
     pull_stall_timeout: float = 60.0
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_config_bytes: int = 8 * 1024 * 1024
+    # Images reported as pinned, which kubelet's image GC never removes.
+    pinned_images: list[str] = field(default_factory=list)
 
 
 @dataclass

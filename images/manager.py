@@ -81,6 +81,13 @@ class ImageManager:
         self._snapshot_tasks: dict[str, asyncio.Future[Path]] = {}
         self._usage: FsUsage | None = None
         self._registry: Any = None  # images.registry.puller.Puller, created on first pull
+        self._pinned: set[str] = set()
+        for name in getattr(self.images_cfg, "pinned_images", []):
+            ref = reference.try_parse(name)
+            if ref is None:
+                log.error("ignoring invalid images.pinned_images entry", extra={"fields": {"ref": name}})
+            else:
+                self._pinned.add(ref.digested if ref.digest else ref.tagged)
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -214,6 +221,9 @@ class ImageManager:
     def list(self) -> list[ImageRecord]:
         self.store.refresh()
         return sorted(self.store.records.values(), key=lambda r: r.id)
+
+    def is_pinned(self, record: ImageRecord) -> bool:
+        return record.pinned or any(t in self._pinned for t in record.repo_tags + record.repo_digests)
 
     def layer_dirs(self, record: ImageRecord) -> list[str]:
         return [str(self.snapshots.path(c)) for c in record.chain_ids]

@@ -77,10 +77,12 @@ def test_load_list_status_remove_and_restart(daemon: DaemonProcess, daemon_base:
 
     # Restart: both images come back.
     daemon.stop()
-    d2 = DaemonProcess(daemon_base).start()
+    d2 = DaemonProcess(daemon_base, config_text='[images]\npinned_images = ["busybox"]\n').start()
     try:
         c2 = d2.client()
-        assert len(c2.image.ListImages(pb.ListImagesRequest(), timeout=30).images) == 2
+        after = c2.image.ListImages(pb.ListImagesRequest(), timeout=30).images
+        assert sorted((list(i.repo_tags), i.pinned) for i in after) == [
+            (["docker.io/library/busybox:latest"], True), (["localhost:5000/named:2"], False)]
         c2.image.RemoveImage(pb.RemoveImageRequest(image=spec("localhost:5000/named:2")), timeout=30)
         c2.image.RemoveImage(pb.RemoveImageRequest(image=spec(img.config_digest)), timeout=30)
         c2.image.RemoveImage(pb.RemoveImageRequest(image=spec(img.config_digest)), timeout=30)  # idempotent
@@ -127,3 +129,48 @@ def test_pull_of_invalid_reference_is_invalid_argument(daemon: DaemonProcess):
     with pytest.raises(grpc.RpcError) as e:
         c.image.PullImage(pb.PullImageRequest(image=spec("UPPER/Case:x y")), timeout=30)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_daemon_killed_mid_pull_leaves_no_image_and_resumes(daemon_base: Path):
+    import os
+    import signal
+    import time
+
+    from tests.images.stub_registry import StubRegistry
+    from tests.registry import LocalRegistry
+    big = ib.make_layer({"big": ib.File(os.urandom(3_000_000))})
+    img = ib.build_image([ib.make_layer(ib.busybox_entries()), big], compression="none")
+    big_digest = ib.digest_of(big)
+    with LocalRegistry() as reg, StubRegistry(reg.url) as stub:
+        reg.push("app/big", "v1", img)
+        stub.faults.stall = {f"/blobs/{big_digest}": 30.0}
+        stub.faults.stall_fraction = 0.5
+        d = DaemonProcess(daemon_base).start()
+        try:
+            c = d.client()
+            call = c.image.PullImage.future(pb.PullImageRequest(image=spec(f"{stub.host}/app/big:v1")), timeout=60)
+            partial = Path(d.data_root, "images", "ingest", big_digest.split(":")[1] + ".partial")
+            deadline = time.monotonic() + 30
+            while not (partial.exists() and partial.stat().st_size >= 1 << 20):
+                assert time.monotonic() < deadline, d.log()
+                time.sleep(0.05)
+            d.stop(signal.SIGKILL)
+            with pytest.raises(grpc.RpcError):
+                call.result()
+            c.close()
+        finally:
+            d.stop()
+        stub.faults.stall = {}
+        d2 = DaemonProcess(daemon_base).start()
+        try:
+            c2 = d2.client()
+            assert list(c2.image.ListImages(pb.ListImagesRequest(), timeout=30).images) == []
+            assert not [p for p in Path(d2.data_root, "images", "snapshots").iterdir() if p.name.startswith(".tmp-")]
+            before = len(stub.requests)
+            resp = c2.image.PullImage(pb.PullImageRequest(image=spec(f"{stub.host}/app/big:v1")), timeout=60)
+            assert resp.image_ref == img.config_digest
+            ranges = [h.get("Range") for _, p, h in stub.requests[before:] if big_digest in p]
+            assert len(ranges) == 1 and ranges[0] is not None and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-"
+            c2.close()
+        finally:
+            d2.stop()

@@ -26,10 +26,10 @@ def _uid_and_name(user: str) -> tuple[int | None, str]:
     return None, name
 
 
-def to_pb(rec: "ImageRecord") -> pb.Image:
+def to_pb(rec: "ImageRecord", pinned: bool = False) -> pb.Image:
     uid, username = _uid_and_name(rec.user)
     img = pb.Image(id=rec.id, repo_tags=rec.repo_tags, repo_digests=rec.repo_digests, size=rec.size,
-                   username=username, spec=pb.ImageSpec(image=rec.id), pinned=rec.pinned)
+                   username=username, spec=pb.ImageSpec(image=rec.id), pinned=pinned or rec.pinned)
     if uid is not None:
         img.uid.value = uid
     return img
@@ -48,12 +48,12 @@ class ImageServicer:
         return images.list()
 
     async def ListImages(self, request: pb.ListImagesRequest, context: Any) -> pb.ListImagesResponse:
-        return pb.ListImagesResponse(images=[to_pb(r) for r in await self._filtered(request)])
+        return pb.ListImagesResponse(images=[to_pb(r, self.daemon.images.is_pinned(r)) for r in await self._filtered(request)])
 
     async def StreamImages(self, request: pb.StreamImagesRequest, context: Any) -> AsyncIterator[pb.StreamImagesResponse]:
         records = await self._filtered(request)
         for i in range(0, len(records), STREAM_CHUNK):
-            yield pb.StreamImagesResponse(images=[to_pb(r) for r in records[i:i + STREAM_CHUNK]])
+            yield pb.StreamImagesResponse(images=[to_pb(r, self.daemon.images.is_pinned(r)) for r in records[i:i + STREAM_CHUNK]])
 
     async def ImageStatus(self, request: pb.ImageStatusRequest, context: Any) -> pb.ImageStatusResponse:
         if not request.image.image:
@@ -68,7 +68,7 @@ class ImageServicer:
                 "id": rec.id, "chainIDs": rec.chain_ids, "diffIDs": rec.diff_ids, "size": rec.size,
                 "layerDirs": images.layer_dirs(rec), "imageSpec": images.full_config(rec),
             }, sort_keys=True)
-        return pb.ImageStatusResponse(image=to_pb(rec), info=info)
+        return pb.ImageStatusResponse(image=to_pb(rec, images.is_pinned(rec)), info=info)
 
     async def PullImage(self, request: pb.PullImageRequest, context: Any) -> pb.PullImageResponse:
         if not request.image.image:

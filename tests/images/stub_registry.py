@@ -23,6 +23,8 @@ class Faults:
     # path substring -> seconds to sleep before answering (after headers if stall_body)
     stall: dict[str, float] = field(default_factory=dict)
     stall_body: bool = True
+    # share of the body sent before a body stall
+    stall_fraction: float = 0.0
     # path substring -> remaining number of times to send only half the body then close
     truncate: dict[str, int] = field(default_factory=dict)
     # path substring -> flip a byte of the body (always)
@@ -150,7 +152,7 @@ class StubRegistry:
                             self.send_header(k, v)
                         self.send_header("Content-Length", str(len(body)))
                         self.end_headers()
-                        self.wfile.write(body[:10])
+                        self.wfile.write(body[:max(10, int(len(body) * f.stall_fraction))])
                         self.wfile.flush()
                         time.sleep(secs)
                         self.close_connection = True
