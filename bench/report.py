@@ -134,6 +134,14 @@ def markdown(results: dict) -> str:
         lines += ["", "Share of networked RunPodSandbox spent in CNI (estimate: p50 with pod network minus "
                   "p50 with host network, over p50 with pod network): "
                   + ", ".join(f"{rt} {v * 100:.0f}%" for rt, v in share.items())]
+    per_pod = results["scenarios"].get("memory", {}).get("extra", {})
+    if per_pod:
+        lines += ["", "Processes per pod (PSS, averaged over the running pods; `sleep` is the workload itself):"]
+        for rt, extra in per_pod.items():
+            n = extra.get("pods") or 1
+            parts = [f"{comm} ×{v['count'] / n:g} {v['kib'] / n:.0f} KiB"
+                     for comm, v in sorted(extra.get("processes_by_name_pss_kib", {}).items())]
+            lines.append(f"- {rt} ({n} pods): " + (", ".join(parts) or "none found"))
     failed = [(s, rt, st) for s, scen in results["scenarios"].items() for rt, st in scen["status"].items()
               if st != "ok"]
     if failed:
@@ -183,6 +191,7 @@ def chart(results: dict, path: Path) -> bool:
         ax.set_xticks(positions)
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_xlim(0.4, len(runtimes) + 0.6)
+        ax.set_ylim(bottom=0)  # a zero baseline keeps the runtimes' gap honest
         ax.set_title(m["title"] or mname, fontsize=9)
         ax.set_ylabel("ms", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)

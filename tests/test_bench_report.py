@@ -175,3 +175,11 @@ def test_a_failing_runtime_is_reported_and_the_others_go_on():
 def test_describe_error_is_one_line():
     assert describe_error(_Unimplemented()) == "UNIMPLEMENTED: RunPodSandbox is not implemented yet"
     assert describe_error(ValueError("bad\nmore")) == "ValueError: bad"
+
+
+def test_markdown_lists_helper_processes_per_pod():
+    entry = report.scenario_entry("Memory", {}, {
+        "crispy": RuntimeResult(extra={"pods": 4, "processes_by_name_pss_kib": {
+            "conmon": {"count": 4, "kib": 2000}, "sleep": {"count": 4, "kib": 400}}})})
+    md = report.markdown(_results({"memory": entry}))
+    assert "- crispy (4 pods): conmon ×1 500 KiB, sleep ×1 100 KiB" in md
