@@ -287,3 +287,32 @@ def test_blob_downloads_are_bounded(registry, tmp):
         m = manager(tmp, max_concurrent_downloads=1)
         (rec,) = pull(m, f"{stub.host}/app/gzip:v1")
         assert rec.id == registry.images["app/gzip"].config_digest
+
+
+def test_long_pulls_log_progress(registry, tmp, monkeypatch, caplog):
+    from images.registry import puller
+    monkeypatch.setattr(puller, "PROGRESS_INTERVAL_S", 0.1)
+    with StubRegistry(registry.url) as stub:
+        stub.faults.stall = {"/blobs/": 0.3}
+        stub.faults.stall_body = False
+        with caplog.at_level("INFO", logger="crispy.images.pull"):
+            pull(manager(tmp, max_concurrent_downloads=1), f"{stub.host}/app/gzip:v1")
+    lines = [r for r in caplog.records if r.getMessage() == "pulling"]
+    assert lines, [r.getMessage() for r in caplog.records]
+    fields = lines[-1].fields
+    assert fields["total"] > 600_000 and 0 <= fields["bytes"] <= fields["total"] and "mb_per_s" in fields
+    done = [r for r in caplog.records if r.getMessage() == "image pulled"]
+    assert done and done[-1].fields["bytes"] == done[-1].fields["total"]
+
+
+def test_hostile_layer_fails_the_pull_and_leaves_nothing(registry, tmp):
+    evil = ib.make_layer({"etc": ib.Symlink("/tmp"), "etc/crispy-escaped": ib.File(b"!")})
+    img = ib.build_image([ib.make_layer(ib.busybox_entries()), evil])
+    registry.push("app/evil", "v1", img)
+    m = manager(tmp)
+    with pytest.raises(Exception) as e:
+        pull(m, f"{registry.host}/app/evil:v1")
+    assert "symlink" in str(e.value) and "outside its layer" in str(e.value)
+    assert not Path("/tmp/crispy-escaped").exists()
+    assert m.list() == []
+    assert not [p for p in m.snapshots.dir.iterdir() if p.name.startswith(".tmp-")]

@@ -158,6 +158,8 @@ class Puller:
         if man.config.size > cfg.max_config_bytes:
             raise ResourceExhausted(f"image config of {ref} is {man.config.size} bytes, over the "
                                     f"{cfg.max_config_bytes}-byte limit (images.max_config_bytes)")
+        if not self.images.content.has(man.config.digest, man.config.size):
+            progress.total += man.config.size
         await self._blob(blob_order, repo, man.config.digest, man.config.size, progress)
         config_bytes = await asyncio.to_thread(self.images.content.read, man.config.digest, cfg.max_config_bytes)
         parsed = mf.parse_config(config_bytes)
