@@ -432,11 +432,15 @@ def test_many_cycles_leak_nothing(tmp_path, host_guard, netns):
         path = await asyncio.to_thread(netns.new)
         req = request(path, [PortMapping("tcp", 80, 32000 + i)] if i % 2 else [])
         ids.append(req.sandbox_id)
-        st = await net.cni.setup(req)
-        assert st.ip
-        veths.extend(i["name"] for i in st.state["result"]["interfaces"] if i["name"].startswith("veth"))
-        await net.cni.teardown(req, st)
-        await asyncio.to_thread(netns.delete, path)
+        st = PodNetworkStatus()
+        try:
+            st = await net.cni.setup(req)
+            assert st.ip
+            veths.extend(i["name"] for i in st.state["result"]["interfaces"] if i["name"].startswith("veth"))
+        finally:
+            # Even when a cycle fails, the others' pods are torn down.
+            await net.cni.teardown(req, st)
+            await asyncio.to_thread(netns.delete, path)
 
     async def all_cycles() -> None:
         sem = asyncio.Semaphore(4)
@@ -444,7 +448,10 @@ def test_many_cycles_leak_nothing(tmp_path, host_guard, netns):
         async def one(i: int) -> None:
             async with sem:
                 await cycle(i)
-        await asyncio.gather(*(one(i) for i in range(200)))
+        results = await asyncio.gather(*(one(i) for i in range(200)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
 
     run(all_cycles())
     assert net.leases() == []
