@@ -33,6 +33,8 @@ class RuntimeConfig:
     default_cgroup_parent: str = "/crispy"
     # Seconds StopContainer waits when kubelet gives no timeout.
     default_stop_timeout: int = 10
+    # Most processes a container may have (its cgroup's pids.max); 0 = no limit.
+    pids_limit: int = 0
     # runtime_handler name -> OCI runtime (name or path); "" is the default handler.
     handlers: dict[str, str] = field(default_factory=dict)
 

@@ -126,7 +126,8 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         spec_req = ContainerSpecRequest(
             id=container_id, config=config, sandbox=sandbox_view(pod), image_config=image.config or {},
             rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
-            cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns)
+            cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns,
+            pids_limit=mgr.daemon.config.runtime.pids_limit)
         spec = await asyncio.to_thread(build_spec, spec_req)
         ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
         user = spec["process"].get("user", {})

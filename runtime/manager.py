@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
-from cri.errors import AlreadyExists, InvalidArgument, NotFound
+from cri.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from runtime import namespaces, sandbox
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
@@ -183,13 +183,27 @@ class PodManager:
 
     # ---- cgroups ----------------------------------------------------------
 
-    async def cgroups_create_pod(self, rec: SandboxRecord) -> None:
-        """The pod's own cgroup holds its infra process."""
-        # Filled in once runtime/cgroups lands (see the report).
-        rec.cgroup_path = ""
+    async def cgroups_create_pod(self, rec: SandboxRecord, requested_parent: str) -> None:
+        """kubelet names the pod's cgroup in cgroup_parent (it made it and
+        removes it); containers go right below it. A pod that names none
+        (crictl, tests) gets its own cgroup under the configured default,
+        made here and removed with the pod."""
+        driver = self.daemon.config.runtime.cgroup_driver
+        if requested_parent or driver != "cgroupfs" or self.cgroups is None:
+            rec.cgroup_parent = requested_parent
+            return
+        path = "/" + "/".join(p for p in (*self.default_cgroup_parent.split("/"), f"pod-{rec.id}") if p)
+        await asyncio.to_thread(self.cgroups.create, path)
+        rec.cgroup_parent = rec.cgroup_path = path
+        attach = getattr(self.cgroups, "add_process", None)
+        pinned = sandbox.pinned_of(rec)
+        if attach is not None and pinned.infra_pid:
+            # The infra process is the pod's; keep it out of crispy's cgroup.
+            await asyncio.to_thread(attach, path, pinned.infra_pid)
 
     async def cgroups_remove_pod(self, rec: SandboxRecord) -> None:
-        return None
+        if rec.cgroup_path and self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove, rec.cgroup_path)
 
     # ---- pods -------------------------------------------------------------
 
@@ -282,6 +296,42 @@ class PodManager:
         process = exec_process_spec(spec, list(cmd), False)
         return await exec_sync.exec_sync(container.runtime_of(self, ctr), ctr.id, process, Path(ctr.bundle), timeout)
 
+    async def update_resources(self, ref: str, resources: Any) -> None:
+        """Applied to the live cgroup, then recorded: ContainerStatus reports
+        what the cgroup holds."""
+        from runtime.sandbox import to_json
+        ctr = self.container(ref)
+        async with self.lock(ctr.id):
+            if ctr.state not in ("created", "running"):
+                raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}; only a created or running container can be updated")
+            if self.cgroups is None or not ctr.cgroup_path:
+                raise FailedPrecondition("this node has no cgroup manager; resources cannot be updated")
+            await asyncio.to_thread(self.cgroups.update, ctr.cgroup_path, resources)
+            merged = dict(ctr.resources)
+            merged.update(to_json(resources))
+            ctr.resources = merged
+            await self.store.save(ctr)
+
+    async def live_resources(self, ctr: ContainerRecord) -> Any:
+        """What the container's cgroup holds now, or None."""
+        if ctr.state != "running" or self.cgroups is None or not ctr.cgroup_path:
+            return None
+        try:
+            if not await asyncio.to_thread(self.cgroups.exists, ctr.cgroup_path):
+                return None
+            return await asyncio.to_thread(self.cgroups.read_resources, ctr.cgroup_path)
+        except OSError:
+            return None
+
+    async def reopen_log(self, ref: str) -> None:
+        from runtime import conmon, container
+        ctr = self.container(ref)
+        container.require_running(ctr, "ReopenContainerLog")
+        try:
+            await conmon.reopen_log(str(Path(ctr.bundle) / "ctl"))
+        except OSError as e:
+            raise FailedPrecondition(f"conmon of container {ctr.id[:13]} is not listening: {e.strerror}") from None
+
     def image_users(self, image_id: str) -> list[str]:
         return [c.id for c in self.containers.values() if c.image_id == image_id]
 
@@ -301,4 +351,5 @@ class PodManager:
 
 
 def _open_cgroups(daemon: "Daemon") -> Any:
-    return None
+    from runtime.cgroups import open_layout
+    return open_layout(driver=daemon.config.runtime.cgroup_driver, layout=daemon.cgroup_layout)

@@ -97,7 +97,7 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
         config=to_json(config), runtime_handler=req.runtime_handler, oci_runtime=runtime_path,
         created_at=time.time_ns(), state="ready", pod_dir=str(pod_dir),
         host_network=nsopt.network == pb.NODE, host_ipc=nsopt.ipc == pb.NODE,
-        pid_mode=_PID_MODES[nsopt.pid], cgroup_parent=config.linux.cgroup_parent or mgr.default_cgroup_parent,
+        pid_mode=_PID_MODES[nsopt.pid],
         request_digest=request_digest)
     undo = _Undo()
     try:
@@ -114,7 +114,7 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
             rec.shm_path = str(pod_dir / "shm")
             await asyncio.to_thread(_mount_shm, rec.shm_path)
             undo.push("shm", lambda: asyncio.to_thread(kmount.umount_all, rec.shm_path))
-        await mgr.cgroups_create_pod(rec)
+        await mgr.cgroups_create_pod(rec, config.linux.cgroup_parent)
         undo.push("cgroup", lambda: mgr.cgroups_remove_pod(rec))
         if not rec.host_network:
             status = await mgr.daemon.network.setup(network_request(rec, config))

@@ -149,9 +149,9 @@ def start_pod_daemon(base: Path, extra_args: list[str] | None = None, config_tex
     return DaemonProcess(base, extra_args=args, config_text=config_text).start()
 
 
-def _daemon_fixture() -> Iterator[DaemonProcess]:
+def _daemon_fixture(extra_args: list[str] | None = None) -> Iterator[DaemonProcess]:
     base = tmp_base()
-    d = start_pod_daemon(base)
+    d = start_pod_daemon(base, extra_args)
     yield d
     try:
         if d.proc is not None and d.proc.poll() is None:

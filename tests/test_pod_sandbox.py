@@ -14,7 +14,7 @@ import pytest
 
 from cri.proto import api_pb2 as pb
 from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import pod_config
+from tests.pods_fixtures import TEST_CGROUP_PARENT, pod_config
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +67,9 @@ def test_pod_lifecycle_pins_namespaces_and_cleans_up(pod_daemon):
         assert "nameserver 10.96.0.10" in resolv and "search default.svc.cluster.local" in resolv and "options ndots:5" in resolv
         assert open(info["files"]["hostname"]).read() == "web-0\n"
         assert "localhost" in open(info["files"]["hosts"]).read()
+        # A pod that names no cgroup parent gets its own cgroup under the default.
+        assert info["cgroupPath"].startswith(TEST_CGROUP_PARENT + "/pod-")
+        assert os.path.isdir(f"/sys/fs/cgroup/memory{info['cgroupPath']}")
 
         c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
         st, info2 = status(c, pod)
@@ -78,6 +81,7 @@ def test_pod_lifecycle_pins_namespaces_and_cleans_up(pod_daemon):
         for p in paths.values():
             assert not is_nsfs_mount(p)
         assert not os.path.exists(info["podDir"])
+        assert not os.path.exists(f"/sys/fs/cgroup/memory{info['cgroupPath']}")
         with pytest.raises(grpc.RpcError) as e:
             status(c, pod)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND

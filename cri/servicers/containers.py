@@ -42,10 +42,12 @@ def container_summary(ctr: ContainerRecord) -> pb.Container:
         labels=labels, annotations=annotations, image_id=ctr.image_id)
 
 
-def container_status(ctr: ContainerRecord) -> pb.ContainerStatus:
+def container_status(ctr: ContainerRecord, live: pb.LinuxContainerResources | None = None) -> pb.ContainerStatus:
     labels, annotations = _labels(ctr)
     resources = None
-    if ctr.resources:
+    if live is not None:
+        resources = pb.ContainerResources(linux=live)
+    elif ctr.resources:
         resources = pb.ContainerResources(linux=json_format.ParseDict(
             ctr.resources, pb.LinuxContainerResources(), ignore_unknown_fields=True))
     user = pb.ContainerUser(linux=pb.LinuxContainerUser(
@@ -110,7 +112,7 @@ class ContainerRPCs:
         info = {}
         if request.verbose:
             info = {"info": json.dumps(container.verbose_info(pods, ctr), sort_keys=True)}
-        return pb.ContainerStatusResponse(status=container_status(ctr), info=info)
+        return pb.ContainerStatusResponse(status=container_status(ctr, await pods.live_resources(ctr)), info=info)
 
     async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
         if not request.cmd:
@@ -122,3 +124,14 @@ class ContainerRPCs:
             # kubelet's prober reads DEADLINE_EXCEEDED as a probe timeout.
             raise DeadlineExceeded(f"command {list(request.cmd)!r} timed out after {request.timeout}s and was killed")
         return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest,
+                                       context: Any) -> pb.UpdateContainerResourcesResponse:
+        if not request.HasField("linux"):
+            raise InvalidArgument("UpdateContainerResources needs linux resources (Windows is not supported)")
+        await self.daemon.pods.update_resources(request.container_id, request.linux)
+        return pb.UpdateContainerResourcesResponse()
+
+    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any) -> pb.ReopenContainerLogResponse:
+        await self.daemon.pods.reopen_log(request.container_id)
+        return pb.ReopenContainerLogResponse()

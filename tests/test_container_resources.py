@@ -1,0 +1,152 @@
+"""Container resources on the real kernel (cgroup v1 on this node): memory
+limits enforced and OOM kills reported as OOMKilled, live updates, the
+daemon-wide pids limit, and log reopening for kubelet's log rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cri.proto import api_pb2 as pb
+from runtime import host
+from tests.pods_fixtures import *  # noqa: F403
+from tests.pods_fixtures import DaemonProcess, _daemon_fixture, container_config, load_image, pod_config, wait_state
+
+pytestmark = pytest.mark.integration
+
+LAYOUT = host.detect_cgroup_layout()
+PIDS_LIMIT = 40
+
+
+def cgroup_file(controller: str, cgroup_path: str, name: str) -> Path:
+    if LAYOUT.mode == "v2":
+        return Path(LAYOUT.unified_path) / cgroup_path.lstrip("/") / name
+    return Path("/sys/fs/cgroup") / controller / cgroup_path.lstrip("/") / name
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    gen = _daemon_fixture(["--runtime-pids-limit", str(PIDS_LIMIT)])
+    d = next(gen)
+    load_image(d)
+    yield d
+    next(gen, None)
+
+
+@pytest.fixture
+def env(daemon, tmp_path):
+    from tests.pods_fixtures import remove_all_pods
+    with daemon.client() as c:
+        yield {"c": c, "logs": tmp_path}
+    remove_all_pods(daemon)
+
+
+def make_pod(e, name="res"):
+    cfg = pod_config(name, log_directory=str(e["logs"]))
+    return e["c"].runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id, cfg
+
+
+def run(e, pod, cfg, name, command, resources=None, start=True):
+    config = container_config(name, command)
+    if resources is not None:
+        config.linux.resources.CopyFrom(resources)
+    ctr = e["c"].runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=pod, config=config, sandbox_config=cfg)).container_id
+    if start:
+        e["c"].runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+    return ctr
+
+
+def info(c, ctr):
+    return json.loads(c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr, verbose=True)).info["info"])
+
+
+MiB = 1024 * 1024
+
+
+def test_memory_limit_enforced_and_oom_reported(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    limit = pb.LinuxContainerResources(memory_limit_in_bytes=32 * MiB, memory_swap_limit_in_bytes=32 * MiB)
+    # Within the limit: fine.
+    small = run(env, pod, cfg, "small", ["/bin/sh", "-c", "head -c 8000000 /dev/zero | tail -c 1 >/dev/null; echo ok"], limit)
+    st = wait_state(c, small, pb.CONTAINER_EXITED)
+    assert (st.exit_code, st.reason) == (0, "Completed")
+    # `tail` keeps everything after the last newline: /dev/zero has none.
+    hog = run(env, pod, cfg, "hog", ["tail", "/dev/zero"], limit, start=False)
+    cg = info(c, hog)["cgroupPath"]
+    c.runtime.StartContainer(pb.StartContainerRequest(container_id=hog))
+    assert int(cgroup_file("memory", cg, "memory.limit_in_bytes").read_text()) == 32 * MiB
+    st = wait_state(c, hog, pb.CONTAINER_EXITED, timeout=60)
+    assert st.state == pb.CONTAINER_EXITED
+    assert st.reason == "OOMKilled" and st.exit_code == 137
+
+
+def test_update_resources_live(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    ctr = run(env, pod, cfg, "upd", ["sleep", "1000"],
+              pb.LinuxContainerResources(memory_limit_in_bytes=64 * MiB, cpu_period=100000, cpu_quota=50000, cpu_shares=512))
+    st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
+    assert st.resources.linux.memory_limit_in_bytes == 64 * MiB
+    assert st.resources.linux.cpu_quota == 50000 and st.resources.linux.cpu_shares == 512
+    c.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+        container_id=ctr, linux=pb.LinuxContainerResources(memory_limit_in_bytes=96 * MiB, cpu_period=100000,
+                                                           cpu_quota=25000, cpu_shares=256)))
+    cg = info(c, ctr)["cgroupPath"]
+    assert int(cgroup_file("memory", cg, "memory.limit_in_bytes").read_text()) == 96 * MiB
+    assert int(cgroup_file("cpu", cg, "cpu.cfs_quota_us").read_text()) == 25000
+    st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
+    assert st.resources.linux.memory_limit_in_bytes == 96 * MiB
+    assert st.resources.linux.cpu_quota == 25000 and st.resources.linux.cpu_shares == 256
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+            container_id=ctr, linux=pb.LinuxContainerResources(cpuset_cpus="not-a-cpu-list")))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    c.runtime.StopContainer(pb.StopContainerRequest(container_id=ctr, timeout=0))
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+            container_id=ctr, linux=pb.LinuxContainerResources(memory_limit_in_bytes=96 * MiB)))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_pids_limit(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    ctr = run(env, pod, cfg, "pids", ["sleep", "1000"])
+    cg = info(c, ctr)["cgroupPath"]
+    assert int(cgroup_file("pids", cg, "pids.max").read_text()) == PIDS_LIMIT
+    r = c.runtime.ExecSync(pb.ExecSyncRequest(container_id=ctr, timeout=30, cmd=[
+        "/bin/sh", "-c", f"i=0; while [ $i -lt {PIDS_LIMIT + 10} ]; do sleep 5 & i=$((i+1)); done; echo spawned"]))
+    assert b"fork" in r.stderr.lower()
+    assert int(cgroup_file("pids", cg, "pids.current").read_text()) <= PIDS_LIMIT
+
+
+def test_reopen_container_log(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    ctr = run(env, pod, cfg, "chatty", ["/bin/sh", "-c", "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done"])
+    path = env["logs"] / "chatty.log"
+    deadline = time.monotonic() + 10
+    while not path.exists() or "line 2" not in path.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    rotated = env["logs"] / "chatty.log.1"
+    os.rename(path, rotated)
+    c.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ctr))
+    deadline = time.monotonic() + 10
+    while not path.exists() or "line" not in path.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    old_last = int(rotated.read_text().splitlines()[-1].split()[-1])
+    new_first = int(path.read_text().splitlines()[0].split()[-1])
+    assert new_first == old_last + 1  # nothing lost, nothing repeated
+    c.runtime.StopContainer(pb.StopContainerRequest(container_id=ctr, timeout=0))
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ctr))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
