@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from cri.errors import InvalidArgument
+from cri.errors import FailedPrecondition, InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.manager import (CgroupManager, CgroupStats, check_values, parse_pids, read_flat_keyed, read_int,
                                      read_text, rmdir_tree, write)
@@ -61,7 +61,17 @@ class V2Manager(CgroupManager):
             enabled = set((read_text(d / "cgroup.subtree_control") or "").split())
             missing = [c for c in WANTED if c in available and c not in enabled]
             if missing:
-                write(d / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+                try:
+                    write(d / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+                except InvalidArgument:
+                    procs = (read_text(d / "cgroup.procs") or "").split()
+                    if not procs:
+                        raise
+                    # v2 allows no processes in a cgroup that hands controllers
+                    # to children: a pod's own processes belong in a leaf.
+                    raise FailedPrecondition(
+                        f"cgroup {d} holds processes ({', '.join(procs[:5])}), so cgroup v2 cannot enable "
+                        f"controllers below it; move them into a child cgroup first") from None
 
     def remove(self, path: str) -> None:
         rmdir_tree(self._path(path))
