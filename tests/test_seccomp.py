@@ -33,7 +33,9 @@ def test_default_profile_names_are_real_syscalls():
     oci = seccomp.to_oci(seccomp.load_default(), list(capabilities.ALL_CAPABILITIES), machine="x86_64")
     names = {n for r in oci["syscalls"] for n in r["names"]}
     # Names missing from the x86_64 table must be other architectures' calls.
-    foreign = names - known
+    # Calls newer than these 6.1 headers, listed so new libcs work.
+    foreign = names - known - {"fchmodat2", "cachestat", "map_shadow_stack", "futex_wake", "futex_wait",
+                               "futex_requeue", "mseal", "uretprobe"}
     assert all(re.search(r"32|64|time64|^_|^arm_|^s390|^riscv|^(ipc|socketcall|send|recv|sigaction|signal|sigprocmask|"
                          r"sigreturn|sigsuspend|sigpending|waitpid|stime|breakpoint|cacheflush|set_tls|"
                          r"sync_file_range2|fadvise64_64|ugetrlimit|umount|mmap2)$", n) for n in foreign), sorted(foreign)
