@@ -38,7 +38,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--iterations", type=int, default=10, help="timed iterations per scenario and runtime (default 10)")
+    p.add_argument("--iterations", type=int, default=20, help="timed iterations per scenario and runtime (default 20)")
     p.add_argument("--scenarios", default=",".join(REGISTRY),
                    help=f"comma-separated, from: {', '.join(REGISTRY)} (default all)")
     p.add_argument("--runtimes", default=DEFAULT_RUNTIMES,
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             all_results[sname] = report.scenario_entry(scenario.title, scenario.metrics, res)
     except KeyboardInterrupt:
         say("bench: interrupted; cleaning up and writing what was measured")
+    except Exception as e:  # noqa: BLE001 - the environment failed; clean up, then say why
+        say(f"bench: could not go on: {describe_error(e)}; cleaning up and writing what was measured")
     finally:
         for t in targets:
             for problem in t.stop():
