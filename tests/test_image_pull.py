@@ -316,3 +316,28 @@ def test_hostile_layer_fails_the_pull_and_leaves_nothing(registry, tmp):
     assert not Path("/tmp/crispy-escaped").exists()
     assert m.list() == []
     assert not [p for p in m.snapshots.dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[str, str]:
+    import subprocess
+    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_tls_registry_with_custom_ca(registry, tmp):
+    cert, key = _self_signed(tmp, "reg")
+    other, _ = _self_signed(tmp, "other")
+    with StubRegistry(registry.url, tls=(cert, key)) as stub:
+        ref = f"{stub.host}/app/gzip:v1"
+        # Loopback without settings: https without certificate checks.
+        (rec,) = pull(manager(tmp / "a"), ref)
+        assert rec.id == registry.images["app/gzip"].config_digest
+        # With a CA configured the certificate is checked, against that CA.
+        (rec,) = pull(manager(tmp / "b", {stub.host: RegistryHostConfig(ca_file=cert)}), ref)
+        assert rec.id == registry.images["app/gzip"].config_digest
+        with pytest.raises(RegistryUnavailable) as e:
+            pull(manager(tmp / "c", {stub.host: RegistryHostConfig(ca_file=other)}), ref)
+        assert "ca_file" in e.value.message and "certificate" in e.value.message

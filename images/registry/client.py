@@ -44,6 +44,17 @@ def backoff_delay(attempt: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** attempt)) * (0.5 + random.random() / 2)
 
 
+def _is_certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @dataclass
 class Target:
     """One endpoint as this pull talks to it."""
@@ -169,6 +180,10 @@ class RegistryClient:
                 raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
                                   f"fetching {what or path}; pull cancelled (images.pull_stall_timeout)") from None
             except _TRANSIENT as e:
+                if _is_certificate_error(e):
+                    raise RegistryUnavailable(
+                        f"registry {t.endpoint} presented a certificate crispy cannot verify ({e}); give its CA in "
+                        f"registries.\"{t.endpoint.config_key}\".ca_file, or mark it insecure") from None
                 attempt += 1
                 if attempt >= MAX_ATTEMPTS:
                     raise RegistryUnavailable(f"registry {t.endpoint} unreachable after {attempt} attempts "

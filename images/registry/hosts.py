@@ -47,22 +47,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _settings(registries: dict[str, Any], key: str) -> Any:
-    return registries.get(key)
-
-
-def _endpoint(host: str, base_path: str, scheme: str | None, registries: dict[str, Any], mirror: bool) -> Endpoint:
-    cfg = _settings(registries, host)
+def _reach(host: str, cfg: Any) -> tuple[bool, bool, str]:
+    """(http fallback, verify certificates, ca_file) for `host` with its
+    settings `cfg` (or None). A loopback registry is treated as insecure
+    unless it was given a CA to check it with."""
     insecure = bool(cfg and cfg.insecure)
     ca_file = (cfg.ca_file if cfg else "") or ""
-    loop = is_loopback(host)
-    if scheme is None:
-        scheme = "https"
-        fallback = insecure or loop
-    else:
-        fallback = False
-    return Endpoint(host, base_path.rstrip("/"), scheme, fallback, verify=not (insecure or loop), ca_file=ca_file,
-                    mirror=mirror, config_key=host)
+    lax = insecure or (is_loopback(host) and not ca_file)
+    return lax, not lax, ca_file
+
+
+def _endpoint(host: str, base_path: str, scheme: str | None, cfg: Any, config_key: str, mirror: bool) -> Endpoint:
+    fallback, verify, ca_file = _reach(host, cfg)
+    if scheme is not None:
+        fallback = False  # an explicit http:// or https:// mirror URL is taken at its word
+        verify = verify and scheme == "https"
+    return Endpoint(host, base_path.rstrip("/"), scheme or "https", fallback, verify, ca_file, mirror, config_key)
 
 
 def parse_mirror(url: str) -> tuple[str, str, str | None]:
@@ -82,24 +82,19 @@ def parse_mirror(url: str) -> tuple[str, str, str | None]:
 
 def endpoints_for(domain: str, registries: dict[str, Any]) -> list[Endpoint]:
     """Mirrors in configured order, then the registry itself."""
-    cfg = _settings(registries, domain)
+    cfg = registries.get(domain)
     out: list[Endpoint] = []
     for url in (cfg.mirrors if cfg else []):
         host, path, scheme = parse_mirror(url)
-        out.append(_endpoint(host, path, scheme, registries, mirror=True))
+        out.append(_endpoint(host, path, scheme, registries.get(host), host, mirror=True))
     upstream = DOCKER_HUB_API_HOST if domain == DEFAULT_DOMAIN else domain
-    ep = _endpoint(upstream, "", None, registries, mirror=False)
-    # Settings of the upstream come from the name users write (docker.io).
-    if cfg is not None:
-        ep = Endpoint(ep.host, ep.base_path, ep.scheme, cfg.insecure or is_loopback(upstream),
-                      verify=not (cfg.insecure or is_loopback(upstream)), ca_file=cfg.ca_file or "", mirror=False,
-                      config_key=domain)
-    out.append(ep)
+    # The upstream's settings live under the name users write (docker.io).
+    out.append(_endpoint(upstream, "", None, cfg, domain, mirror=False))
     return out
 
 
 def configured_credentials(registries: dict[str, Any], key: str) -> Credentials | None:
-    cfg = _settings(registries, key)
+    cfg = registries.get(key)
     if not cfg or not cfg.auth_file:
         return None
     try:

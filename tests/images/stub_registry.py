@@ -37,7 +37,8 @@ class Faults:
 
 
 class StubRegistry:
-    def __init__(self, upstream: str, bearer: tuple[str, str] | None = None) -> None:
+    def __init__(self, upstream: str, bearer: tuple[str, str] | None = None,
+                 tls: tuple[str, str] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.bearer = bearer  # (username, password) the token endpoint accepts
         self.faults = Faults()
@@ -49,6 +50,12 @@ class StubRegistry:
         self.server.daemon_threads = True
         # Clients that hang up mid-answer (cancelled pulls) are expected here.
         self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        if tls is not None:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls else "http"
         self.port = self.server.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -106,7 +113,7 @@ class StubRegistry:
                 if stub.bearer and path.startswith("/v2/"):
                     authz = self.headers.get("Authorization", "")
                     if not (authz.startswith("Bearer ") and authz[7:] in stub.tokens):
-                        realm = f"http://{stub.host}/token"
+                        realm = f"{stub.scheme}://{stub.host}/token"
                         repo = path[4:].split("/manifests/")[0].split("/blobs/")[0]
                         scope = f',scope="repository:{repo}:pull"' if repo else ""
                         return self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {
