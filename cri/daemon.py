@@ -189,6 +189,9 @@ class Daemon:
             self.pod_cidr = cidr
             await asyncio.to_thread(atomicfile.write_json, self._runtime_config_path, {"pod_cidr": cidr})
             log.info("pod CIDR updated", extra={"fields": {"pod_cidr": cidr}})
+        if isinstance(self.network, CniNetwork):
+            # Moves crispy's own default network onto the pod CIDR (never an operator's config).
+            await self.network.pod_cidr_changed(cidr)
 
     # ---- readiness -------------------------------------------------------
 

@@ -125,3 +125,29 @@ def test_broken_config_fails_run_pod_sandbox_clearly(tmp_path, host_guard):
         if not leftover_mounts():
             shutil.rmtree(base, ignore_errors=True)
 
+
+
+def test_update_runtime_config_moves_the_default_network_to_the_pod_cidr(net_daemon):
+    d, net = net_daemon
+    new_subnet = __import__("tests.test_cni_integration", fromlist=["unique_subnet"]).unique_subnet()
+    # Only the file crispy itself writes is ever moved.
+    conf_file = net.conf_dir / "10-crispy.conflist"
+    next(net.conf_dir.iterdir()).rename(conf_file)
+    with d.client() as c:
+        # A pod on the old subnet holds the bridge: the switch waits.
+        pod = run_pod(c, pod_config("oldsubnet"))
+        old_ip = pod_status(c, pod)[0].network.ip
+        update = pb.UpdateRuntimeConfigRequest(runtime_config=pb.RuntimeConfig(
+            network_config=pb.NetworkConfig(pod_cidr=new_subnet)))
+        c.runtime.UpdateRuntimeConfig(update)
+        assert net.subnet in conf_file.read_text()
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+        c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+        # Kubelet repeats UpdateRuntimeConfig; with the bridge free it applies.
+        c.runtime.UpdateRuntimeConfig(update)
+        assert new_subnet in conf_file.read_text() and net.subnet not in conf_file.read_text()
+        pod = run_pod(c, pod_config("newsubnet"))
+        ip = pod_status(c, pod)[0].network.ip
+        assert ip.startswith(new_subnet.rsplit(".", 1)[0] + ".") and ip != old_ip
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    assert net.leases() == []

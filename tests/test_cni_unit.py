@@ -387,3 +387,19 @@ def test_cni_install_command(tmp_path):
     (tmp_path / "data" / "runtime-config.json").unlink()
     r = crispy("--cni-conf-dir", str(tmp_path / "net3"), "--cni-default-subnet", "banana", "cni-install")
     assert r.returncode == 1 and "'banana' is not a valid network" in r.stderr
+
+
+def test_retarget_only_crispys_own_untouched_default(tmp_path):
+    conf = tmp_path / "net.d"
+    default_network.install(str(conf), ["10.88.0.0/16"])
+    plan = default_network.retarget_plan(str(conf), "10.244.3.0/24,fd00:3::/64")
+    assert plan.old == ["10.88.0.0/16"] and plan.new == ["10.244.3.0/24", "fd00:3::/64"]
+    assert plan.bridge == "crispy0" and plan.path == conf / "10-crispy.conflist"
+    assert default_network.generated_subnets(plan.doc) == plan.new
+    assert default_network.retarget_plan(str(conf), "10.88.0.0/16") is None  # nothing to do
+    # Edited by hand: the operator's now, never rewritten.
+    doc = json.loads((conf / "10-crispy.conflist").read_text())
+    doc["plugins"][0]["mtu"] = 1400
+    (conf / "10-crispy.conflist").write_text(json.dumps(doc))
+    assert default_network.retarget_plan(str(conf), "10.244.3.0/24") is None
+    assert default_network.retarget_plan(str(tmp_path / "none"), "10.244.3.0/24") is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,53 @@ def install_for(cni_cfg: Any, data_root: str) -> tuple[Path | None, str]:
         return None, f"{cni_cfg.conf_dir} already has a network config; left it alone"
     origin = "pod CIDR from UpdateRuntimeConfig" if pod_cidr else "[cni] default_subnet"
     return path, f"wrote {path}: bridge {DEFAULT_BRIDGE} on {', '.join(subnets)} ({origin})"
+
+
+def generated_subnets(doc: Any) -> list[str] | None:
+    """The subnets of a default network exactly as crispy wrote it, or None
+    for anything else (an operator's config, or ours edited by hand)."""
+    try:
+        bridge = doc["plugins"][0]
+        subnets = [r[0]["subnet"] for r in bridge["ipam"]["ranges"]]
+        again = conflist(subnets, name=doc["name"], bridge=bridge["bridge"],
+                         data_dir=bridge["ipam"].get("dataDir"), ip_masq=bridge["ipMasq"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return subnets if again == doc else None
+
+
+@dataclass
+class Retarget:
+    path: Path
+    doc: dict[str, Any]
+    bridge: str
+    old: list[str]
+    new: list[str]
+
+
+def retarget_plan(conf_dir: str, pod_cidr: str) -> Retarget | None:
+    """When kubelet's pod CIDR differs from the subnets of the default
+    network crispy wrote, the rewrite that applies it; else None."""
+    path = Path(conf_dir) / DEFAULT_FILE
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    old = generated_subnets(doc)
+    if old is None:
+        return None
+    new = parse_subnets(pod_cidr)
+    if new == old:
+        return None
+    bridge = doc["plugins"][0]
+    new_doc = conflist(new, name=doc["name"], bridge=bridge["bridge"], data_dir=bridge["ipam"].get("dataDir"),
+                       ip_masq=bridge["ipMasq"])
+    return Retarget(path, new_doc, bridge["bridge"], old, new)
+
+
+def bridge_ports(bridge: str) -> list[str] | None:
+    """Interfaces attached to `bridge`, or None if there is no such bridge."""
+    try:
+        return os.listdir(f"/sys/class/net/{bridge}/brif")
+    except FileNotFoundError:
+        return None

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 from typing import Any
 
-from cri.errors import FailedPrecondition
-from runtime.cni import invoke, masq
+from cri.errors import CrispyError, FailedPrecondition
+from runtime import atomicfile
+from runtime.cni import default_network, invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
 from runtime.cni.invoke import CallArgs, PluginError
 from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness, bring_up_loopback
@@ -68,6 +70,18 @@ def pod_ips(result: dict[str, Any] | None, ifname: str) -> list[str]:
             ips.append(addr)
     ips.sort(key=lambda a: a.version)
     return [str(a) for a in ips]
+
+
+def _delete_link(name: str) -> None:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        try:
+            ipr.link("del", ifname=name)
+        except NetlinkError as e:
+            if e.code != 19:  # ENODEV: already gone
+                raise
 
 
 class CniNetwork:
@@ -232,6 +246,32 @@ class CniNetwork:
                             extra={"fields": {"sandbox": req.sandbox_id, "error": problem}})
         log.info("pod network deleted", extra={"fields": {"sandbox": req.sandbox_id, "network": net.name,
                                                            "netns_gone": not netns}})
+
+    async def pod_cidr_changed(self, pod_cidr: str) -> None:
+        """Kubelet's pod CIDR (UpdateRuntimeConfig) applied to the default
+        network crispy wrote; an operator's config is never touched. Pods
+        already on the old subnet keep it, so the switch waits until none is
+        attached to the bridge (the next UpdateRuntimeConfig retries)."""
+        try:
+            plan = await asyncio.to_thread(default_network.retarget_plan, self.configs.conf_dir, pod_cidr)
+        except CrispyError as e:
+            log.warning("pod CIDR not usable for the default network", extra={"fields": {"error": e.message}})
+            return
+        if plan is None:
+            return
+        ports = await asyncio.to_thread(default_network.bridge_ports, plan.bridge)
+        if ports:
+            log.warning("pod CIDR changed but pods still use the default network; keeping the old subnet",
+                        extra={"fields": {"bridge": plan.bridge, "old": plan.old, "new": plan.new, "ports": len(ports)}})
+            return
+        await asyncio.to_thread(atomicfile.write_bytes, plan.path,
+                                json.dumps(plan.doc, indent=2).encode() + b"\n", 0o644)
+        if ports is not None:
+            # The bridge still has the old gateway address, which the bridge
+            # plugin refuses to replace; it recreates the bridge on next ADD.
+            await asyncio.to_thread(_delete_link, plan.bridge)
+        log.info("default network moved to the pod CIDR",
+                 extra={"fields": {"path": str(plan.path), "old": plan.old, "new": plan.new}})
 
     async def check(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
         """CHECK (0.4.0 and later, unless the config disables it): raises
