@@ -222,3 +222,24 @@ def test_bad_create_requests(env):
     with pytest.raises(grpc.RpcError) as e:
         run(env, pod, cfg, "late", ["true"])
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_create_retry_after_deadline_returns_the_same_container(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    config = container_config("retry", ["sleep", "1000"])
+    req = pb.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=cfg)
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.CreateContainer(req, timeout=0.0005)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    first = c.runtime.CreateContainer(req).container_id
+    assert c.runtime.CreateContainer(req).container_id == first
+    assert [x.id for x in c.runtime.ListContainers(pb.ListContainersRequest()).containers] == [first]
+    other = pb.CreateContainerRequest(pod_sandbox_id=pod, config=container_config("retry", ["sleep", "5"]), sandbox_config=cfg)
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.CreateContainer(other)
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    # The next attempt number is a new container.
+    again = container_config("retry", ["sleep", "5"], attempt=1)
+    second = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=again, sandbox_config=cfg)).container_id
+    assert second != first

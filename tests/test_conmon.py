@@ -1,0 +1,168 @@
+"""Unit tests of the sans-IO and pure parts of pods and containers: conmon's
+sync pipe and command line, the CRI log format, runtime error messages,
+pod files, sysctl checks, overlay options, name reservations."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from pathlib import Path
+
+import pytest
+
+from cri.errors import AlreadyExists, InvalidArgument
+from runtime import conmon, cri_log, namespaces, pod_files, rootfs
+from runtime.oci_runtime import OciRuntime, _clean
+
+
+# ---- conmon ---------------------------------------------------------------------------
+
+def test_sync_parser_handles_any_chunking():
+    p = conmon.SyncPipeParser()
+    assert p.feed(b'{"pi') == []
+    assert p.feed(b'd": 4242}\n{"pid": -1, "mess') == [conmon.SyncMessage(4242, "")]
+    msgs = p.feed(b'age": "runc create failed: boom"}\n')
+    assert msgs == [conmon.SyncMessage(-1, "runc create failed: boom")] and msgs[0].failed
+    assert p.feed(b'{"exit_code": 3, "message": "x"}') == []
+    assert p.close() == [conmon.SyncMessage(3, "x")]
+    assert conmon.parse_sync_line(b'{"data": 7}').value == 7
+
+
+@pytest.mark.parametrize("bad", [b"not json", b"[1,2]", b'{"other": 1}'])
+def test_sync_parser_rejects_garbage(bad):
+    with pytest.raises(ValueError):
+        conmon.SyncPipeParser().feed(bad + b"\n")
+
+
+def test_create_argv():
+    rt = OciRuntime("/usr/sbin/runc", "/run/crispy/oci/runc")
+    base = dict(conmon="/usr/bin/conmon", runtime=rt, container_id="abc", name="web", bundle="/b",
+                log_path="/logs/web.log", exit_dir="/e", persist_dir="/b", container_pidfile="/b/pidfile",
+                conmon_pidfile="/b/conmon.pid", socket_dir="/s")
+    argv = conmon.create_argv(conmon.ConmonCreate(**base))
+    joined = " ".join(argv)
+    assert argv[0] == "/usr/bin/conmon"
+    assert "--runtime /usr/sbin/runc" in joined and "--runtime-arg --root=/run/crispy/oci/runc" in joined
+    assert "--log-path k8s-file:/logs/web.log" in joined and "--exit-dir /e" in joined
+    assert "--terminal" not in argv and "--stdin" not in argv and "--systemd-cgroup" not in argv
+    argv = conmon.create_argv(conmon.ConmonCreate(**base, tty=True, stdin=True, systemd_cgroup=True))
+    assert {"--terminal", "--stdin", "--leave-stdin-open", "--systemd-cgroup"} <= set(argv)
+    argv = conmon.create_argv(conmon.ConmonCreate(**base, stdin=True, stdin_once=True))
+    assert "--stdin" in argv and "--leave-stdin-open" not in argv
+
+
+def test_runtime_messages_are_cleaned():
+    err = 'time="2026-01-01T00:00:00Z" level=error msg="container \\"x\\" does not exist"'
+    assert _clean(err) == 'container "x" does not exist'
+    assert _clean("plain failure\n") == "plain failure"
+    assert OciRuntime.under("/usr/bin/crun", Path("/run/c")).root == "/run/c/oci/crun"
+
+
+# ---- CRI log -------------------------------------------------------------------------
+
+def test_cri_log_reader_joins_partials_per_stream():
+    r = cri_log.LogReader()
+    data = (b"2026-11-28T13:05:33.551727581+00:00 stdout P hel\n"
+            b"2026-11-28T13:05:33.551727581Z stderr F err line\n"
+            b"2026-11-28T13:05:33.6Z stdout F lo world\n"
+            b"2026-11-28T13:05:33.7Z stdout F \n"
+            b"2026-11-28T13:05:33.8Z stdout P tail")
+    out = r.feed(data[:30]) + r.feed(data[30:])
+    assert out == [("stderr", b"err line"), ("stdout", b"hello world"), ("stdout", b"")]
+    assert r.feed(b"\n") == []
+    assert r.close() == [("stdout", b"tail")]
+    assert cri_log.split_streams(data + b"\n") == (b"hello world\n\ntail", b"err line\n")
+
+
+@pytest.mark.parametrize("line", [b"", b"2026 stdout F x", b"2026-11-28T13:05:33Z stdin F x",
+                                  b"2026-11-28T13:05:33Z stdout X x"])
+def test_cri_log_rejects_bad_lines(line):
+    with pytest.raises(ValueError):
+        cri_log.parse_line(line)
+
+
+# ---- pod files, sysctls, overlay --------------------------------------------------------
+
+def test_resolv_conf(tmp_path):
+    dns = pod_files.DnsSettings(["10.0.0.10", "10.0.0.11"], ["ns.svc.cluster.local", "svc.cluster.local"], ["ndots:5"])
+    assert pod_files.resolv_conf(dns) == (b"search ns.svc.cluster.local svc.cluster.local\n"
+                                          b"nameserver 10.0.0.10\nnameserver 10.0.0.11\noptions ndots:5\n")
+    host = tmp_path / "resolv.conf"
+    host.write_text("nameserver 1.1.1.1\n")
+    assert pod_files.resolv_conf(pod_files.DnsSettings(), host) == b"nameserver 1.1.1.1\n"
+    with pytest.raises(InvalidArgument):
+        pod_files.resolv_conf(pod_files.DnsSettings(servers=["1.1.1.1\nnameserver evil"]))
+    hosts = pod_files.hosts("web-0", ["10.1.2.3"]).decode()
+    assert "127.0.0.1\tlocalhost" in hosts and "10.1.2.3\tweb-0" in hosts
+
+
+def test_sysctl_checks():
+    own = namespaces.NamespaceRequest()
+    namespaces.check_sysctls({"net.ipv4.ip_forward": "1", "kernel.shmmax": "1", "kernel.msgmax": "2"}, own)
+    assert namespaces.sysctl_path("net.ipv4.conf.all.forwarding") == "net/ipv4/conf/all/forwarding"
+    assert namespaces.sysctl_path("net/ipv4/conf/eth0.100/forwarding") == "net/ipv4/conf/eth0.100/forwarding"
+    for bad in ({"kernel.panic": "1"}, {"net/../../etc": "1"}, {"net.ipv4.x": "1\n2"}):
+        with pytest.raises(InvalidArgument):
+            namespaces.check_sysctls(bad, own)
+    with pytest.raises(InvalidArgument, match="shares with the host"):
+        namespaces.check_sysctls({"net.ipv4.ip_forward": "1"}, namespaces.NamespaceRequest(net=False))
+
+
+def test_overlay_options_put_the_top_layer_first():
+    assert rootfs.overlay_options(["/l/base", "/l/top"], "/c/upper", "/c/work") == \
+        "lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work"
+    with pytest.raises(InvalidArgument):
+        rootfs.overlay_options(["/l/a:b"], "/u", "/w")
+    with pytest.raises(InvalidArgument, match="too many layers"):
+        rootfs.overlay_options([f"/very/long/layer/path/{i:064d}" for i in range(100)], "/u", "/w")
+
+
+def test_process_start_time_spots_dead_and_reused_pids():
+    import os
+    assert namespaces.process_start_time(os.getpid()) is not None
+    assert not namespaces.infra_alive(namespaces.PodNamespaces(infra_pid=os.getpid(), infra_start_time=1))
+
+
+# ---- name reservations ---------------------------------------------------------------
+
+def _manager():
+    from runtime.manager import PodManager
+    cfg = types.SimpleNamespace(runtime=types.SimpleNamespace(default_cgroup_parent="/x"))
+    daemon = types.SimpleNamespace(state_root=Path("/nonexistent"), data_root=Path("/nonexistent"), config=cfg)
+    return PodManager(daemon)  # type: ignore[arg-type]
+
+
+def test_reservation_joins_retries_and_refuses_clashes():
+    async def scenario():
+        mgr = _manager()
+        started = asyncio.Event()
+        release = asyncio.Event()
+        runs = []
+
+        async def work():
+            runs.append(1)
+            started.set()
+            await release.wait()
+            return "id-1"
+        first = asyncio.create_task(mgr.reserved("k", "d1", "thing", work))
+        await started.wait()
+        # The first caller gives up (its deadline passed): the work goes on.
+        first.cancel()
+        retry = asyncio.create_task(mgr.reserved("k", "d1", "thing", work))
+        await asyncio.sleep(0)
+        with pytest.raises(AlreadyExists):
+            await mgr.reserved("k", "other", "thing", work)
+        release.set()
+        assert await retry == "id-1"
+        assert await mgr.reserved("k", "d1", "thing", work) == "id-1"
+        assert runs == [1]
+
+        async def failing():
+            raise InvalidArgument("nope")
+        with pytest.raises(InvalidArgument):
+            await mgr.reserved("f", "d", "thing", failing)
+        # A failure frees the name.
+        assert await mgr.reserved("f", "d2", "thing", work) == "id-1"
+        mgr.release_name("k", "id-1")
+        assert await mgr.reserved("k", "d3", "thing", work) == "id-1"
+    asyncio.run(scenario())
