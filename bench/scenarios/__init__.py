@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scenarios import churn, container_start, exec_sync, memory, pod_net, pod_start, pull
+from bench.scenarios import churn, container_start, exec_sync, memory, pod_net, pod_start, pull, relist
 from bench.scenarios.base import Scenario
 
 REGISTRY: dict[str, Scenario] = {s.name: s for s in (
@@ -14,5 +14,7 @@ REGISTRY: dict[str, Scenario] = {s.name: s for s in (
     exec_sync.ExecSync(),
     pod_net.PodStartNetworked(),
     churn.Churn(),
+    relist.Relist(),
+    relist.Stats(),
     memory.Memory(),
 )}

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench import measure, workload
+from bench.fleet import Fleet, start_fleet, stop_fleet
 from bench.scenarios.base import Context, Metric, Samples, Scenario
 from bench.target import Target
 
@@ -22,7 +23,7 @@ class MemoryState:
     # measured from here, not from start-up, so earlier scenarios' caches
     # (pulled images, warmed code paths) are not charged to the pods.
     baseline: measure.MemorySnapshot
-    pod_ids: list[str] = field(default_factory=list)
+    fleet: Fleet = field(default_factory=Fleet)
 
 
 class IdleMemory(Scenario):
@@ -62,13 +63,7 @@ class Memory(Scenario):
         return MemoryState(measure.snapshot(target.process.pid, target.marker))
 
     def iterate(self, ctx: Context, target: Target, state: MemoryState, out: Samples) -> None:
-        c = target.client
-        for _ in range(ctx.pods):
-            cfg = workload.pod_config(target.name, target.log_root, host_network=True)
-            pod_id = c.run_pod_sandbox(cfg)
-            state.pod_ids.append(pod_id)
-            cid = c.create_container(pod_id, workload.sleeper_config(ctx.images.busybox), cfg)
-            c.start_container(cid)
+        start_fleet(target, ctx.images.busybox, ctx.pods, state.fleet)
         time.sleep(2.0)  # let lazily started helpers and allocator caches settle
         snap = measure.snapshot(target.process.pid, target.marker)
         idle, base = target.idle, state.baseline
@@ -91,7 +86,4 @@ class Memory(Scenario):
         }
 
     def teardown(self, ctx: Context, target: Target, state: MemoryState | None) -> None:
-        if state is None:
-            return
-        for pod_id in state.pod_ids:
-            workload.remove_pod_quietly(target.client, pod_id)
+        stop_fleet(target, state.fleet if state else None)
