@@ -70,3 +70,13 @@ def leftover_veths(bridge: str) -> list[str]:
     """Host-side veths still enslaved to the bridge (a leak if pods are gone)."""
     brif = Path("/sys/class/net", bridge, "brif")
     return sorted(p.name for p in brif.iterdir()) if brif.exists() else []
+
+
+def leftover_rules(net: BenchNetwork) -> list[str]:
+    """iptables rules that name the bench network (CNI comments carry the
+    network name): after every pod is gone there should be none."""
+    try:
+        out = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in out.splitlines() if f'\\"{net.name}\\"' in line or net.bridge in line]

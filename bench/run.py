@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if leaked:
             cleanup_notes.append(f"veths still on {net.bridge}: {', '.join(leaked)}")
         network.remove_bridge(net.bridge)
+        cleanup_notes += [f"iptables rule left by CNI (not removed): {r}" for r in network.leftover_rules(net)]
         changes.undo()
         if registry is not None:
             registry.stop()
