@@ -17,7 +17,7 @@ from typing import Any
 
 from cri.errors import InvalidArgument, Unimplemented
 from cri.proto import api_pb2 as pb
-from runtime import capabilities, seccomp, users
+from runtime import capabilities, cdi, seccomp, users
 from runtime.cgroups.paths import cgroups_path
 
 __all__ = ["SandboxView", "ContainerSpecRequest", "build_spec", "exec_process_spec", "cgroups_path",
@@ -89,6 +89,8 @@ class ContainerSpecRequest:
     pids_limit: int = 0
     # Facts about the node; tests pass their own.
     node: "NodeFacts | None" = None
+    # Where CDI device specs are looked up (later directories win).
+    cdi_spec_dirs: tuple[str, ...] = cdi.DEFAULT_SPEC_DIRS
 
 
 @dataclass
@@ -444,8 +446,6 @@ def _devices(req: ContainerSpecRequest) -> tuple[list[dict[str, Any]], list[dict
             if entry["type"] in ("c", "b"):
                 rules.append({"allow": True, "type": entry["type"], "major": entry["major"],
                               "minor": entry["minor"], "access": perms})
-    if req.config.CDI_devices or any(k.startswith("cdi.k8s.io/") for k in req.config.annotations):
-        raise Unimplemented("CDI devices are not supported by crispy yet; pass devices by host path instead")
     return devices, rules
 
 
@@ -692,4 +692,7 @@ def build_spec(req: ContainerSpecRequest) -> dict:
     }
     if "uts" in kinds and req.sandbox.hostname:
         spec["hostname"] = req.sandbox.hostname
+    cdi_names = cdi.requested([d.name for d in config.CDI_devices], dict(config.annotations))
+    if cdi_names:
+        cdi.apply(spec, cdi_names, cdi.load(req.cdi_spec_dirs))
     return spec

@@ -516,8 +516,9 @@ def test_bad_devices(rootfs, tmp_path):
     (tmp_path / "plain").write_text("")
     with pytest.raises(InvalidArgument, match="not a device"):
         build_spec(request(rootfs, pb.ContainerConfig(devices=[pb.Device(container_path="/dev/x", host_path=str(tmp_path / "plain"))])))
-    with pytest.raises(Unimplemented, match="CDI"):
-        build_spec(request(rootfs, pb.ContainerConfig(CDI_devices=[pb.CDIDevice(name="vendor.com/gpu=0")])))
+    with pytest.raises(InvalidArgument, match="CDI device vendor.com/gpu=0 is not described"):
+        build_spec(request(rootfs, pb.ContainerConfig(CDI_devices=[pb.CDIDevice(name="vendor.com/gpu=0")]),
+                           cdi_spec_dirs=(str(tmp_path / "no-cdi"),)))
 
 
 # ---- namespaces, hostname, sysctls ----------------------------------------------------

@@ -61,7 +61,7 @@ def bundle(tmp_path: Path, rootfs_layer: bytes) -> Iterator[dict]:
 
 
 def run_spec(bundle: dict, config: pb.ContainerConfig, image: dict | None = None,
-             runtime: str = "runc") -> subprocess.CompletedProcess:
+             runtime: str = "runc", **req_kw) -> subprocess.CompletedProcess:
     cid = "c" + uuid.uuid4().hex[:12]
     sb_cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="default", uid="u"), hostname="testpod")
     sb_cfg.linux.security_context.privileged = config.linux.security_context.privileged
@@ -71,7 +71,7 @@ def run_spec(bundle: dict, config: pb.ContainerConfig, image: dict | None = None
                      etc_hostname=str(pod / "hostname"), shm=None)
     spec = build_spec(ContainerSpecRequest(
         id=cid, config=config, sandbox=sb, image_config=image or {"Cmd": ["/bin/sh"]}, rootfs=bundle["rootfs"],
-        cgroup_version=LAYOUT.version, cgroup_driver="cgroupfs"))
+        cgroup_version=LAYOUT.version, cgroup_driver="cgroupfs", **req_kw))
     # The pods half pins real pod namespaces; here the container gets
     # private ones so the test cannot touch the host's network or IPC.
     spec["linux"]["namespaces"] += [{"type": "network"}, {"type": "ipc"}, {"type": "uts"}]
@@ -238,3 +238,17 @@ def test_private_propagation_stays_in_container(bundle, shared_dir):
     res = run_spec(bundle, config)
     assert res.returncode == 0, res.stderr
     assert not (shared_dir / "sub/file").exists()
+
+
+@needs_runc
+def test_cdi_device_node_usable(bundle):
+    cdi_dir = bundle["dir"] / "cdi"
+    cdi_dir.mkdir()
+    (cdi_dir / "v.json").write_text(json.dumps({"cdiVersion": "0.6.0", "kind": "example.com/dev", "devices": [
+        {"name": "n", "containerEdits": {"env": ["CDI_OK=1"],
+                                         "deviceNodes": [{"path": "/dev/vendor-null", "hostPath": "/dev/null"}]}}]}))
+    config = pb.ContainerConfig(command=shell("echo data > /dev/vendor-null && echo WROTE $CDI_OK; mknod /dev/mem2 c 1 1 && (head -c1 /dev/mem2 >/dev/null 2>&1 || echo DENIED)"),
+                                CDI_devices=[pb.CDIDevice(name="example.com/dev=n")])
+    res = run_spec(bundle, config, cdi_spec_dirs=(str(cdi_dir),))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["WROTE 1", "DENIED"]
