@@ -70,15 +70,19 @@ def big_image(layers: int = BIG_LAYERS, layer_bytes: int = BIG_LAYER_BYTES) -> i
     return ib.build_image(tars, config={"Cmd": ["/bin/sh"]})
 
 
-def push_all(registry: LocalRegistry) -> BenchImages:
+def push_all(registry: LocalRegistry, with_big: bool = True) -> BenchImages:
+    """Pushes the pause and busybox images, and the big one if a pull
+    scenario will use it (random bytes take a few seconds to build)."""
     with tempfile.TemporaryDirectory(prefix="crispy-bench-pause-") as tmp:
         pause = pause_image(compile_pause(Path(tmp)))
     registry.push("bench/pause", "1", pause)
     busybox = ib.busybox_image()
     registry.push("bench/busybox", "1", busybox)
-    big = big_image()
-    registry.push("bench/big", "1", big)
-    big_bytes = sum(len(big.blobs[d]) for d in big.blobs if d != big.config_digest)
+    big_bytes = 0
+    if with_big:
+        big = big_image()
+        registry.push("bench/big", "1", big)
+        big_bytes = sum(len(big.blobs[d]) for d in big.blobs if d != big.config_digest)
     host = registry.host
     return BenchImages(f"{host}/bench/pause:1", f"{host}/bench/busybox:1", f"{host}/bench/big:1", big_bytes,
                        busybox)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"bench: temp root {base}")
         registry = LocalRegistry().start()
         say(f"bench: building and pushing images to {registry.host}")
-        images = push_all(registry)
+        images = push_all(registry, with_big=any(s.startswith("pull") for s in args.scenario_list))
         conf_dir = base / "cni"
         network.write_conf_dir(conf_dir, net, base / "cni-ipam")
         wants_crun = any(KNOWN_TARGETS[r][1] == "crun" for r in args.runtime_list)

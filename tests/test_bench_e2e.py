@@ -1,0 +1,41 @@
+"""The whole bench on the real parts, kept small: containerd with runc, one
+scenario, one iteration. Checks the results files and that nothing the run
+started is left: no helper process, mount, bridge or temp root."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench import measure, network, run
+from bench.target import mounts_under
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not Path("/usr/bin/containerd").exists(), reason="Debian's containerd is not installed")]
+
+
+def test_one_scenario_on_containerd_writes_results_and_leaves_nothing(tmp_path, capsys):
+    rc = run.main(["--runtimes", "containerd-runc", "--scenarios", "pod_start,memory_idle",
+                   "--iterations", "2", "--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+
+    [json_path] = tmp_path.glob("*.json")
+    results = json.loads(json_path.read_text())
+    scen = results["scenarios"]["pod_start"]
+    assert scen["status"] == {"containerd-runc": "ok"}
+    run_pod = scen["metrics"]["run_pod_s"]["runtimes"]["containerd-runc"]
+    assert run_pod["n"] == 2 and 0 < run_pod["p50"] <= run_pod["max"]
+    assert results["scenarios"]["memory_idle"]["metrics"]["daemon_rss_idle_kib"]["runtimes"]["containerd-runc"]["p50"] > 1000
+    assert results["runtimes"]["containerd-runc"]["version"].startswith("containerd")
+    assert results["cleanup"] == []
+    assert json_path.with_suffix(".md").read_text().count("| pod_start |") == 2
+    if json_path.with_suffix(".png").exists():
+        assert json_path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+    root = out.split("bench: temp root ", 1)[1].split()[0]
+    assert not Path(root).exists(), "the run's temp root was not removed"
+    assert measure.helper_pids(root + "/", {os.getpid()}) == set()
+    assert mounts_under(Path(root)) == []
+    assert not network.bridge_exists(network.BenchNetwork().bridge)
