@@ -659,15 +659,15 @@ def build_spec(req: ContainerSpecRequest) -> dict:
 
     namespaces = _namespaces(req, privileged)
     kinds = {n["type"] for n in namespaces}
-    pod_sysctls = dict(req.sandbox.config.linux.sysctls)
+    # Pod sysctls live in the pod's pinned namespaces, set once when the pod
+    # starts; the container only joins them. Checked again here so a
+    # container that would share the host's namespace instead is refused.
+    validate_sysctls(dict(req.sandbox.config.linux.sysctls), "network" not in kinds, "ipc" not in kinds)
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "resources": resources,
         "cgroupsPath": cgroups_path(req.sandbox.cgroup_parent, req.id, req.cgroup_driver),
         "devices": devices,
-        # The pod's namespaced sysctls, written again by each container's
-        # runtime: idempotent, and no infra process is needed to hold them.
-        "sysctl": validate_sysctls(pod_sysctls, "network" not in kinds, "ipc" not in kinds),
     }
     if not privileged:
         linux["maskedPaths"] = list(sc.masked_paths) or list(DEFAULT_MASKED_PATHS)
