@@ -252,3 +252,19 @@ def test_cdi_device_node_usable(bundle):
     res = run_spec(bundle, config, cdi_spec_dirs=(str(cdi_dir),))
     assert res.returncode == 0, res.stderr
     assert res.stdout.split("\n")[:2] == ["WROTE 1", "DENIED"]
+
+
+@needs_runc
+@pytest.mark.parametrize("no_new_privs", [False, True])
+def test_seccomp_with_non_root_user(bundle, no_new_privs):
+    config = pb.ContainerConfig(command=shell("id -u; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status"))
+    sc = config.linux.security_context
+    sc.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
+    sc.run_as_user.value = 1234
+    sc.no_new_privs = no_new_privs
+    res = run_spec(bundle, config)
+    assert res.returncode == 0, res.stderr
+    lines = [ln.split() for ln in res.stdout.strip().split("\n")]
+    assert lines[0] == ["1234"]
+    assert ["Seccomp:", "2"] in lines
+    assert ["NoNewPrivs:", "1" if no_new_privs else "0"] in lines
