@@ -261,3 +261,16 @@ def test_v1_stats_and_oom(v1):
     assert not v1.oom_killed("/c")
     (v1.root / "memory/c/memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
     assert v1.oom_killed("/c") and v1.stats("/c").oom_kills == 2
+
+
+def test_v1_add_process_writes_every_hierarchy(v1):
+    v1.create("/pod")
+    v1.add_process("/pod", 4242)
+    for h in ("cpu,cpuacct", "cpuset", "memory", "pids", "systemd"):
+        assert (v1.root / h / "pod/cgroup.procs").read_text() == "4242", h
+
+
+def test_v2_add_process_uses_a_leaf(v2):
+    v2.create("/pod")
+    v2.add_process("/pod", 4242)
+    assert (v2.root / "pod/crispy-infra/cgroup.procs").read_text() == "4242"

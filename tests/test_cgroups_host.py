@@ -177,3 +177,34 @@ def test_v1_hugetlb_on_this_host(v1):
     else:
         assert got == {}
     mgr.remove(base)
+
+
+@v1_only
+def test_v1_add_process_real(v1):
+    mgr, base = v1
+    mgr.create(base)
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        mgr.add_process(base, proc.pid)
+        assert mgr.pids(base) == [proc.pid]
+        own = Path(f"/proc/{proc.pid}/cgroup").read_text()
+        assert f"memory:{base}\n" in own and f"pids:{base}\n" in own
+    finally:
+        proc.kill()
+        proc.wait()
+    mgr.remove(base)
+
+
+def test_v2_real_add_process_goes_to_leaf(v2_real):
+    mgr = v2_real
+    mgr.create("/pod")
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        mgr.add_process("/pod", proc.pid)
+        assert mgr.pids("/pod/crispy-infra") == [proc.pid]
+        assert mgr.pids("/pod") == []
+    finally:
+        proc.kill()
+        proc.wait()
+    mgr.remove("/pod")
+    assert not mgr.exists("/pod")

@@ -145,6 +145,10 @@ class CgroupManager(ABC):
     @abstractmethod
     def exists(self, path: str) -> bool: ...
 
+    @abstractmethod
+    def add_process(self, path: str, pid: int) -> None:
+        """Move `pid` into the cgroup (on v2 into its leaf, see V2Manager)."""
+
 
 def parse_pids(text: str | None) -> list[int]:
     return sorted({int(p) for p in (text or "").split() if p.isdigit()})

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from cri.errors import InvalidArgument
+from cri.errors import InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.manager import (V1_UNLIMITED, CgroupManager, CgroupStats, check_values, parse_pids,
                                      read_flat_keyed, read_int, read_text, rmdir_tree, write)
@@ -210,6 +210,19 @@ class V1Manager(CgroupManager):
         if mem is None:
             return False
         return read_flat_keyed(mem / "memory.oom_control").get("oom_kill", 0) > 0
+
+    def add_process(self, path: str, pid: int) -> None:
+        rel = self.rel(path)
+        for base in self._dirs():
+            target = base / rel
+            if not target.is_dir():
+                raise NotFound(f"cgroup {target} does not exist; create it first")
+            try:
+                write(target / "cgroup.procs", str(pid))
+            except InvalidArgument:
+                if not Path(f"/proc/{pid}").exists():
+                    raise NotFound(f"process {pid} is gone") from None
+                raise
 
     def pids(self, path: str) -> list[int]:
         for controller in ("pids", "memory", "cpu", "name=systemd"):

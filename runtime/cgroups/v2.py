@@ -7,12 +7,13 @@ import re
 import time
 from pathlib import Path
 
-from cri.errors import FailedPrecondition, InvalidArgument
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.manager import (CgroupManager, CgroupStats, check_values, parse_pids, read_flat_keyed, read_int,
                                      read_text, rmdir_tree, write)
 
 DEFAULT_PERIOD = 100000
+INFRA_LEAF = "crispy-infra"
 _UNIFIED_KEY = re.compile(r"^[a-z_]+\.[a-z0-9_.]+$")
 # The controllers crispy limits; others are left as the parent has them.
 WANTED = ("cpu", "cpuset", "memory", "pids", "hugetlb", "io")
@@ -158,6 +159,23 @@ class V2Manager(CgroupManager):
     def oom_killed(self, path: str) -> bool:
         events = read_flat_keyed(self._path(path) / "memory.events")
         return events.get("oom_kill", 0) > 0 or events.get("oom_group_kill", 0) > 0
+
+    def add_process(self, path: str, pid: int) -> None:
+        """v2 lets no cgroup both hold processes and hand controllers to
+        children, and a pod's containers are its children: so a process
+        added to a pod cgroup goes into the leaf `INFRA_LEAF` below it."""
+        parent = self._path(path)
+        if not parent.is_dir():
+            raise NotFound(f"cgroup {parent} does not exist; create it first")
+        leaf = parent / INFRA_LEAF
+        leaf.mkdir(exist_ok=True)
+        self._enable_controllers(leaf)
+        try:
+            write(leaf / "cgroup.procs", str(pid))
+        except InvalidArgument:
+            if not Path(f"/proc/{pid}").exists():
+                raise NotFound(f"process {pid} is gone") from None
+            raise
 
     def pids(self, path: str) -> list[int]:
         return parse_pids(read_text(self._path(path) / "cgroup.procs"))
