@@ -176,7 +176,7 @@ def _ws_request(protocols: list[str]) -> http_upgrade.Request:
 
 
 def test_websocket_handshake_and_subprotocols():
-    hs = websocket.server_handshake(_ws_request(["v5.channel.k8s.io", "v4.base64.channel.k8s.io"]),
+    hs = websocket.server_handshake(_ws_request(["v9.channel.k8s.io", "v4.base64.channel.k8s.io"]),
                                     websocket.REMOTECOMMAND_PROTOCOLS)
     assert hs.protocol == "v4.base64.channel.k8s.io"
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in hs.response

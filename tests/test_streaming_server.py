@@ -6,7 +6,9 @@ netns paths have their own integration tests."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -50,11 +52,16 @@ class LocalBackend:
         extra = [asyncio.create_task(resizes())]
         if io.stdin:
             extra.append(asyncio.create_task(feed()))
-        await asyncio.gather(out(proc.stdout, io.stdout), out(proc.stderr, io.stderr))
-        code = await proc.wait()
-        await asyncio.sleep(0.05)
-        for t in extra:
-            t.cancel()
+        try:
+            await asyncio.gather(out(proc.stdout, io.stdout), out(proc.stderr, io.stderr))
+            code = await proc.wait()
+            await asyncio.sleep(0.05)
+        finally:
+            for t in extra:
+                t.cancel()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         return code
 
     async def attach(self, request: pb.AttachRequest, io: ExecIO) -> None:
@@ -258,4 +265,48 @@ def test_port_forward_spdy_and_websocket_against_local_listener():
             await w.close()
         finally:
             listener.close()
+    run(body)
+
+
+def test_large_stdin_round_trip_with_backpressure():
+    blob = os.urandom(6 * 1024 * 1024)
+
+    async def body(server):
+        req = exec_req(["cat"], stdin=True, stderr=False)
+        url = server.issue("exec", req)
+        _, _, c = await SpdyClient.connect(url, [remotecommand.V4])
+        e, i, o = (c.open({"streamType": t}) for t in ("error", "stdin", "stdout"))
+        await c.wait_for(lambda: {e, i, o} <= c.replied)
+        for off in range(0, len(blob), 60000):
+            c.send(i, blob[off:off + 60000])
+            await c.writer.drain()
+        c.send(i, b"", fin=True)
+        await c.wait_for(lambda: e in c.fin, timeout=60)
+        assert hashlib.sha256(bytes(c.data[o])).hexdigest() == hashlib.sha256(blob).hexdigest()
+        await c.close()
+    run(body)
+
+
+def test_idle_connections_are_closed():
+    async def body(server):
+        url = server.issue("exec", exec_req(["sleep", "30"], stderr=False))
+        _, _, c = await SpdyClient.connect(url, [remotecommand.V4])
+        for t in ("error", "stdout"):
+            c.open({"streamType": t})
+        # Nothing flows either way: the server hangs up on its own.
+        await c.wait_for(lambda: c.closed, timeout=20)
+        await c.close()
+    run(body, idle_timeout=0.5)
+
+
+def test_websocket_v5_close_signal_ends_stdin():
+    async def body(server):
+        url = server.issue("exec", exec_req(["cat"], stdin=True))
+        status, headers, c = await WsClient.connect(url, ["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        assert status == 101 and headers["sec-websocket-protocol"] == ["v5.channel.k8s.io"]
+        c.send(0, b"abc")
+        c.send(255, b"\x00")  # CLOSE stdin: cat sees EOF and exits
+        await c.wait_closed()
+        assert c.channel(1) == b"abc" and json.loads(c.channel(3))["status"] == "Success"
+        await c.close()
     run(body)

@@ -14,14 +14,21 @@ from cri.streaming.remotecommand import TerminalSize
 
 
 class InputPipe:
-    """Bytes from the client, in order; read() returns b"" at end of input."""
+    """Bytes from the client, in order; read() returns b"" at end of input.
+    `pending` counts bytes not yet read, so the connection's reader can
+    stop reading the socket instead of buffering without bound."""
 
     def __init__(self) -> None:
         self._q: asyncio.Queue[bytes] = asyncio.Queue()
         self.closed = False
+        self.pending = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     def feed(self, data: bytes) -> None:
         if data and not self.closed:
+            self.pending += len(data)
+            self._drained.clear()
             self._q.put_nowait(data)
 
     def feed_eof(self) -> None:
@@ -33,7 +40,17 @@ class InputPipe:
         data = await self._q.get()
         if not data:
             self._q.put_nowait(b"")  # every later read sees EOF too
+            self._drained.set()
+            return data
+        self.pending -= len(data)
+        if self.pending <= 0:
+            self._drained.set()
         return data
+
+    async def wait_below(self, limit: int) -> None:
+        while self.pending > limit and not self.closed:
+            self._drained.clear()
+            await self._drained.wait()
 
 
 class OutputSink(Protocol):

@@ -22,6 +22,9 @@ from runtime import attach, exec_session, oci_spec, port_forward
 if TYPE_CHECKING:
     from cri.daemon import Daemon
 
+# Clients send their terminal size right after opening the streams.
+FIRST_SIZE_WAIT = 1.0
+
 
 class DaemonStreamBackend:
     def __init__(self, daemon: "Daemon") -> None:
@@ -59,6 +62,15 @@ class DaemonStreamBackend:
         except (OSError, ValueError) as exc:
             raise Internal(f"cannot read the container's OCI spec: {exc}") from None
         process = oci_spec.exec_process_spec(spec, list(request.cmd), request.tty)
+        if request.tty and io.resize is not None:
+            # The command may query its terminal before a later resize
+            # lands; the runtime applies consoleSize before starting it.
+            try:
+                size = await asyncio.wait_for(io.resize.get(), FIRST_SIZE_WAIT)
+            except asyncio.TimeoutError:
+                pass
+            else:
+                process["consoleSize"] = {"height": size.height, "width": size.width}
         path, root = self._runtime(ctr)
         target = exec_session.ExecTarget(ctr.id, path, root, process)
         return await exec_session.run(target, io, exec_session.session_dir(self.daemon.state_root / "exec"))

@@ -22,6 +22,9 @@ from cri.streaming.tokens import TokenCache
 log = logging.getLogger("crispy.streaming")
 
 READ_CHUNK = 64 * 1024
+# Client bytes buffered for one stream before we stop reading the socket:
+# SPDY as Kubernetes uses it has no flow control, TCP has.
+INBOX_LIMIT = 1024 * 1024
 KINDS = ("exec", "attach", "portforward")
 
 
@@ -116,12 +119,17 @@ class SpdyConnection:
                 except asyncio.TimeoutError:
                     if time.monotonic() - self.last_activity >= self.idle_timeout:
                         log.info("closing idle stream connection")
+                        self.session.goaway()
+                        self.flush_nowait()
+                        self.writer.close()
                         break
                     continue
                 if not data:
                     break
                 self.last_activity = time.monotonic()
                 self._dispatch(data)
+                for stream in list(self.streams.values()):
+                    await stream.inbox.wait_below(INBOX_LIMIT)
         except spdy.ProtocolError as exc:
             log.info("SPDY protocol error from client", extra={"fields": {"error": str(exc)}})
             self.session.goaway(spdy.PROTOCOL_ERROR)
@@ -139,9 +147,13 @@ class SpdyConnection:
             elif isinstance(ev, spdy.StreamData):
                 if ev.stream_id in self.streams:
                     self.streams[ev.stream_id].inbox.feed(ev.data)
-            elif isinstance(ev, (spdy.StreamEnded, spdy.StreamReset)):
+            elif isinstance(ev, spdy.StreamEnded):
                 if ev.stream_id in self.streams:
                     self.streams[ev.stream_id].inbox.feed_eof()
+            elif isinstance(ev, spdy.StreamReset):
+                stream = self.streams.pop(ev.stream_id, None)
+                if stream is not None:
+                    stream.inbox.feed_eof()
             elif isinstance(ev, spdy.ConnectionClosing):
                 self.new_streams.put_nowait(None)
         self.flush_nowait()  # PING echoes, refusals
@@ -356,13 +368,13 @@ class StreamingServer:
                 continue
             conn.reply(s)
             streams[s.type] = s
+            if s.type not in ("stdin", "resize"):
+                s.inbox.feed_eof()  # write-only: whatever the client sends there is dropped
         resize_q: asyncio.Queue[remotecommand.TerminalSize] | None = None
         resize_task = None
         if "resize" in streams:
             resize_q = asyncio.Queue()
             resize_task = asyncio.create_task(_pump_resize(streams["resize"].inbox, resize_q))
-        elif opts.tty:
-            resize_q = asyncio.Queue()  # v1/v2: no resizes ever arrive
         io = ExecIO(stdin=streams["stdin"].inbox if "stdin" in streams else None,
                     stdout=streams.get("stdout"), stderr=streams.get("stderr"), tty=opts.tty, resize=resize_q,
                     client_gone=conn.closed_event)
@@ -402,6 +414,8 @@ class StreamingServer:
                     s.reset(spdy.PROTOCOL_ERROR)
                     continue
                 conn.reply(s)
+                if s.type == portforward.STREAM_ERROR:
+                    s.inbox.feed_eof()  # write-only
                 if pair is not None:
                     assert pair.data_id is not None and pair.error_id is not None
                     t = asyncio.create_task(self._forward(payload.pod_sandbox_id, pair.port,
@@ -485,7 +499,8 @@ class StreamingServer:
     async def _ws_remotecommand(self, conn: WebSocketConnection, opts: remotecommand.StreamOptions,
                                 run: Callable[[ExecIO], Awaitable[int | None]], command: list[str] | None) -> None:
         ch = websocket.Channel
-        protocol = remotecommand.V4 if conn.protocol.startswith("v4.") else remotecommand.V1
+        # v5 reports status like v4; it only adds the CLOSE signal.
+        protocol = remotecommand.V4 if conn.protocol.startswith(("v4.", "v5.")) else remotecommand.V1
         stdin = conn.inbox(ch.STDIN) if opts.stdin else None
         stdout = conn.sink(ch.STDOUT) if opts.stdout else None
         stderr = conn.sink(ch.STDERR) if opts.stderr and not opts.tty else None
@@ -506,12 +521,14 @@ class StreamingServer:
 
     async def _ws_portforward(self, conn: WebSocketConnection, sandbox_id: str, ports: list[int]) -> None:
         tasks = []
+        pairs = []
         for i, port in enumerate(ports):
-            data_ch, err_ch = portforward.data_channel(i), portforward.error_channel(i)
-            await conn.send(data_ch, portforward.port_prefix(port))
-            await conn.send(err_ch, portforward.port_prefix(port))
-            data = ChannelStream(conn, data_ch)
-            error = ChannelStream(conn, err_ch)
+            data, error = ChannelStream(conn, portforward.data_channel(i)), ChannelStream(conn, portforward.error_channel(i))
+            error.inbox.feed_eof()  # write-only
+            pairs.append((port, data, error))
+        for port, data, error in pairs:
+            await data.write(portforward.port_prefix(port))
+            await error.write(portforward.port_prefix(port))
             tasks.append(asyncio.create_task(self._forward(sandbox_id, port, data, error)))
         try:
             await asyncio.gather(*tasks)

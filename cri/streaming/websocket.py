@@ -30,7 +30,12 @@ CLOSE_TOO_BIG = 1009
 MAX_MESSAGE = 16 * 1024 * 1024
 
 # Subprotocols for exec/attach over WebSocket. "" (none offered) is binary.
-REMOTECOMMAND_PROTOCOLS = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"]
+# v5 (binary only) is v4 plus the CLOSE signal: a message on channel 255
+# whose one data byte names a channel the client will not write again.
+V5_PROTOCOL = "v5.channel.k8s.io"
+REMOTECOMMAND_PROTOCOLS = [V5_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io",
+                           "base64.channel.k8s.io"]
+CLOSE_CHANNEL = 255
 
 
 class Channel(IntEnum):

@@ -12,6 +12,9 @@ from cri.streaming.backend import InputPipe
 
 log = logging.getLogger("crispy.streaming")
 
+# Client bytes buffered per channel before we stop reading the socket.
+INBOX_LIMIT = 1024 * 1024
+
 
 class ConnectionClosed(Exception):
     pass
@@ -67,12 +70,18 @@ class WebSocketConnection:
                     data = await asyncio.wait_for(self.reader.read(65536), timeout=min(self.idle_timeout, 60.0))
                 except asyncio.TimeoutError:
                     if time.monotonic() - self.last_activity >= self.idle_timeout:
+                        log.info("closing idle stream connection")
+                        self.session.close(1001, "idle")
+                        self._flush_nowait()
+                        self.writer.close()
                         break
                     continue
                 if not data:
                     break
                 self.last_activity = time.monotonic()
                 self._dispatch(data)
+                for box in list(self.inboxes.values()):
+                    await box.wait_below(INBOX_LIMIT)
         except websocket.WebSocketError as exc:
             log.info("WebSocket protocol error from client", extra={"fields": {"error": str(exc)}})
             self._flush_nowait()
@@ -87,7 +96,14 @@ class WebSocketConnection:
                 if not ev.data:
                     continue
                 channel, payload = websocket.decode_channel(ev, self.b64)
-                self.inbox(channel).feed(payload)
+                if channel == websocket.CLOSE_CHANNEL and self.protocol == websocket.V5_PROTOCOL:
+                    for closed in payload[:1]:
+                        if closed in self.inboxes:
+                            self.inboxes[closed].feed_eof()
+                    continue
+                box = self.inboxes.get(channel)
+                if box is not None:  # channels nobody reads are dropped
+                    box.feed(payload)
         self._flush_nowait()
 
     def _mark_closed(self) -> None:
