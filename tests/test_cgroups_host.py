@@ -75,6 +75,10 @@ def test_v1_create_limits_read_back_remove(v1):
     assert back.memory_limit_in_bytes == 128 << 20 and back.memory_swap_limit_in_bytes == 256 << 20
     mgr.update(base, pb.LinuxContainerResources(memory_limit_in_bytes=16 << 20, memory_swap_limit_in_bytes=16 << 20))
     assert mgr.read_resources(base).memory_limit_in_bytes == 16 << 20
+    # The memory limit alone, above the current memsw: memsw follows.
+    mgr.update(base, pb.LinuxContainerResources(memory_limit_in_bytes=32 << 20))
+    back = mgr.read_resources(base)
+    assert back.memory_limit_in_bytes == 32 << 20 and back.memory_swap_limit_in_bytes == 32 << 20
     with pytest.raises(InvalidArgument, match="cpuset.cpus"):
         mgr.update(base, pb.LinuxContainerResources(cpuset_cpus="999"))
     mgr.remove(base)

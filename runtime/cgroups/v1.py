@@ -122,8 +122,16 @@ class V1Manager(CgroupManager):
             writes = []
             if resources.memory_limit_in_bytes:
                 writes.append(("memory.limit_in_bytes", str(resources.memory_limit_in_bytes)))
-            if resources.memory_swap_limit_in_bytes and (mem / "memory.memsw.limit_in_bytes").exists():
+            memsw = mem / "memory.memsw.limit_in_bytes"
+            if resources.memory_swap_limit_in_bytes and memsw.exists():
                 writes.append(("memory.memsw.limit_in_bytes", str(resources.memory_swap_limit_in_bytes)))
+            elif resources.memory_limit_in_bytes and memsw.exists():
+                # A raised memory limit alone must not trip over an older
+                # memsw limit (which may not be below it): lift memsw with it,
+                # keeping "no swap" when that is what it meant.
+                current = read_int(memsw)
+                if current is not None and current < V1_UNLIMITED and resources.memory_limit_in_bytes > current:
+                    writes.insert(0, ("memory.memsw.limit_in_bytes", str(resources.memory_limit_in_bytes)))
             # memsw may never be below the memory limit: the order that works
             # depends on whether the limits go up or down.
             self._write_either_order(mem, writes)
