@@ -65,6 +65,33 @@ def cni_share(scenarios: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+# (scenario, metric, the containerd it is judged against, bound on crispy/containerd p50, what the issue asks)
+GOALS = [
+    ("pull_cold", "pull_cold_s", "containerd-runc", 1.0, "cold pull no slower than containerd"),
+    ("pod_start", "run_pod_s", "containerd-crun", 0.5, "RunPodSandbox at most half of containerd's, both on crun"),
+    ("container_start", "create_start_s", "containerd-crun", 0.5,
+     "CreateContainer+StartContainer at most half of containerd's, both on crun"),
+    ("memory", "memory_per_pod_kib", "containerd-crun", 1.0, "memory per pod below containerd's"),
+    ("pod_net", "run_pod_net_s", "containerd-crun", 0.5, "networked RunPodSandbox at most half of containerd's"),
+]
+
+
+def goals(results: dict) -> list[str]:
+    """One line per goal the issues set: the ratio, and met / not met / not measured."""
+    lines = []
+    ours = next((r for r in results["runtimes"] if is_crispy(r)), None)
+    for sname, metric, theirs, bound, text in GOALS:
+        m = results["scenarios"].get(sname, {}).get("metrics", {}).get(metric)
+        if ours is None or m is None:
+            continue
+        r = (m["ratios"].get(f"{ours}/{theirs}") or {}).get("p50")
+        if r is None:
+            lines.append(f"- {text}: not measured ({ours} or {theirs} has no result)")
+        else:
+            lines.append(f"- {text}: {ours}/{theirs} = {r:.2f}× — {'met' if r <= bound else 'not met'}")
+    return lines
+
+
 def write_json(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
@@ -134,6 +161,10 @@ def markdown(results: dict) -> str:
         lines += ["", "Share of networked RunPodSandbox spent in CNI (estimate: p50 with pod network minus "
                   "p50 with host network, over p50 with pod network): "
                   + ", ".join(f"{rt} {v * 100:.0f}%" for rt, v in share.items())]
+    goal_lines = goals(results)
+    if goal_lines:
+        oci = results["runtimes"].get(next((r for r in runtimes if is_crispy(r)), ""), {}).get("oci_runtime", "?")
+        lines += ["", f"Goals set by the issues (crispy's OCI runtime in this run: {oci}):"] + goal_lines
     per_pod = results["scenarios"].get("memory", {}).get("extra", {})
     if per_pod:
         lines += ["", "Processes per pod (PSS, averaged over the running pods; `sleep` is the workload itself):"]

@@ -183,3 +183,18 @@ def test_markdown_lists_helper_processes_per_pod():
             "conmon": {"count": 4, "kib": 2000}, "sleep": {"count": 4, "kib": 400}}})})
     md = report.markdown(_results({"memory": entry}))
     assert "- crispy (4 pods): conmon ×1 500 KiB, sleep ×1 100 KiB" in md
+
+
+def test_goals_compare_against_the_named_containerd():
+    results = _results({"pod_start": _entry()})
+    lines = report.goals(results)
+    # pod start is judged against containerd-crun, which failed in this fixture
+    assert lines == ["- RunPodSandbox at most half of containerd's, both on crun: not measured "
+                     "(crispy or containerd-crun has no result)"]
+    entry = report.scenario_entry("Pod start", METRICS, {
+        "crispy": RuntimeResult(samples={"run_pod_s": [0.010]}),
+        "containerd-crun": RuntimeResult(samples={"run_pod_s": [0.040]})})
+    assert report.goals(_results({"pod_start": entry})) == [
+        "- RunPodSandbox at most half of containerd's, both on crun: crispy/containerd-crun = 0.25× — met"]
+    md = report.markdown(_results({"pod_start": entry}))
+    assert "Goals set by the issues (crispy's OCI runtime in this run: auto)" in md
