@@ -12,7 +12,7 @@ import copy
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cri.errors import InvalidArgument, Unimplemented

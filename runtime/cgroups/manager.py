@@ -167,7 +167,3 @@ def check_values(resources: pb.LinuxContainerResources) -> None:
             and resources.memory_swap_limit_in_bytes < resources.memory_limit_in_bytes):
         raise InvalidArgument("memory_swap_limit_in_bytes is memory plus swap, so it must be at least memory_limit_in_bytes")
 
-
-def hugepage_file_size(page_size: str) -> str:
-    """CRI "2MB"/"1GB" -> the kernel's file infix "2MB"/"1GB" (same form)."""
-    return page_size
