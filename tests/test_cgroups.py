@@ -98,6 +98,7 @@ def test_v2_stats(v2, tmp_path):
         "memory.current": str(52428800) + "\n",
         "memory.stat": (FIXTURES / "cgroupv2/memory.stat").read_text(),
         "memory.swap.current": "4096\n", "pids.current": "3\n", "memory.max": "67108864\n",
+        "memory.pressure": "some avg10=1.50 avg60=0.25 avg300=0.00 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=10\n",
     })
     st = v2.stats("/c")
     assert st.cpu_usage_ns == 1_500_000
@@ -107,6 +108,8 @@ def test_v2_stats(v2, tmp_path):
     assert (st.page_faults, st.major_page_faults) == (17701, 73)
     assert st.pids_current == 3 and st.swap_usage_bytes == 4096 and st.memory_limit_bytes == 64 << 20
     assert st.oom_kills == 0 and st.timestamp_ns > 0
+    assert st.psi["memory"]["some"] == {"avg10": 1.5, "avg60": 0.25, "avg300": 0.0, "total": 12345.0}
+    assert st.psi["memory"]["full"]["total"] == 10.0 and "cpu" not in st.psi
 
 
 def test_v2_oom_killed_and_pids(v2):

@@ -154,7 +154,10 @@ def test_v2_real_tree_create_pids_remove(v2_real):
     try:
         assert proc.stdout.readline().strip() == b"ready"
         assert mgr.pids("/pod/c") == [proc.pid]
-        assert mgr.stats("/pod/c").cpu_usage_ns is not None
+        st = mgr.stats("/pod/c")
+        assert st.cpu_usage_ns is not None
+        if (mgr.root / "pod/c/cpu.pressure").exists():
+            assert "total" in st.psi["cpu"]["some"]
         with pytest.raises(FailedPrecondition):
             mgr.remove("/pod")
     finally:

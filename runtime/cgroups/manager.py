@@ -38,7 +38,8 @@ class CgroupStats:
     pids_current: int | None = None
     oom_kills: int | None = None
     swap_usage_bytes: int | None = None
-    extra: dict[str, int] = field(default_factory=dict)
+    # Pressure stall information (v2): {"some"|"full": {"avg10", "avg60", "avg300", "total"}}.
+    psi: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def read_text(path: Path) -> str | None:
@@ -71,6 +72,26 @@ def read_flat_keyed(path: Path) -> dict[str, int]:
                 out[parts[0]] = int(parts[1])
             except ValueError:
                 pass
+    return out
+
+
+def read_psi(path: Path) -> dict[str, dict[str, float]] | None:
+    """"some avg10=0.12 avg60=0.05 avg300=0.00 total=1234" lines."""
+    text = read_text(path)
+    if text is None:
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        kind, *pairs = line.split()
+        values = {}
+        for pair in pairs:
+            k, _, v = pair.partition("=")
+            try:
+                values[k] = float(v)
+            except ValueError:
+                pass
+        if kind in ("some", "full"):
+            out[kind] = values
     return out
 
 

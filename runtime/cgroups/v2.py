@@ -10,7 +10,7 @@ from pathlib import Path
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.manager import (CgroupManager, CgroupStats, check_values, parse_pids, read_flat_keyed, read_int,
-                                     read_text, rmdir_tree, write)
+                                     read_psi, read_text, rmdir_tree, write)
 
 DEFAULT_PERIOD = 100000
 INFRA_LEAF = "crispy-infra"
@@ -154,6 +154,10 @@ class V2Manager(CgroupManager):
         st.pids_current = read_int(cg / "pids.current")
         events = read_flat_keyed(cg / "memory.events")
         st.oom_kills = events.get("oom_kill")
+        for resource in ("cpu", "memory", "io"):
+            psi = read_psi(cg / f"{resource}.pressure")
+            if psi:
+                st.psi[resource] = psi
         return st
 
     def oom_killed(self, path: str) -> bool:
