@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the environment failed; clean up, then say why
         say(f"bench: could not go on: {describe_error(e)}; cleaning up and writing what was measured")
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for t in targets:
             for problem in t.stop():
                 cleanup_notes.append(f"{t.name}: {problem}")
