@@ -169,9 +169,11 @@ def test_exec_in_a_runc_container_reports_output_and_exit_code(container):
         c, ids = await spdy_exec(resp.url, ["error", "stdin", "stdout"], stdin=b"from client\n")
         assert c.text(ids["stdout"]) == "from client\nsleep\x003600\x00"
         assert json.loads(c.text(ids["error"]))["status"] == "Success"
-        # The per-session work directory is gone.
+        # The per-session work directory is gone, and so is the stale one
+        # a "crashed" crispy left.
         assert not any((daemon.state_root / "exec").iterdir())
     daemon = make_daemon(container, None)
+    (daemon.state_root / "exec" / "stale").mkdir(parents=True)
     serve(daemon, body)
 
 

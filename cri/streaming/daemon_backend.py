@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,10 @@ FIRST_SIZE_WAIT = 1.0
 class DaemonStreamBackend:
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
+
+    async def prepare(self) -> None:
+        """Removes exec work directories a crashed crispy left behind."""
+        await asyncio.to_thread(shutil.rmtree, self.daemon.state_root / "exec", True)
 
     @property
     def pods(self) -> Any:

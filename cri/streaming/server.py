@@ -229,6 +229,9 @@ class StreamingServer:
     # ---- lifecycle / URLs ----------------------------------------------
 
     async def start(self) -> None:
+        prepare = getattr(self.backend, "prepare", None)
+        if prepare is not None:
+            await prepare()
         self._server = await asyncio.start_server(self._on_connection, self.options.address, self.options.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("streaming server listening", extra={"fields": {"address": self.options.address, "port": self.port}})
