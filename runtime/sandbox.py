@@ -115,7 +115,7 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
             await asyncio.to_thread(_mount_shm, rec.shm_path)
             undo.push("shm", lambda: asyncio.to_thread(kmount.umount_all, rec.shm_path))
         await mgr.cgroups_create_pod(rec, config.linux.cgroup_parent)
-        undo.push("cgroup", lambda: mgr.cgroups_remove_pod(rec))
+        undo.push("cgroup", lambda: _remove_cgroup(mgr, rec, pinned))
         if not rec.host_network:
             status = await mgr.daemon.network.setup(network_request(rec, config))
             rec.network_status = dataclasses.asdict(status)
@@ -137,6 +137,13 @@ def _mount_shm(path: str) -> None:
     os.mkdir(path, 0o1777)
     kmount.mount("shm", path, "tmpfs", kmount.MS_NOSUID | kmount.MS_NODEV | kmount.MS_NOEXEC,
                  f"mode=1777,size={SHM_SIZE}")
+
+
+async def _remove_cgroup(mgr: "PodManager", rec: SandboxRecord, pinned: namespaces.PodNamespaces) -> None:
+    # The infra process lives in the pod cgroup, which cannot be removed
+    # while it does (a failed network setup used to leak the cgroup).
+    await namespaces.kill_infra(pinned)
+    await mgr.cgroups_remove_pod(rec)
 
 
 async def _drop_namespaces(pinned: namespaces.PodNamespaces) -> None:
