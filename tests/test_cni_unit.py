@@ -307,7 +307,8 @@ def test_failed_add_runs_del_for_the_whole_chain(tmp_path):
     conf = write(tmp_path / "net.d" / "10-n.conflist",
                  {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "good"}, {"type": "bad"}]})
     net = CniNetwork(str(conf.parent), [str(bins)], 10)
-    req = PodNetworkRequest("sb1", str(tmp_path), "p", "ns", "uid")  # any existing path will do
+    # The fake plugins never enter it; DEL only needs it to be a live netns.
+    req = PodNetworkRequest("sb1", "/proc/self/ns/net", "p", "ns", "uid")
     with pytest.raises(PluginError, match="setting up the network of pod ns/p: CNI plugin bad ADD .* failed: no luck"):
         asyncio.run(net.setup(req))
     assert log.read_text().split("\n")[:-1] == ["loopback ADD lo", "good ADD", "bad ADD", "bad DEL",
@@ -403,3 +404,12 @@ def test_retarget_only_crispys_own_untouched_default(tmp_path):
     (conf / "10-crispy.conflist").write_text(json.dumps(doc))
     assert default_network.retarget_plan(str(conf), "10.244.3.0/24") is None
     assert default_network.retarget_plan(str(tmp_path / "none"), "10.244.3.0/24") is None
+
+
+def test_is_netns(tmp_path):
+    from runtime.cni.network import is_netns
+    assert is_netns("/proc/self/ns/net")
+    assert not is_netns("/proc/self/ns/uts")
+    (tmp_path / "leftover").write_text("")  # a pin file whose mount is gone
+    assert not is_netns(str(tmp_path / "leftover"))
+    assert not is_netns(str(tmp_path / "missing"))

@@ -11,6 +11,7 @@ set up. Each pod also gets the loopback plugin on `lo`.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import ipaddress
 import json
 import logging
@@ -26,6 +27,8 @@ from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness, brin
 
 log = logging.getLogger("crispy.cni")
 
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
+CLONE_NEWNET = 0x40000000
 LOOPBACK = NetworkConfigList("cni-loopback", "1.0.0", ({"type": "loopback"},))
 POD_IFNAME = "eth0"
 
@@ -70,6 +73,21 @@ def pod_ips(result: dict[str, Any] | None, ifname: str) -> list[str]:
             ips.append(addr)
     ips.sort(key=lambda a: a.version)
     return [str(a) for a in ips]
+
+
+def is_netns(path: str) -> bool:
+    """True if `path` still is a network namespace. A pin whose mount is gone
+    can leave a plain file behind; plugins given that fail DEL forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _delete_link(name: str) -> None:
@@ -228,7 +246,7 @@ class CniNetwork:
         if state.get("loopbackOnly"):
             return  # lo goes away with the namespace
         net = await asyncio.to_thread(self._network_for_teardown, state)
-        netns = req.netns_path if req.netns_path and await asyncio.to_thread(os.path.exists, req.netns_path) else ""
+        netns = req.netns_path if req.netns_path and await asyncio.to_thread(is_netns, req.netns_path) else ""
         if net is None:
             log.warning("no CNI network to tear down pod network with",
                         extra={"fields": {"sandbox": req.sandbox_id}})
