@@ -324,14 +324,32 @@ async def _wait_exit(mgr: "PodManager", ctr: ContainerRecord, timeout: float) ->
 
 # ---- stop / remove ---------------------------------------------------------------
 
-async def stop(mgr: "PodManager", ctr: ContainerRecord, timeout: float) -> None:
+def signal_is_futile(pid: int, signum: int) -> bool:
+    """True if `pid` is the init of its own PID namespace and does not catch
+    `signum`: the kernel then drops the signal, so waiting for it to work
+    only delays the pod's teardown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return False
+    nspid = fields.get("NSpid", "").split()
+    caught = int(fields.get("SigCgt", "0"), 16)
+    return bool(nspid) and nspid[-1] == "1" and not caught & (1 << (signum - 1))
+
+
+async def stop(mgr: "PodManager", ctr: ContainerRecord, timeout: float, skip_futile: bool = False) -> None:
     """The stop signal, then SIGKILL to every process of the container after
-    `timeout` seconds. Idempotent."""
+    `timeout` seconds. Idempotent. With `skip_futile` (a pod being torn
+    down), a signal the container's init would never see is not waited on."""
     if ctr.state not in ("created", "running"):
         return
     runtime = runtime_of(mgr, ctr)
+    signum = signal_number(ctr.stop_signal)
+    if skip_futile and ctr.pid and signal_is_futile(ctr.pid, signum):
+        timeout = 0
     if timeout > 0 and ctr.state == "running":
-        if await runtime.kill(ctr.id, signal_number(ctr.stop_signal)) and await _wait_exit(mgr, ctr, timeout):
+        if await runtime.kill(ctr.id, signum) and await _wait_exit(mgr, ctr, timeout):
             return
     await runtime.kill(ctr.id, int(signal.SIGKILL), all_processes=True)
     if not await _wait_exit(mgr, ctr, KILL_WAIT):

@@ -335,10 +335,10 @@ class PodManager:
     def image_users(self, image_id: str) -> list[str]:
         return [c.id for c in self.containers.values() if c.image_id == image_id]
 
-    async def stop_container_record(self, ctr: ContainerRecord, timeout: float) -> None:
+    async def stop_container_record(self, ctr: ContainerRecord, timeout: float, skip_futile: bool = False) -> None:
         from runtime import container
         async with self.lock(ctr.id):
-            await container.stop(self, ctr, timeout)
+            await container.stop(self, ctr, timeout, skip_futile)
 
     async def remove_container_record(self, ctr: ContainerRecord) -> None:
         from runtime import container

@@ -164,10 +164,15 @@ def pod_ips(rec: SandboxRecord) -> list[str]:
 async def stop(mgr: "PodManager", rec: SandboxRecord) -> None:
     """Kills what runs in the pod and releases its network; the namespaces
     and files stay until RemovePodSandbox. Safe to repeat."""
-    # kubelet has already given each container its grace period before it
-    # stops the pod, so what still runs here is killed outright.
-    for ctr in mgr.containers_of(rec.id):
-        await mgr.stop_container_record(ctr, timeout=0)
+    # kubelet has normally stopped each container with its own grace period
+    # already; stragglers get the stop signal and runtime.default_stop_timeout,
+    # all at once, then SIGKILL.
+    grace = float(mgr.daemon.config.runtime.default_stop_timeout)
+    results = await asyncio.gather(*(mgr.stop_container_record(ctr, grace, skip_futile=True)
+                                     for ctr in mgr.containers_of(rec.id)), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
     if rec.network_status is not None:
         status = PodNetworkStatus(**rec.network_status)
         await mgr.daemon.network.teardown(network_request(rec, config_of(rec)), status)

@@ -100,19 +100,32 @@ class RecordStore:
         self.root = root
         self.pods_dir = root / "pods"
         self.containers_dir = root / "containers"
+        # One writer per record at a time (the exit watcher and an RPC may
+        # save the same container together); each write takes the record as
+        # it is when the write starts, so the last write holds the latest.
+        self._write_locks: dict[str, asyncio.Lock] = {}
 
     def prepare(self) -> None:
         for d in (self.pods_dir, self.containers_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def _lock(self, record_id: str) -> asyncio.Lock:
+        lk = self._write_locks.get(record_id)
+        if lk is None:
+            lk = self._write_locks[record_id] = asyncio.Lock()
+        return lk
+
     async def save(self, record: SandboxRecord | ContainerRecord) -> None:
         directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir
-        data = dataclasses.asdict(record)
-        await asyncio.to_thread(atomicfile.write_json, directory / f"{record.id}.json", data)
+        async with self._lock(record.id):
+            data = dataclasses.asdict(record)
+            await asyncio.to_thread(atomicfile.write_json, directory / f"{record.id}.json", data)
 
     async def delete(self, record: SandboxRecord | ContainerRecord) -> None:
         directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir
-        await asyncio.to_thread(lambda: (directory / f"{record.id}.json").unlink(missing_ok=True))
+        async with self._lock(record.id):
+            await asyncio.to_thread(lambda: (directory / f"{record.id}.json").unlink(missing_ok=True))
+        self._write_locks.pop(record.id, None)
 
     def load(self) -> tuple[list[SandboxRecord], list[ContainerRecord]]:
         return self._load(self.pods_dir, SandboxRecord), self._load(self.containers_dir, ContainerRecord)

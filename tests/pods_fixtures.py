@@ -25,10 +25,9 @@ from tests.daemon_proc import DaemonProcess, tmp_base
 # Every test pod lives under this cgroup parent, so leftovers are easy to find.
 TEST_CGROUP_PARENT = "/crispytest"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-TEST_BASE_PREFIX = "/tmp/crispy-t-"
 
 __all__ = ["pod_daemon", "module_daemon", "clean_pods", "pods_leave_nothing_behind", "TEST_CGROUP_PARENT", "pod_config", "remove_all_pods",
-           "start_pod_daemon"]
+           "start_pod_daemon", "cgroup_parent_for"]
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -47,10 +46,22 @@ def _stat_fields(pid: int) -> tuple[str, int] | None:
     return rest[0], int(rest[1])
 
 
-def leftover_processes() -> list[tuple[int, str]]:
+# Daemon roots made by these fixtures in this test session; the leftover
+# checks look only at these, never at other sessions running alongside.
+_BASES: list[Path] = []
+
+
+def cgroup_parent_for(base: Path) -> str:
+    return f"{TEST_CGROUP_PARENT}/{base.name}"
+
+
+def leftover_processes(bases: list[Path]) -> list[tuple[int, str]]:
     """conmon processes and pod infra processes (and their unshare parents)
-    that belong to a test daemon."""
+    that belong to one of `bases`."""
     found = []
+    keys = [str(b) + "/" for b in bases]
+    if not keys:
+        return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -61,74 +72,89 @@ def leftover_processes() -> list[tuple[int, str]]:
         cmd = _cmdline(pid)
         joined = " ".join(cmd)
         name = os.path.basename(cmd[0]) if cmd and cmd[0] else ""
-        if name in ("conmon", "unshare") and TEST_BASE_PREFIX in joined:
+        if name in ("conmon", "unshare") and any(k in joined for k in keys):
             found.append((pid, joined))
         elif name == "catatonit":
             parent = " ".join(_cmdline(st[1]))
-            if TEST_BASE_PREFIX in parent:
+            if any(k in parent for k in keys):
                 found.append((pid, joined))
     return found
 
 
-def leftover_mounts() -> list[str]:
+def leftover_mounts(bases: list[Path]) -> list[str]:
     out = []
+    keys = [str(b) + "/" for b in bases]
     with open("/proc/self/mountinfo") as f:
         for line in f:
             point = line.split()[4]
-            if point.startswith(TEST_BASE_PREFIX):
+            if any(point.startswith(k) for k in keys):
                 out.append(point)
     return out
 
 
-def leftover_cgroups() -> list[str]:
+def _cgroup_dirs(bases: list[Path]) -> list[Path]:
     out = []
     if not CGROUP_ROOT.is_dir():
         return out
     for hierarchy in CGROUP_ROOT.iterdir():
-        d = hierarchy / TEST_CGROUP_PARENT.strip("/")
-        if d.is_dir():
-            for sub in d.iterdir():
-                if sub.is_dir():
-                    out.append(str(sub))
+        for b in bases:
+            d = hierarchy / cgroup_parent_for(b).strip("/")
+            if d.is_dir():
+                out.append(d)
     return out
 
 
-def _force_clean() -> None:
-    for pid, _ in leftover_processes():
+def leftover_cgroups(bases: list[Path]) -> list[str]:
+    return [str(sub) for d in _cgroup_dirs(bases) for sub in d.iterdir() if sub.is_dir()]
+
+
+def _rmdir_tree(path: Path) -> None:
+    for sub in sorted(path.rglob("*"), key=lambda p: len(str(p)), reverse=True):
+        if sub.is_dir():
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _force_clean(bases: list[Path]) -> None:
+    for pid, _ in leftover_processes(bases):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     time.sleep(0.2)
-    for point in sorted(leftover_mounts(), key=len, reverse=True):
+    for point in sorted(leftover_mounts(bases), key=len, reverse=True):
         try:
             kmount.umount(point)
         except OSError:
             pass
-    for path in sorted(leftover_cgroups(), key=len, reverse=True):
-        for sub in sorted(Path(path).rglob("*"), key=lambda p: len(str(p)), reverse=True):
-            if sub.is_dir():
-                try:
-                    sub.rmdir()
-                except OSError:
-                    pass
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
+    for d in _cgroup_dirs(bases):
+        _rmdir_tree(d)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def pods_leave_nothing_behind() -> Iterator[None]:
+    first = len(_BASES)
     yield
+    bases = _BASES[first:]
     # conmon and infra processes exit asynchronously after their container.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (leftover_processes() or leftover_mounts()):
+    while time.monotonic() < deadline and (leftover_processes(bases) or leftover_mounts(bases)):
         time.sleep(0.1)
-    procs, mounts, cgroups = leftover_processes(), leftover_mounts(), leftover_cgroups()
+    procs, mounts, cgroups = leftover_processes(bases), leftover_mounts(bases), leftover_cgroups(bases)
     if procs or mounts or cgroups:
-        _force_clean()
+        _force_clean(bases)
         pytest.fail(f"left behind: processes={procs} mounts={mounts} cgroups={cgroups}")
+    # The (empty) per-daemon cgroup parents.
+    for d in _cgroup_dirs(bases):
+        _rmdir_tree(d)
+    for b in bases:
+        shutil.rmtree(b, ignore_errors=True)
 
 
 def remove_all_pods(d: DaemonProcess) -> None:
@@ -145,7 +171,10 @@ def remove_all_pods(d: DaemonProcess) -> None:
 
 
 def start_pod_daemon(base: Path, extra_args: list[str] | None = None, config_text: str | None = None) -> DaemonProcess:
-    args = ["--runtime-default-cgroup-parent", TEST_CGROUP_PARENT, *(extra_args or [])]
+    _BASES.append(base)
+    # A short default grace: test containers are mostly `sleep` loops.
+    args = ["--runtime-default-cgroup-parent", cgroup_parent_for(base), "--runtime-default-stop-timeout", "2",
+            *(extra_args or [])]
     return DaemonProcess(base, extra_args=args, config_text=config_text).start()
 
 
@@ -159,8 +188,7 @@ def _daemon_fixture(extra_args: list[str] | None = None) -> Iterator[DaemonProce
     finally:
         if d.proc is not None and d.proc.poll() is None:
             d.stop()
-        if not leftover_mounts():
-            shutil.rmtree(base, ignore_errors=True)
+        # The roots go once the module's leftover check has run.
 
 
 @pytest.fixture

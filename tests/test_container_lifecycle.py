@@ -243,3 +243,21 @@ def test_create_retry_after_deadline_returns_the_same_container(env):
     again = container_config("retry", ["sleep", "5"], attempt=1)
     second = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=again, sandbox_config=cfg)).container_id
     assert second != first
+
+
+def test_stop_pod_gives_containers_the_stop_signal_first(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    polite = run(env, pod, cfg, "polite", ["/bin/sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"])
+    # `sleep` as its namespace's init never sees SIGTERM: no point waiting.
+    sleeper = run(env, pod, cfg, "sleeper", ["sleep", "1000"])
+    deadline = time.monotonic() + 10
+    while not (env["logs"] / "polite.log").exists() or "ready" not in open(env["logs"] / "polite.log").read():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    st, _ = status(c, polite)
+    assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 7)
+    assert "got-term" in open(st.log_path).read()
+    st, _ = status(c, sleeper)
+    assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 137)

@@ -68,7 +68,7 @@ def test_pod_lifecycle_pins_namespaces_and_cleans_up(pod_daemon):
         assert open(info["files"]["hostname"]).read() == "web-0\n"
         assert "localhost" in open(info["files"]["hosts"]).read()
         # A pod that names no cgroup parent gets its own cgroup under the default.
-        assert info["cgroupPath"].startswith(TEST_CGROUP_PARENT + "/pod-")
+        assert info["cgroupPath"].startswith(TEST_CGROUP_PARENT + "/") and "/pod-" in info["cgroupPath"]
         assert os.path.isdir(f"/sys/fs/cgroup/memory{info['cgroupPath']}")
 
         c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
