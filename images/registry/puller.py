@@ -66,6 +66,13 @@ def _request_credentials(auth: "AuthConfigLike | None", domain: str) -> Credenti
     return creds
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    # Every waiter may have given up (RPC deadline); the outcome is logged
+    # by the pull itself, so mark it seen instead of warning at GC time.
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Puller:
     def __init__(self, images: "ImageManager") -> None:
         self.images = images
@@ -85,7 +92,7 @@ class Puller:
         if fut is None:
             fut = asyncio.ensure_future(self._pull(ref, auth))
             self._pulls[key] = fut
-            fut.add_done_callback(lambda _f: self._pulls.pop(key, None))
+            fut.add_done_callback(lambda f: (self._pulls.pop(key, None), _retrieve(f)))
         else:
             log.info("joining a pull already under way", extra={"fields": {"ref": key}})
         # Shielded: one caller giving up (deadline) must not cancel the others.
@@ -125,7 +132,8 @@ class Puller:
                     return rec
                 assert last is not None
                 if len(errors) > 1:
-                    raise type(last)(f"pulling {ref} failed on every endpoint: " + "; ".join(errors))
+                    last = type(last)(f"pulling {ref} failed on every endpoint: " + "; ".join(errors))
+                log.info("pull failed", extra={"fields": {**progress.fields(), "error": last.message}})
                 raise last
         finally:
             reporter.cancel()
@@ -199,7 +207,7 @@ class Puller:
         if fut is None:
             fut = asyncio.ensure_future(self._download(order, repo, digest, size, progress))
             self._blobs[digest] = fut
-            fut.add_done_callback(lambda _f: self._blobs.pop(digest, None))
+            fut.add_done_callback(lambda f: (self._blobs.pop(digest, None), _retrieve(f)))
         await asyncio.shield(fut)
 
     async def _download(self, order: list[Target], repo: str, digest: str, size: int, progress: Progress) -> None:
