@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests import imagebuild
-from tests.imagebuild import Dir, Entry, File, Index, Symlink
+from tests.imagebuild import Dir, Entry, File, Hardlink, Index
 
 HELPERS_DIR = Path(__file__).parent / "helpers"
 STATIC_BUSYBOX = Path("/bin/busybox")
@@ -208,8 +208,8 @@ def add(entries: dict[str, Entry], path: str, entry: Entry) -> None:
 
 
 def busybox_rootfs(tools: Toolbox, passwd: str = BUSYBOX_PASSWD, group: str = BUSYBOX_GROUP) -> dict[str, Entry]:
-    """The upstream busybox image's shape: /bin/busybox with an applet link
-    each, its libraries, the account tables, the usual empty directories."""
+    """The upstream busybox image's shape: /bin/busybox with a hard link per
+    applet, its libraries, the account tables, the usual empty directories."""
     entries: dict[str, Entry] = {}
     for d, mode in (("bin", 0o755), ("dev", 0o755), ("etc", 0o755), ("home", 0o755), ("proc", 0o755),
                     ("root", 0o700), ("sys", 0o755), ("tmp", 0o1777), ("usr", 0o755), ("usr/bin", 0o755),
@@ -219,9 +219,11 @@ def busybox_rootfs(tools: Toolbox, passwd: str = BUSYBOX_PASSWD, group: str = BU
     add(entries, "bin/busybox", File(tools.busybox.read_bytes(), 0o755))
     applets = subprocess.run([str(tools.busybox), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
+    # Hard links, as in the upstream image: a spec masks /bin/ls with a bind
+    # mount, which through a symlink would mask busybox itself.
     for applet in applets:
         if applet != "busybox":
-            add(entries, f"bin/{applet}", Symlink("busybox"))
+            add(entries, f"bin/{applet}", Hardlink("bin/busybox", 0o755))
     binaries = [tools.busybox, *tools.extra_bins.values()]
     for image_path, host in tools.extra_bins.items():
         add(entries, image_path, File(host.read_bytes(), 0o755))

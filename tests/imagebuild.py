@@ -66,6 +66,9 @@ class Symlink:
 @dataclass
 class Hardlink:
     target: str  # path inside the layer, without leading slash
+    # Unpackers (containerd's too) chmod the link path, i.e. the shared inode,
+    # to this: give it the target's mode. 0o644 is tarfile's default.
+    mode: int = 0o644
 
 
 @dataclass
@@ -99,7 +102,7 @@ def make_layer(entries: dict[str, Entry]) -> bytes:
             elif isinstance(entry, Symlink):
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.target, 0o777
             elif isinstance(entry, Hardlink):
-                info.type, info.linkname = tarfile.LNKTYPE, entry.target
+                info.type, info.linkname, info.mode = tarfile.LNKTYPE, entry.target, entry.mode
             elif isinstance(entry, CharDevice):
                 info.type, info.devmajor, info.devminor, info.mode = tarfile.CHRTYPE, entry.major, entry.minor, entry.mode
             tar.addfile(info, payload)
