@@ -25,6 +25,8 @@ MAX_OUTPUT = 16 * 1024 * 1024
 # After the process ends, how long to wait for output held open by children
 # it left behind.
 DRAIN_GRACE = 1.0
+# How long `runtime exec` gets to notice its process was killed and exit.
+REAP_GRACE = 5.0
 
 
 @dataclass
@@ -92,6 +94,12 @@ async def _kill(proc: asyncio.subprocess.Process, pid_file: Path) -> None:
         os.kill(pid, signal.SIGKILL)
     except (FileNotFoundError, ValueError, ProcessLookupError):
         pass
-    if proc.returncode is None:
+    # Let `runtime exec` reap the process: killed first, it would leave the
+    # process to the container's init, which may never reap it (a zombie
+    # that probes and `ps` keep seeing).
+    try:
+        async with asyncio.timeout(REAP_GRACE):
+            await proc.wait()
+    except TimeoutError:
         proc.kill()
-    await proc.wait()
+        await proc.wait()

@@ -276,7 +276,10 @@ class PodManager:
             await asyncio.shield(container.start(self, ctr))
 
     async def stop_container(self, ref: str, timeout: float) -> None:
-        ctr = self.container(ref)
+        try:
+            ctr = self.container(ref)
+        except NotFound:
+            return  # idempotent: a container that is gone is stopped
         await asyncio.shield(self.stop_container_record(ctr, timeout))
 
     async def remove_container(self, ref: str) -> None:

@@ -159,6 +159,7 @@ def test_stop_signal_then_kill_after_grace(env):
     assert st.state == pb.CONTAINER_EXITED and st.exit_code == 128 + signal.SIGKILL
     assert waited >= 1.0  # the grace period was given before SIGKILL
     c.runtime.StopContainer(pb.StopContainerRequest(container_id=stubborn, timeout=1))  # idempotent
+    c.runtime.StopContainer(pb.StopContainerRequest(container_id="0" * 64, timeout=1))  # gone: stopped
 
 
 def test_image_stop_signal(env):
