@@ -262,3 +262,13 @@ def test_stop_pod_gives_containers_the_stop_signal_first(env):
     assert "got-term" in open(st.log_path).read()
     st, _ = status(c, sleeper)
     assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 137)
+
+
+def test_tty_container(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    ctr = run(env, pod, cfg, "tty", ["/bin/sh", "-c", "tty; echo $TERM; exit 2"], tty=True, stdin=True)
+    st = wait_state(c, ctr, pb.CONTAINER_EXITED)
+    assert st.exit_code == 2
+    out = [line[3].strip() for line in log_lines(st.log_path)]
+    assert out[0].startswith("/dev/pts/") and out[1] == "xterm"
