@@ -280,13 +280,16 @@ def test_mirrors_in_order_with_fallback(registry, tmp):
         assert broken.count("/manifests/v1") == 1 and good.count("/manifests/v1") == 1
 
 
-def test_blob_downloads_are_bounded(registry, tmp):
+@pytest.mark.parametrize("limit", [1, 2])
+def test_blob_downloads_are_bounded(registry, tmp, limit):
     with StubRegistry(registry.url) as stub:
         stub.faults.stall = {"/blobs/": 0.3}
         stub.faults.stall_body = False
-        m = manager(tmp, max_concurrent_downloads=1)
+        m = manager(tmp, max_concurrent_downloads=limit)
         (rec,) = pull(m, f"{stub.host}/app/gzip:v1")
         assert rec.id == registry.images["app/gzip"].config_digest
+        # Three layers wait 0.3 s each at the server: with room for two, two overlap.
+        assert stub.max_blobs_in_flight == limit
 
 
 def test_long_pulls_log_progress(registry, tmp, monkeypatch, caplog):

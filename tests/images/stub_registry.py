@@ -45,6 +45,8 @@ class StubRegistry:
         self.tokens: set[str] = set()
         self.token_requests: list[dict[str, list[str]]] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.blobs_in_flight = 0
+        self.max_blobs_in_flight = 0
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -105,6 +107,18 @@ class StubRegistry:
                 self.do_GET()
 
             def do_GET(self) -> None:
+                if "/blobs/" not in self.path:
+                    return self._get()
+                with stub.lock:
+                    stub.blobs_in_flight += 1
+                    stub.max_blobs_in_flight = max(stub.max_blobs_in_flight, stub.blobs_in_flight)
+                try:
+                    self._get()
+                finally:
+                    with stub.lock:
+                        stub.blobs_in_flight -= 1
+
+            def _get(self) -> None:
                 path = self.path
                 with stub.lock:
                     stub.requests.append((self.command, path, dict(self.headers)))
