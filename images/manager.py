@@ -243,7 +243,8 @@ class ImageManager:
         if fut is None:
             fut = asyncio.ensure_future(asyncio.to_thread(self.snapshots.ensure, chain_id, blob, diff_id))
             self._snapshot_tasks[chain_id] = fut
-            fut.add_done_callback(lambda _f, c=chain_id: self._snapshot_tasks.pop(c, None))
+            fut.add_done_callback(lambda f, c=chain_id: (self._snapshot_tasks.pop(c, None),
+                                                         f.cancelled() or f.exception()))
         return await asyncio.shield(fut)
 
     async def unpack_layer(self, chain_id: str, layer_digest: str, diff_id: str) -> Path:
