@@ -225,22 +225,28 @@ class PodManager:
             rec = self.sandbox(ref)
         except NotFound:
             return  # already removed: nothing left to stop
-        async with self.lock(rec.id):
-            if rec.id in self.sandboxes:
-                await asyncio.shield(sandbox.stop(self, rec))
+
+        async def locked() -> None:
+            async with self.lock(rec.id):
+                if rec.id in self.sandboxes:
+                    await sandbox.stop(self, rec)
+        await _uncancellable(locked())
 
     async def remove_pod(self, ref: str) -> None:
         try:
             rec = self.sandbox(ref)
         except NotFound:
             return
-        async with self.lock(rec.id):
-            if rec.id not in self.sandboxes:
-                return
-            await asyncio.shield(sandbox.remove(self, rec))
-            del self.sandboxes[rec.id]
-            self.release_name(("pod", rec.name, rec.namespace, rec.uid, rec.attempt), rec.id)
-        self.forget_lock(rec.id)
+
+        async def locked() -> None:
+            async with self.lock(rec.id):
+                if rec.id not in self.sandboxes:
+                    return
+                await sandbox.remove(self, rec)
+                del self.sandboxes[rec.id]
+                self.release_name(("pod", rec.name, rec.namespace, rec.uid, rec.attempt), rec.id)
+            self.forget_lock(rec.id)
+        await _uncancellable(locked())
 
     # ---- containers (runtime/container.py) -----------------------------
 
@@ -272,22 +278,25 @@ class PodManager:
     async def start_container(self, ref: str) -> None:
         from runtime import container
         ctr = self.container(ref)
-        async with self.lock(ctr.id):
-            await asyncio.shield(container.start(self, ctr))
+
+        async def locked() -> None:
+            async with self.lock(ctr.id):
+                await container.start(self, ctr)
+        await _uncancellable(locked())
 
     async def stop_container(self, ref: str, timeout: float) -> None:
         try:
             ctr = self.container(ref)
         except NotFound:
             return  # idempotent: a container that is gone is stopped
-        await asyncio.shield(self.stop_container_record(ctr, timeout))
+        await _uncancellable(self.stop_container_record(ctr, timeout))
 
     async def remove_container(self, ref: str) -> None:
         try:
             ctr = self.container(ref)
         except NotFound:
             return  # idempotent
-        await asyncio.shield(self.remove_container_record(ctr))
+        await _uncancellable(self.remove_container_record(ctr))
 
     async def exec_sync(self, ref: str, cmd: list[str], timeout: float) -> Any:
         """Not under the container's lock: probes run alongside lifecycle calls."""
@@ -351,6 +360,21 @@ class PodManager:
                 del self.containers[ctr.id]
                 self.release_name(("ctr", ctr.sandbox_id, ctr.name, ctr.attempt), ctr.id)
         self.forget_lock(ctr.id)
+
+
+async def _uncancellable(coro: Awaitable[Any]) -> Any:
+    """Runs a lifecycle step to its end even if the caller goes away (its
+    deadline passed): a half-done stop or remove would leave state that
+    neither the caller nor its retry could see. The lock is held by the
+    step itself, so it stays held until the step is really over."""
+    task = asyncio.ensure_future(coro)
+
+    def _log(t: "asyncio.Future[Any]") -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.info("a lifecycle step finished with an error after its caller left",
+                     extra={"fields": {"error": str(t.exception())}})
+    task.add_done_callback(_log)
+    return await asyncio.shield(task)
 
 
 def _open_cgroups(daemon: "Daemon") -> Any:
