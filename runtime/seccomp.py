@@ -106,9 +106,22 @@ def validate(profile: Any, source: str) -> None:
                 raise bad(f"{where} {cond} must be an object")
 
 
-def _condition_holds(cond: dict[str, Any], caps: set[str], arches: set[str], all_of: bool) -> bool:
-    """includes: every listed cap held and one of the arches matches;
-    excludes: any listed cap held or any arch matches."""
+def _kernel_version(release: str) -> tuple[int, ...]:
+    parts = []
+    for p in release.split("-")[0].split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _condition_holds(cond: dict[str, Any], caps: set[str], arches: set[str], all_of: bool,
+                     kernel: str = "") -> bool:
+    """includes: every listed cap held, one of the arches matches and the
+    kernel is at least minKernel; excludes: any listed cap held or any arch
+    matches."""
+    if all_of and cond.get("minKernel"):
+        if _kernel_version(kernel or platform.release()) < _kernel_version(str(cond["minKernel"])):
+            return False
     want_caps = [c if c.upper().startswith("CAP_") else "CAP_" + c for c in (cond.get("caps") or [])]
     want_caps = [c.upper() for c in want_caps]
     want_arches = set(cond.get("arches") or [])
@@ -121,8 +134,9 @@ def _condition_holds(cond: dict[str, Any], caps: set[str], arches: set[str], all
     return bool(set(want_caps) & caps) or bool(want_arches & arches)
 
 
-def to_oci(profile: dict[str, Any], caps: list[str], machine: str | None = None) -> dict[str, Any]:
-    """The OCI `linux.seccomp` object for a container holding `caps`."""
+def to_oci(profile: dict[str, Any], caps: list[str], machine: str | None = None, kernel: str = "") -> dict[str, Any]:
+    """The OCI `linux.seccomp` object for a container holding `caps`, on
+    `machine` with kernel release `kernel` (this node's by default)."""
     machine = machine or platform.machine()
     arches = _MACHINE_ARCHES.get(machine, {machine})
     held = set(caps)
@@ -146,7 +160,7 @@ def to_oci(profile: dict[str, Any], caps: list[str], machine: str | None = None)
             out[key] = profile[key]
     rules = []
     for rule in profile.get("syscalls") or []:
-        if rule.get("includes") and not _condition_holds(rule["includes"], held, arches, all_of=True):
+        if rule.get("includes") and not _condition_holds(rule["includes"], held, arches, all_of=True, kernel=kernel):
             continue
         if rule.get("excludes") and _condition_holds(rule["excludes"], held, arches, all_of=False):
             continue

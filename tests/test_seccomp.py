@@ -123,3 +123,11 @@ def test_localhost_paths(tmp_path):
         seccomp.localhost_path("../../etc/shadow", "/var/lib/kubelet/seccomp")
     with pytest.raises(InvalidArgument, match="localhost_ref"):
         seccomp.localhost_path("", "/x")
+
+
+def test_min_kernel_condition():
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["new"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "5.10"}}]}
+    assert _allowed_names(seccomp.to_oci(profile, [], kernel="6.1.0-13-amd64")) == {"new"}
+    assert _allowed_names(seccomp.to_oci(profile, [], kernel="5.4.0")) == set()
+    assert _allowed_names(seccomp.to_oci(profile, [], kernel="5.10")) == {"new"}
