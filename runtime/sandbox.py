@@ -213,9 +213,14 @@ def is_ready(rec: SandboxRecord) -> bool:
 
 def verbose_info(mgr: "PodManager", rec: SandboxRecord) -> dict[str, Any]:
     pinned = pinned_of(rec)
+    infra = pinned.infra_pid if namespaces.infra_alive(pinned) else 0
+    ctr_pids = {c.id: c.pid for c in mgr.containers_of(rec.id) if c.state == "running"}
     return {
         "id": rec.id,
-        "pid": pinned.infra_pid if namespaces.infra_alive(pinned) else 0,
+        "pid": infra,
+        # Every live process crispy started for the pod: infra, then containers.
+        "pids": ([infra] if infra else []) + list(ctr_pids.values()),
+        "containerPids": ctr_pids,
         "infraAlive": namespaces.infra_alive(pinned),
         "namespaces": pinned.paths(),
         "pidMode": rec.pid_mode,

@@ -185,6 +185,9 @@ def test_containers_share_pod_namespaces(env):
     b = run(env, pod, cfg, "b", ["/bin/sh", "-c", "hostname; sleep 0.5; ps -o comm; sleep 1000"])
     pa, pb_ = status(c, a)[1]["pid"], status(c, b)[1]["pid"]
     assert pa and pb_
+    pod_info = json.loads(c.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)).info["info"])
+    assert pod_info["containerPids"] == {a: pa, b: pb_}
+    assert pod_info["pids"] == [pod_info["pid"], pa, pb_]
     ns = {k: (os.readlink(f"/proc/{pa}/ns/{k}"), os.readlink(f"/proc/{pb_}/ns/{k}")) for k in ("net", "ipc", "uts", "pid", "mnt")}
     for k in ("net", "ipc", "uts", "pid"):
         assert ns[k][0] == ns[k][1], k
