@@ -231,7 +231,8 @@ def test_v1_hugetlb_when_mounted_or_skipped(v1):
     v1.update("/c", hp)  # no hugetlb hierarchy: nothing applied, and nothing reported
     assert list(v1.read_resources("/c").hugepage_limits) == []
     write_tree(v1.root / "hugetlb", {"cgroup.procs": ""})
-    write_tree(v1.root / "hugetlb/c", {"hugetlb.2MB.limit_in_bytes": "9223372036854771712\n", "cgroup.procs": ""})
+    write_tree(v1.root / "hugetlb/c", {"hugetlb.2MB.limit_in_bytes": "9223372036854771712\n", "cgroup.procs": "",
+                                       "hugetlb.2MB.rsvd.limit_in_bytes": "9223372036854771712\n"})
     mgr = V1Manager(v1.root)
     mgr.update("/c", hp)
     assert (v1.root / "hugetlb/c/hugetlb.2MB.limit_in_bytes").read_text() == str(2 << 20)
@@ -277,3 +278,13 @@ def test_v2_add_process_uses_a_leaf(v2):
     v2.create("/pod")
     v2.add_process("/pod", 4242)
     assert (v2.root / "pod/crispy-infra/cgroup.procs").read_text() == "4242"
+
+
+@pytest.mark.parametrize("name", ["/", "", "//"])
+def test_remove_refuses_the_root(v1, v2, name):
+    for mgr in (v1, v2):
+        with pytest.raises(InvalidArgument):
+            mgr.remove(name)
+    systemd = V2Manager(v2.root, driver="systemd")
+    with pytest.raises(InvalidArgument, match="root cgroup"):
+        systemd.remove("-.slice")

@@ -142,6 +142,14 @@ class CgroupManager(ABC):
     def rel(self, name: str) -> str:
         return fs_path(name, self.driver).lstrip("/")
 
+    def rel_for_removal(self, name: str) -> str:
+        rel = self.rel(name)
+        # remove() takes empty cgroups below the target too: on the root
+        # that would be every idle cgroup on the node.
+        if not rel:
+            raise InvalidArgument(f"refusing to remove the root cgroup (asked for {name!r})")
+        return rel
+
     @abstractmethod
     def create(self, path: str, resources: pb.LinuxContainerResources | None = None) -> None: ...
 

@@ -90,7 +90,7 @@ class V1Manager(CgroupManager):
                         write(d / f, parent)
 
     def remove(self, path: str) -> None:
-        rel = self.rel(path)
+        rel = self.rel_for_removal(path)
         for base in self._dirs():
             rmdir_tree(base / rel)
 
@@ -180,6 +180,8 @@ class V1Manager(CgroupManager):
         hugetlb = self._path("hugetlb", path)
         if hugetlb is not None and hugetlb.is_dir():
             for f in sorted(hugetlb.glob("hugetlb.*.limit_in_bytes")):
+                if f.name.count(".") != 2:
+                    continue  # hugetlb.2MB.rsvd.limit_in_bytes: reservations, not the limit
                 size = f.name.split(".")[1]
                 limit = read_int(f)
                 if limit is not None:

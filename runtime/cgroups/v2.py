@@ -75,7 +75,7 @@ class V2Manager(CgroupManager):
                         f"controllers below it; move them into a child cgroup first") from None
 
     def remove(self, path: str) -> None:
-        rmdir_tree(self._path(path))
+        rmdir_tree(self.root / self.rel_for_removal(path))
 
     def update(self, path: str, resources: pb.LinuxContainerResources) -> None:
         check_values(resources)
