@@ -342,10 +342,12 @@ _PROPAGATION = {pb.PROPAGATION_PRIVATE: "rprivate", pb.PROPAGATION_HOST_TO_CONTA
                 pb.PROPAGATION_BIDIRECTIONAL: "rshared"}
 
 
-def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[str, Any]], str]:
-    """The container's own mounts, parents before children, and the rootfs
-    propagation they need ("" = the runtime default)."""
+def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[str, Any]], str, list[str]]:
+    """The container's own mounts, parents before children, the rootfs
+    propagation they need ("" = the runtime default), and the missing
+    sources to create once the whole spec is known to be good."""
     out: list[dict[str, Any]] = []
+    missing: list[str] = []
     rootfs_propagation = ""
     seen: set[str] = set()
     for m in req.config.mounts:
@@ -367,7 +369,7 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
         if not os.path.lexists(src):
             # Docker and containerd create a missing bind source as a
             # directory; kubelet and crictl users rely on it.
-            os.makedirs(src, mode=0o755, exist_ok=True)
+            missing.append(src)
         src = os.path.realpath(src)
         if m.propagation not in _PROPAGATION:
             raise InvalidArgument(f"mount {dest}: unknown propagation {m.propagation}")
@@ -394,7 +396,7 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
         out.append({"destination": dest, "type": "bind", "source": src, "options": options})
     # Parents first, so /a/b is mounted onto /a and not hidden under it.
     out.sort(key=lambda mt: len([p for p in mt["destination"].split("/") if p]))
-    return out, rootfs_propagation
+    return out, rootfs_propagation, missing
 
 
 # ---- devices ------------------------------------------------------------------------
@@ -643,7 +645,7 @@ def build_spec(req: ContainerSpecRequest) -> dict:
     user = _user(req)
     process = _process(req, user, caps, node)
 
-    mounts, rootfs_propagation = _cri_mounts(req, node)
+    mounts, rootfs_propagation, missing_sources = _cri_mounts(req, node)
     taken = {m["destination"] for m in mounts}
     standard = [m for m in _standard_mounts(req, privileged, sc.readonly_rootfs) if m["destination"] not in taken]
 
@@ -695,4 +697,7 @@ def build_spec(req: ContainerSpecRequest) -> dict:
     cdi_names = cdi.requested([d.name for d in config.CDI_devices], dict(config.annotations))
     if cdi_names:
         cdi.apply(spec, cdi_names, cdi.load(req.cdi_spec_dirs))
+    # Last, so a request refused above leaves nothing behind on the node.
+    for src in missing_sources:
+        os.makedirs(src, mode=0o755, exist_ok=True)
     return spec

@@ -694,3 +694,11 @@ def test_spec_is_json_serializable(rootfs):
     config = pb.ContainerConfig()
     config.linux.security_context.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
     json.dumps(build_spec(request(rootfs, config)))
+
+
+def test_missing_mount_source_not_created_when_refused(rootfs, tmp_path):
+    config = pb.ContainerConfig(mounts=[pb.Mount(container_path="/new", host_path=str(tmp_path / "later"))])
+    config.linux.resources.cpuset_cpus = "bogus"
+    with pytest.raises(InvalidArgument):
+        build_spec(request(rootfs, config))
+    assert not (tmp_path / "later").exists()
