@@ -16,7 +16,7 @@ import pytest
 from cri.proto import api_pb2 as pb
 from tests.daemon_proc import tmp_base
 from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import leftover_mounts, pod_config, remove_all_pods, start_pod_daemon
+from tests.pods_fixtures import pod_config, remove_all_pods, start_pod_daemon
 from tests.test_cni_integration import CNI_BIN, PodNet, host_guard, rules_of  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
@@ -27,19 +27,16 @@ pytestmark = [pytest.mark.integration,
 @pytest.fixture
 def net_daemon(tmp_path, host_guard) -> Iterator[tuple]:
     net = PodNet(tmp_path, host_guard)
-    base = tmp_base()
-    d = start_pod_daemon(base, ["--cni-conf-dir", str(net.conf_dir), "--cni-bin-dirs", CNI_BIN])
-    holder = {"daemon": d}
+    d = start_pod_daemon(tmp_base(), ["--cni-conf-dir", str(net.conf_dir), "--cni-bin-dirs", CNI_BIN])
     yield d, net
-    d = holder["daemon"]
+    # Pods go before the bridge does (host_guard); the daemon roots go
+    # after the module's leftover check (pods_fixtures).
     try:
         if d.proc is not None and d.proc.poll() is None:
             remove_all_pods(d)
     finally:
         if d.proc is not None and d.proc.poll() is None:
             d.stop()
-        if not leftover_mounts():
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def run_pod(c, cfg) -> str:
@@ -108,8 +105,7 @@ def test_broken_config_fails_run_pod_sandbox_clearly(tmp_path, host_guard):
     conf.mkdir()
     (conf / "10-bad.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "crispyt-bad",
                                                       "plugins": [{"type": "no-such-plugin"}]}))
-    base = tmp_base()
-    d = start_pod_daemon(base, ["--cni-conf-dir", str(conf), "--cni-bin-dirs", CNI_BIN])
+    d = start_pod_daemon(tmp_base(), ["--cni-conf-dir", str(conf), "--cni-bin-dirs", CNI_BIN])
     try:
         with d.client() as c:
             ready = network_ready(c)
@@ -122,8 +118,6 @@ def test_broken_config_fails_run_pod_sandbox_clearly(tmp_path, host_guard):
             assert list(c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items) == []
     finally:
         d.stop()
-        if not leftover_mounts():
-            shutil.rmtree(base, ignore_errors=True)
 
 
 
