@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from bench.fleet import drop_fleet
 from bench.report import RuntimeResult
 from bench.scenarios.base import Context, Samples, Scenario
 from bench.target import Target, describe_error
@@ -23,6 +24,9 @@ def run_scenario(scenario: Scenario, ctx: Context, targets: list[Target],
                  say: Callable[[str], None] = print) -> dict[str, RuntimeResult]:
     results = {t.name: RuntimeResult(error=t.start_error) for t in targets}
     live = [t for t in targets if t.start_error is None]
+    if not scenario.uses_fleet:
+        for t in live:
+            drop_fleet(t)
     states: dict[str, object] = {}
     for t in live:
         try:
@@ -58,7 +62,10 @@ def run_scenario(scenario: Scenario, ctx: Context, targets: list[Target],
             scenario.teardown(ctx, t, states.get(t.name))
         except Exception as e:  # noqa: BLE001
             results[t.name].extra.setdefault("teardown_errors", []).append(describe_error(e))
+        if scenario.uses_fleet and results[t.name].error is None:
+            continue  # the fleet stays for the next loaded-node scenario
         # Whatever a failed iteration left behind must not leak into the next scenario.
+        t.fleet = None
         leftovers = t.remove_all_pods()
         if leftovers:
             results[t.name].extra.setdefault("cleanup_errors", []).extend(leftovers)

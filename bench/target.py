@@ -10,6 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -52,6 +53,8 @@ class Target:
     idle: measure.MemorySnapshot | None = None
     version: str = ""
     notes: list[str] = field(default_factory=list)
+    # Running pods shared by the scenarios that measure a loaded node (bench.fleet).
+    fleet: Any = None
 
     @property
     def marker(self) -> str:

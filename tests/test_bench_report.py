@@ -96,6 +96,7 @@ class FakeTarget:
     def __init__(self, name, start_error=None):
         self.name, self.start_error = name, start_error
         self.cleaned = 0
+        self.fleet, self.client = None, None
 
     def exited(self):
         return None
@@ -198,3 +199,21 @@ def test_goals_compare_against_the_named_containerd():
         "- RunPodSandbox at most half of containerd's, both on crun: crispy/containerd-crun = 0.25× — met"]
     md = report.markdown(_results({"pod_start": entry}))
     assert "Goals set by the issues (crispy's OCI runtime in this run: auto)" in md
+
+
+def test_fleet_scenarios_keep_the_running_pods_and_others_drop_them():
+    class FleetScenario(Recording):
+        uses_fleet = True
+
+    t = FakeTarget("crispy")
+    t.fleet = object()
+    run_scenario(FleetScenario(), CTX, [t], say=lambda m: None)
+    assert t.fleet is not None and t.cleaned == 0
+
+    failing = FleetScenario(fail_on=("crispy", 1))
+    run_scenario(failing, CTX, [t], say=lambda m: None)
+    assert t.fleet is None and t.cleaned == 1  # a failed loaded-node scenario cleans up
+
+    t.fleet = object()
+    run_scenario(Recording(), CTX, [t], say=lambda m: None)
+    assert t.fleet is None and t.cleaned == 2

@@ -14,7 +14,9 @@ REGISTRY: dict[str, Scenario] = {s.name: s for s in (
     exec_sync.ExecSync(),
     pod_net.PodStartNetworked(),
     churn.Churn(),
+    # These three share one fleet of running pods; memory goes first, as it
+    # needs the node without pods for its baseline.
+    memory.Memory(),
     relist.Relist(),
     relist.Stats(),
-    memory.Memory(),
 )}

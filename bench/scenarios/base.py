@@ -41,6 +41,9 @@ class Scenario:
     name = ""
     title = ""
     metrics: dict[str, Metric] = {}
+    # True: measures a loaded node and keeps the target's fleet of running
+    # pods for the next such scenario; False: wants a node without them.
+    uses_fleet = False
 
     def iterations(self, ctx: Context) -> int:
         return ctx.iterations

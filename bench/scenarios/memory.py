@@ -7,10 +7,10 @@ libraries are not counted once per process; RSS is reported as well."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bench import measure, workload
-from bench.fleet import Fleet, start_fleet, stop_fleet
+from bench.fleet import drop_fleet, ensure_fleet
 from bench.scenarios.base import Context, Metric, Samples, Scenario
 from bench.target import Target
 
@@ -23,7 +23,6 @@ class MemoryState:
     # measured from here, not from start-up, so earlier scenarios' caches
     # (pulled images, warmed code paths) are not charged to the pods.
     baseline: measure.MemorySnapshot
-    fleet: Fleet = field(default_factory=Fleet)
 
 
 class IdleMemory(Scenario):
@@ -46,6 +45,7 @@ class IdleMemory(Scenario):
 
 
 class Memory(Scenario):
+    uses_fleet = True
     name = "memory"
     title = "Daemon and per-pod memory"
     metrics = {
@@ -60,10 +60,12 @@ class Memory(Scenario):
 
     def setup(self, ctx: Context, target: Target) -> MemoryState:
         workload.ensure_image(target, ctx.images.busybox, ctx.images.busybox_image)
+        drop_fleet(target)  # the baseline is a node without pods
+        time.sleep(1.0)
         return MemoryState(measure.snapshot(target.process.pid, target.marker))
 
     def iterate(self, ctx: Context, target: Target, state: MemoryState, out: Samples) -> None:
-        start_fleet(target, ctx.images.busybox, ctx.pods, state.fleet)
+        ensure_fleet(target, ctx.images.busybox, ctx.pods)
         time.sleep(2.0)  # let lazily started helpers and allocator caches settle
         snap = measure.snapshot(target.process.pid, target.marker)
         idle, base = target.idle, state.baseline
@@ -84,6 +86,3 @@ class Memory(Scenario):
             "daemon_pss_loaded_kib": snap.daemon.pss_kib,
             "processes_by_name_pss_kib": snap.by_comm("pss"),
         }
-
-    def teardown(self, ctx: Context, target: Target, state: MemoryState | None) -> None:
-        stop_fleet(target, state.fleet if state else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from bench import workload
-from bench.fleet import Fleet, start_fleet, stop_fleet
+from bench.fleet import Fleet, ensure_fleet
 from bench.scenarios.base import Context, Metric, Samples, Scenario
 from bench.target import Target
 from cri.proto import api_pb2 as pb
@@ -16,6 +16,7 @@ from cri.proto import api_pb2 as pb
 class Relist(Scenario):
     name = "relist"
     title = "Relist with N running pods"
+    uses_fleet = True
     metrics = {
         "list_pods_s": Metric("s", "lower", "ListPodSandbox, N pods"),
         "list_containers_s": Metric("s", "lower", "ListContainers, N pods"),
@@ -23,13 +24,7 @@ class Relist(Scenario):
 
     def setup(self, ctx: Context, target: Target) -> Fleet:
         workload.ensure_image(target, ctx.images.busybox, ctx.images.busybox_image)
-        fleet = Fleet()
-        try:
-            start_fleet(target, ctx.images.busybox, ctx.pods, fleet)
-        except Exception:
-            stop_fleet(target, fleet)
-            raise
-        return fleet
+        return ensure_fleet(target, ctx.images.busybox, ctx.pods)
 
     def iterate(self, ctx: Context, target: Target, state: Fleet, out: Samples) -> None:
         rt = target.client.runtime
@@ -42,9 +37,6 @@ class Relist(Scenario):
         if len(pods) < len(state.pod_ids) or len(containers) < len(state.container_ids):
             raise RuntimeError(f"listed {len(pods)} pods and {len(containers)} containers, "
                                f"expected at least {len(state.pod_ids)} of each")
-
-    def teardown(self, ctx: Context, target: Target, state: Fleet | None) -> None:
-        stop_fleet(target, state)
 
 
 class Stats(Relist):
