@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,8 @@ import grpc
 
 from cri.errors import CrispyError
 from runtime.cni.config import NetworkConfigList, version_at_least
+
+log = logging.getLogger("crispy.cni")
 
 # Plugins run iptables, ip, modprobe...: they need a PATH even when the
 # daemon was started with a minimal environment.
@@ -167,6 +171,7 @@ async def run(inv: Invocation, bin_dirs: list[str], timeout: float) -> dict[str,
     if path is None:
         raise PluginMissing(f"{inv.describe()}: plugin {inv.plugin_type!r} is not in {', '.join(bin_dirs)}; "
                             f"install it (Debian: containernetworking-plugins) or fix [cni] bin_dirs")
+    started = time.monotonic()
     # Its own session, so a timeout kills whatever it started too.
     proc = await asyncio.create_subprocess_exec(
         path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -180,6 +185,9 @@ async def run(inv: Invocation, bin_dirs: list[str], timeout: float) -> dict[str,
     except BaseException:
         await _kill(proc)
         raise
+    log.debug("CNI plugin call", extra={"fields": {
+        "plugin": inv.plugin_type, "command": inv.command, "network": inv.network, "rc": proc.returncode,
+        "ms": round((time.monotonic() - started) * 1000, 1), "stderr": _clip(stderr.strip(), 500)}})
     if proc.returncode != 0:
         raise parse_failure(inv, proc.returncode, stdout, stderr)
     return parse_success(inv, stdout)
