@@ -5,6 +5,8 @@ NetworkReady and a clear RunPodSandbox error for a broken config."""
 from __future__ import annotations
 
 import json
+import os
+import random
 import shutil
 import signal
 import subprocess
@@ -17,10 +19,10 @@ from cri.proto import api_pb2 as pb
 from tests.daemon_proc import tmp_base
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import pod_config, remove_all_pods, start_pod_daemon
-from tests.test_cni_integration import CNI_BIN, PodNet, host_guard, rules_of  # noqa: F401
+from tests.test_cni_integration import CNI_BIN, PodNet, host_guard, rules_of, unique_subnet  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not shutil.which("nsenter") or not __import__("os").path.exists(f"{CNI_BIN}/bridge"),
+              pytest.mark.skipif(not shutil.which("nsenter") or not os.path.exists(f"{CNI_BIN}/bridge"),
                                  reason="needs nsenter and containernetworking-plugins")]
 
 
@@ -123,7 +125,7 @@ def test_broken_config_fails_run_pod_sandbox_clearly(tmp_path, host_guard):
 
 def test_update_runtime_config_moves_the_default_network_to_the_pod_cidr(net_daemon):
     d, net = net_daemon
-    new_subnet = __import__("tests.test_cni_integration", fromlist=["unique_subnet"]).unique_subnet()
+    new_subnet = unique_subnet()
     # Only the file crispy itself writes is ever moved.
     conf_file = net.conf_dir / "10-crispy.conflist"
     next(net.conf_dir.iterdir()).rename(conf_file)
@@ -145,3 +147,35 @@ def test_update_runtime_config_moves_the_default_network_to_the_pod_cidr(net_dae
         assert ip.startswith(new_subnet.rsplit(".", 1)[0] + ".") and ip != old_ip
         c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
     assert net.leases() == []
+
+
+def test_hung_plugin_fails_run_pod_sandbox_with_its_timeout_and_leaks_nothing(tmp_path, host_guard):
+    """A chain whose second plugin hangs on ADD: RunPodSandbox answers
+    DEADLINE_EXCEEDED naming the plugin, and the first plugin's address is
+    released."""
+    net = PodNet(tmp_path, host_guard)
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    hang = bins / "hang"
+    marker = f"{random.randrange(10**6, 10**7)}.5"  # a sleep no one else runs
+    hang.write_text(f"#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] && exec sleep {marker}\nexit 0\n")
+    hang.chmod(0o755)
+    conf_file = next(net.conf_dir.iterdir())
+    doc = json.loads(conf_file.read_text())
+    doc["plugins"].append({"type": "hang"})
+    conf_file.write_text(json.dumps(doc))
+    d = start_pod_daemon(tmp_base(), ["--cni-conf-dir", str(net.conf_dir), "--cni-bin-dirs", str(bins),
+                                      "--cni-bin-dirs", CNI_BIN, "--cni-plugin-timeout", "1"])
+    try:
+        with d.client() as c:
+            assert network_ready(c).status
+            with pytest.raises(grpc.RpcError) as e:
+                run_pod(c, pod_config("hangpod"))
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "CNI plugin hang ADD" in e.value.details() and "did not finish within 1s and was killed" in e.value.details()
+            assert list(c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items) == []
+        assert net.leases() == [] and net.bridge_ports() == []
+        # The hung plugin was killed, not left behind.
+        assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1
+    finally:
+        d.stop()
