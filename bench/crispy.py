@@ -30,8 +30,10 @@ def render_config(s: CrispySettings) -> str:
         f"socket = {q(s.socket)}",
         f"data_root = {q(str(s.base / 'data'))}",
         f"state_root = {q(str(s.base / 'state'))}",
-        # Per-RPC debug lines would be part of what is measured.
-        'log_level = "info"',
+        # Debug, as JSON: the bench reads the CNI plugin timings from the
+        # log. It costs crispy one log line per RPC, which is measured too.
+        'log_level = "debug"',
+        'log_format = "json"',
         "",
         "[runtime]",
         f"oci_runtime = {q(s.oci_runtime)}",

@@ -50,6 +50,17 @@ def scenario_entry(title: str, metrics: dict[str, Any], results: dict[str, Runti
     return entry
 
 
+def cni_share_measured(scenarios: dict[str, Any]) -> dict[str, float]:
+    """p50 of the CNI ADD time over p50 of networked RunPodSandbox, for the
+    runtimes that report plugin timings (crispy)."""
+    try:
+        metrics = scenarios["pod_net"]["metrics"]
+        cni, run = metrics["cni_add_s"]["runtimes"], metrics["run_pod_net_s"]["runtimes"]
+    except KeyError:
+        return {}
+    return {rt: cni[rt]["p50"] / run[rt]["p50"] for rt in cni if rt in run and run[rt]["p50"] > 0}
+
+
 def cni_share(scenarios: dict[str, Any]) -> dict[str, float]:
     """Estimated share of networked RunPodSandbox spent in CNI, per runtime:
     (p50 with pod network - p50 with host network) / p50 with pod network."""
@@ -152,10 +163,15 @@ def markdown(results: dict) -> str:
                     row.append(" / ".join(_fmt(v[k], m["unit"]) for k in ("p50", "p95", "max")))
                 else:
                     status = scen["status"].get(rt, "not run")
-                    row.append(short_status(status) if status.startswith("failed") else status)
+                    row.append(short_status(status) if status.startswith("failed") else
+                               "n/a" if status == "ok" else status)
             for col in ratio_cols:
                 row.append(_fmt_ratio((m["ratios"].get(col) or {}).get("p50")))
             lines.append("| " + " | ".join(row) + " |")
+    measured = results.get("derived", {}).get("cni_share_measured", {})
+    if measured:
+        lines += ["", "Share of networked RunPodSandbox spent in CNI plugin calls (measured from the daemon's "
+                  "log, p50 over p50): " + ", ".join(f"{rt} {v * 100:.0f}%" for rt, v in measured.items())]
     share = results.get("derived", {}).get("cni_share", {})
     if share:
         lines += ["", "Share of networked RunPodSandbox spent in CNI (estimate: p50 with pod network minus "

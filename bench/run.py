@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "cleanup": cleanup_notes,
         "scenarios": all_results,
     }
-    results["derived"] = {"cni_share": report.cni_share(all_results)}
+    results["derived"] = {"cni_share": report.cni_share(all_results),
+                          "cni_share_measured": report.cni_share_measured(all_results)}
     stem = args.out_dir / time.strftime("%Y-%m-%d-%H%M", started)
     report.write_json(results, stem.with_suffix(".json"))
     stem.with_suffix(".md").write_text(report.markdown(results))

@@ -3,6 +3,7 @@ that removes everything it created (through CRI first, as kubelet would)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -105,6 +106,31 @@ class Target:
         note = f"{ref} imported with 'crispy load' because crispy's PullImage is UNIMPLEMENTED"
         if note not in self.notes:
             self.notes.append(note)
+
+    def log_offset(self) -> int:
+        try:
+            return self.process.log_path.stat().st_size if self.process else 0
+        except OSError:
+            return 0
+
+    def cni_ms_since(self, offset: int, command: str = "ADD") -> float | None:
+        """Milliseconds crispy's CNI plugin calls of `command` took, from its
+        JSON debug log after `offset`; None for a runtime that does not log them."""
+        if self.kind != "crispy" or self.process is None:
+            return None
+        total = 0.0
+        with open(self.process.log_path, "rb") as f:
+            f.seek(offset)
+            for raw in f:
+                if b"CNI plugin call" not in raw:
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue
+                if entry.get("msg") == "CNI plugin call" and entry.get("command") == command:
+                    total += float(entry.get("ms", 0.0))
+        return total
 
     def exited(self) -> str | None:
         """Why the daemon is gone (exit code and last log line), or None."""

@@ -61,6 +61,7 @@ def test_crispy_config_loads_with_crispys_loader(tmp_path):
     assert cfg.cni.conf_dir == str(tmp_path / "cni")
     assert cfg.cni.bin_dirs == ["/usr/lib/cni"]
     assert cfg.registries["127.0.0.1:5000"].insecure is True
+    assert (cfg.log_level, cfg.log_format) == ("debug", "json")  # the bench reads CNI timings from it
 
 
 def test_conflist_is_one_bridge_network_on_the_bench_subnet(tmp_path):

@@ -217,3 +217,36 @@ def test_fleet_scenarios_keep_the_running_pods_and_others_drop_them():
     t.fleet = object()
     run_scenario(Recording(), CTX, [t], say=lambda m: None)
     assert t.fleet is None and t.cleaned == 2
+
+
+def test_cni_share_measured_uses_the_logged_plugin_time():
+    net = report.scenario_entry("n", {"run_pod_net_s": Metric("s"), "cni_add_s": Metric("s")}, {
+        "crispy": RuntimeResult(samples={"run_pod_net_s": [0.1, 0.1], "cni_add_s": [0.04, 0.04]}),
+        "containerd-runc": RuntimeResult(samples={"run_pod_net_s": [0.2]})})
+    assert report.cni_share_measured({"pod_net": net}) == {"crispy": pytest.approx(0.4)}
+    row = next(line for line in report.markdown(_results({"pod_net": net})).splitlines() if "| pod_net | cni_add_s" in line)
+    assert "| n/a |" in row  # containerd ran fine but does not log plugin timings
+
+
+def test_cni_time_is_read_from_crispys_json_log(tmp_path):
+    from pathlib import Path
+
+    from bench.target import Target
+
+    class Proc:
+        log_path = tmp_path / "crispy.log"
+
+    Proc.log_path.write_text('{"msg": "CNI plugin call", "command": "ADD", "ms": 5.0}\n')
+    t = Target("crispy", "crispy", "auto", Path(tmp_path))
+    t.process = Proc()
+    offset = t.log_offset()
+    with open(Proc.log_path, "a") as f:
+        f.write('{"msg": "RunPodSandbox", "ms": 50}\n'
+                '{"msg": "CNI plugin call", "command": "ADD", "plugin": "bridge", "ms": 12.5}\n'
+                'not json CNI plugin call\n'
+                '{"msg": "CNI plugin call", "command": "DEL", "ms": 7}\n'
+                '{"msg": "CNI plugin call", "command": "ADD", "plugin": "portmap", "ms": 2.5}\n')
+    assert t.cni_ms_since(offset) == 15.0
+    assert t.cni_ms_since(0) == 20.0
+    t.kind = "containerd"
+    assert t.cni_ms_since(0) is None

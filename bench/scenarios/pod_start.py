@@ -12,9 +12,14 @@ from bench.target import Target
 
 def pod_cycle(target: Target, out: Samples, host_network: bool, suffix: str = "") -> None:
     cfg = workload.pod_config(target.name, target.log_root, host_network)
+    offset = target.log_offset()
     t0 = time.perf_counter()
     pod_id = target.client.run_pod_sandbox(cfg)
     out.add(f"run_pod{suffix}_s", time.perf_counter() - t0)
+    if not host_network:
+        cni_ms = target.cni_ms_since(offset)
+        if cni_ms:
+            out.add("cni_add_s", cni_ms / 1000)
     try:
         t0 = time.perf_counter()
         target.client.stop_pod_sandbox(pod_id)
