@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         for sname in args.scenario_list:
             scenario = REGISTRY[sname]
             say(f"bench: scenario {sname} ({scenario.title}), {scenario.iterations(ctx)} iteration(s)")
+            t0 = time.monotonic()
             res = run_scenario(scenario, ctx, targets, say)
+            say(f"bench: scenario {sname} took {time.monotonic() - t0:.0f} s")
             all_results[sname] = report.scenario_entry(scenario.title, scenario.metrics, res)
     except KeyboardInterrupt:
         say("bench: interrupted; cleaning up and writing what was measured")
