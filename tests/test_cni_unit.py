@@ -413,3 +413,14 @@ def test_is_netns(tmp_path):
     (tmp_path / "leftover").write_text("")  # a pin file whose mount is gone
     assert not is_netns(str(tmp_path / "leftover"))
     assert not is_netns(str(tmp_path / "missing"))
+
+
+def test_plugin_that_cannot_be_executed(tmp_path):
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    (bins / "garbage").write_bytes(b"\x00\x01not an executable format")
+    (bins / "garbage").chmod(0o755)
+    net = cniconfig.from_dict({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "garbage"}]})
+    inv = invoke.build("ADD", net, net.plugins[0], call_args(bin_dirs=[str(bins)]))
+    with pytest.raises(PluginError, match="cannot run .*garbage: Exec format error"):
+        asyncio.run(invoke.run(inv, [str(bins)], 10))

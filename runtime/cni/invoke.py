@@ -173,9 +173,12 @@ async def run(inv: Invocation, bin_dirs: list[str], timeout: float) -> dict[str,
                             f"install it (Debian: containernetworking-plugins) or fix [cni] bin_dirs")
     started = time.monotonic()
     # Its own session, so a timeout kills whatever it started too.
-    proc = await asyncio.create_subprocess_exec(
-        path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=inv.env, start_new_session=True)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=inv.env, start_new_session=True)
+    except OSError as e:
+        raise PluginError(f"{inv.describe()}: cannot run {path}: {e.strerror or e}") from None
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(inv.stdin), timeout)
     except TimeoutError:

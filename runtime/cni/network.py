@@ -29,7 +29,8 @@ log = logging.getLogger("crispy.cni")
 
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 CLONE_NEWNET = 0x40000000
-LOOPBACK = NetworkConfigList("cni-loopback", "1.0.0", ({"type": "loopback"},))
+# 0.3.1: every loopback plugin still in use speaks it (we ignore its result).
+LOOPBACK = NetworkConfigList("cni-loopback", "0.3.1", ({"type": "loopback"},))
 POD_IFNAME = "eth0"
 
 
