@@ -219,6 +219,7 @@ class Daemon:
             "cgroup": {"mode": self.cgroup_layout.mode, "version": self.cgroup_layout.version,
                        "driver": self.config.runtime.cgroup_driver},
             "podCIDR": self.pod_cidr,
+            "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
         }
 
     def check_usable(self) -> None:

@@ -179,3 +179,12 @@ def test_hung_plugin_fails_run_pod_sandbox_with_its_timeout_and_leaks_nothing(tm
         assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1
     finally:
         d.stop()
+
+
+def test_verbose_status_shows_the_cni_config(net_daemon):
+    d, net = net_daemon
+    with d.client() as c:
+        info = json.loads(c.status(verbose=True).info["cniconfig"])
+    assert info["confDir"] == str(net.conf_dir) and info["binDirs"] == [CNI_BIN]
+    assert info["network"]["name"] == net.name and info["network"]["plugins"] == ["bridge", "portmap"]
+    assert info["problem"] == "" and info["invalidFiles"] == []

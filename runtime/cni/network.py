@@ -137,6 +137,15 @@ class CniNetwork:
             return Readiness(False, "NetworkPluginNotReady", problem)
         return Readiness(True)
 
+    def info(self) -> dict[str, Any]:
+        """For verbose Status (`crictl info`): where crispy looks and what it found."""
+        scan = self.configs.current()
+        net = scan.network
+        return {"confDir": self.configs.conf_dir, "binDirs": self.bin_dirs, "pluginTimeout": self.plugin_timeout,
+                "network": None if net is None else {"name": net.name, "source": net.source,
+                                                     "cniVersion": net.cni_version, "plugins": net.plugin_types},
+                "invalidFiles": scan.invalid, "problem": self.readiness().message}
+
     def current_network(self) -> NetworkConfigList:
         net, problem = self._usable()
         if net is None:
