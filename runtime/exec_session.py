@@ -40,6 +40,9 @@ class ExecTarget:
     runtime_path: str  # crun or runc binary
     runtime_root: str  # its --root state directory
     process: dict[str, Any]  # the OCI process to run (oci_spec.exec_process_spec)
+    # The client's terminal size when the exec starts (also in the process's
+    # consoleSize, which the runtime applies before the process runs).
+    initial_size: TerminalSize | None = None
 
 
 # ---- fd helpers ---------------------------------------------------------------
@@ -212,9 +215,8 @@ async def _run_tty(target: ExecTarget, io: ExecIO, args: list[str], work_dir: Pa
             conn.settimeout(start_timeout)
             master = await asyncio.to_thread(_recv_fd, conn)
         os.set_blocking(master, False)
-        # A first size before any output, so full-screen programs start right.
-        if io.resize is not None and not io.resize.empty():
-            set_winsize(master, io.resize.get_nowait())
+        if target.initial_size is not None:
+            set_winsize(master, target.initial_size)
         tasks.append(asyncio.create_task(follow_resizes(master, io.resize)))
         # Closing the master would hang up the session, so stdin EOF only
         # stops the copy.

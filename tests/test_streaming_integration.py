@@ -178,9 +178,11 @@ def test_exec_in_a_runc_container_reports_output_and_exit_code(container):
 
 
 def test_exec_with_a_tty_gets_a_pty_and_resizes(container):
+    # No sleep before `stty size`: runc applies the client's first size
+    # (consoleSize) before the command starts.
     async def body(server, rpcs):
         resp = await rpcs.Exec(pb.ExecRequest(container_id="c1", tty=True, stdout=True, stdin=True,
-                                              cmd=["sh", "-c", "sleep 0.5; stty size; tty; echo $TERM; exit 7"]), None)
+                                              cmd=["sh", "-c", "stty size; tty; echo $TERM; exit 7"]), None)
         c, ids = await spdy_exec(resp.url, ["error", "stdin", "stdout", "resize"], resize={"Width": 123, "Height": 45})
         out = c.text(ids["stdout"]).replace("\r\n", "\n")
         lines = out.split("\n")

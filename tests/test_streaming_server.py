@@ -16,7 +16,7 @@ import pytest
 
 from cri.errors import FailedPrecondition
 from cri.proto import api_pb2 as pb
-from cri.streaming import remotecommand
+from cri.streaming import remotecommand, spdy, websocket
 from cri.streaming.backend import ExecIO
 from cri.streaming.server import ServerOptions, StreamingServer
 from tests.streaming_client import SpdyClient, WsClient
@@ -309,4 +309,46 @@ def test_websocket_v5_close_signal_ends_stdin():
         await c.wait_closed()
         assert c.channel(1) == b"abc" and json.loads(c.channel(3))["status"] == "Success"
         await c.close()
+    run(body)
+
+
+def test_port_forward_spdy_tunnelled_in_websocket():
+    async def body(server):
+        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(65536):
+                w.write(b"echo:" + data)
+                await w.drain()
+            w.close()
+        listener = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            url = server.issue("portforward", pb.PortForwardRequest(pod_sandbox_id="sb"))
+            status, headers, w = await WsClient.connect(url, ["SPDY/3.1+portforward.k8s.io"])
+            assert status == 101 and headers["sec-websocket-protocol"] == ["SPDY/3.1+portforward.k8s.io"]
+            framer = spdy.SpdyFramer()
+            w.b64 = False
+
+            def send(frame: spdy.Frame) -> None:
+                w.writer.write(websocket.encode_frame(websocket.OP_BINARY, framer.serialize(frame), mask=os.urandom(4)))
+            send(spdy.SynStream(1, {"streamtype": ["error"], "port": [str(port)], "requestid": ["0"]}))
+            send(spdy.SynStream(3, {"streamtype": ["data"], "port": [str(port)], "requestid": ["0"]}))
+            send(spdy.DataFrame(3, b"tunnel", spdy.FLAG_FIN))
+            # Messages are raw SPDY bytes here, not channel-framed.
+            got = bytearray()
+            frames: list[spdy.Frame] = []
+            deadline = asyncio.get_running_loop().time() + 20
+            while not any(isinstance(f, spdy.DataFrame) and f.stream_id == 3 and f.fin for f in frames):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+                raw = b"".join(bytes([c]) + d for c, d in w.messages)
+                w.messages.clear()
+                got += raw
+                frames += framer.receive_data(bytes(got))
+                got.clear()
+            data = b"".join(f.data for f in frames if isinstance(f, spdy.DataFrame) and f.stream_id == 3)
+            assert data == b"echo:tunnel"
+            assert {f.stream_id for f in frames if isinstance(f, spdy.SynReply)} == {1, 3}
+            await w.close()
+        finally:
+            listener.close()
     run(body)

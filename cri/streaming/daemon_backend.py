@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from cri.errors import FailedPrecondition, Internal, Unimplemented
 from cri.proto import api_pb2 as pb
 from cri.streaming.backend import ExecIO
 from runtime import attach, exec_session, oci_spec, port_forward
+
+log = logging.getLogger("crispy.streaming")
 
 if TYPE_CHECKING:
     from cri.daemon import Daemon
@@ -67,17 +70,20 @@ class DaemonStreamBackend:
         except (OSError, ValueError) as exc:
             raise Internal(f"cannot read the container's OCI spec: {exc}") from None
         process = oci_spec.exec_process_spec(spec, list(request.cmd), request.tty)
+        size = None
         if request.tty and io.resize is not None:
             # The command may query its terminal before a later resize
-            # lands; the runtime applies consoleSize before starting it.
+            # lands; runc applies consoleSize before starting it (crun 1.8
+            # ignores it on exec, so there the size lands when we get the
+            # terminal, a moment after the command started).
             try:
                 size = await asyncio.wait_for(io.resize.get(), FIRST_SIZE_WAIT)
             except asyncio.TimeoutError:
-                pass
+                log.debug("no terminal size from the client before exec", extra={"fields": {"container": ctr.id[:13]}})
             else:
                 process["consoleSize"] = {"height": size.height, "width": size.width}
         path, root = self._runtime(ctr)
-        target = exec_session.ExecTarget(ctr.id, path, root, process)
+        target = exec_session.ExecTarget(ctr.id, path, root, process, initial_size=size)
         return await exec_session.run(target, io, exec_session.session_dir(self.daemon.state_root / "exec"))
 
     async def attach(self, request: pb.AttachRequest, io: ExecIO) -> None:

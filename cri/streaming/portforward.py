@@ -99,7 +99,10 @@ class PairTracker:
 
 # ---- WebSocket variant -----------------------------------------------------
 
-WS_PROTOCOLS = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"]
+# Channel framing, or a whole SPDY port-forward connection tunnelled in
+# binary messages (what client-go's WebSocket port-forward dialer speaks).
+SPDY_TUNNEL_PROTOCOL = "SPDY/3.1+" + PROTOCOL_V1
+WS_PROTOCOLS = [SPDY_TUNNEL_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io"]
 
 
 def ports_from_query(query: dict[str, list[str]]) -> list[int]:

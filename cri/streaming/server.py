@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 from cri.errors import CrispyError
 from cri.proto import api_pb2 as pb
 from cri.streaming import http_upgrade, portforward, remotecommand, spdy, websocket
-from cri.streaming.ws_connection import ChannelStream, ConnectionClosed, WebSocketConnection
+from cri.streaming.ws_connection import ChannelStream, ConnectionClosed, WebSocketConnection, WebSocketTunnel
 from cri.streaming.backend import ExecIO, InputPipe, StreamBackend
 from cri.streaming.http_upgrade import HttpError
 from cri.streaming.tokens import TokenCache
@@ -474,6 +474,19 @@ class StreamingServer:
     async def _serve_websocket(self, kind: str, payload: Any, request: http_upgrade.Request,
                                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, early: bytes) -> None:
         supported = portforward.WS_PROTOCOLS if kind == "portforward" else websocket.REMOTECOMMAND_PROTOCOLS
+        if kind == "portforward" and portforward.SPDY_TUNNEL_PROTOCOL in request.tokens("sec-websocket-protocol"):
+            handshake = websocket.server_handshake(request, [portforward.SPDY_TUNNEL_PROTOCOL])
+            writer.write(handshake.response)
+            await writer.drain()
+            tunnel = WebSocketTunnel(reader, writer)
+            tunnel.start(early)
+            spdy_conn = SpdyConnection(tunnel.reader, tunnel, self.options.idle_timeout)  # type: ignore[arg-type]
+            spdy_conn.start(b"")
+            try:
+                await self._spdy_portforward(spdy_conn, payload)
+            finally:
+                await spdy_conn.close()
+            return
         ports: list[int] = []
         if kind == "portforward":
             if request.query.get("port"):

@@ -146,3 +146,68 @@ class ChannelStream:
 
     async def end(self) -> None:
         """WebSocket channels have no half-close; the connection's end is it."""
+
+
+class WebSocketTunnel:
+    """A byte stream carried in binary WebSocket messages (the
+    "SPDY/3.1+portforward.k8s.io" subprotocol: client-go tunnels a whole
+    SPDY connection this way). `reader` is an asyncio.StreamReader; the
+    object itself has the StreamWriter methods SpdyConnection uses."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._raw_reader = reader
+        self._raw_writer = writer
+        self.session = websocket.WebSocketSession()
+        self.reader = asyncio.StreamReader()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self, early: bytes) -> None:
+        self._task = asyncio.create_task(self._pump(early))
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and not self._raw_writer.is_closing():
+            self._raw_writer.write(data)
+
+    async def _pump(self, early: bytes) -> None:
+        try:
+            data = early
+            while True:
+                if data:
+                    for ev in self.session.receive_data(data):
+                        if isinstance(ev, websocket.Message) and ev.data:
+                            self.reader.feed_data(ev.data)
+                    self._flush()
+                    if self.session.close_received:
+                        break
+                data = await self._raw_reader.read(65536)
+                if not data:
+                    break
+        except (websocket.WebSocketError, ConnectionError, OSError):
+            self._flush()
+        finally:
+            self.reader.feed_eof()
+
+    def write(self, data: bytes) -> None:
+        if data and not self.session.close_sent:
+            self.session.send(websocket.OP_BINARY, data)
+            self._flush()
+
+    async def drain(self) -> None:
+        await self._raw_writer.drain()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._raw_writer.is_closing()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self.session.close()
+            self._flush()
+            self._raw_writer.close()
+
+    async def wait_closed(self) -> None:
+        await self._raw_writer.wait_closed()
+        if self._task is not None:
+            self._task.cancel()
