@@ -157,3 +157,35 @@ def test_attach_and_tty_exec_in_a_real_container(pod_daemon):
         out, st = asyncio.run(asyncio.wait_for(tty_exec(), 60))
         assert out.strip() == "33 99", (out, st)
         assert st["details"]["causes"][0]["message"] == "5"
+
+
+def test_attach_to_a_tty_container_with_resize(pod_daemon):
+    with pod_daemon.client() as c:
+        if not _has_containers(c):
+            pytest.skip("containers are not implemented in this build yet")
+        load_image(pod_daemon)
+        pod_cfg = pod_config("tt")
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+        cfg = container_config("shell", ["sh"])
+        cfg.stdin = True
+        cfg.tty = True
+        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)).container_id
+        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        assert _code(lambda: c.runtime.Attach(pb.AttachRequest(container_id=ctr, stdout=True, stderr=True, tty=True))) \
+            == grpc.StatusCode.INVALID_ARGUMENT
+        url = c.runtime.Attach(pb.AttachRequest(container_id=ctr, stdin=True, stdout=True, tty=True)).url
+
+        async def attach() -> str:
+            status, _, s = await SpdyClient.connect(url, [remotecommand.V4])
+            assert status == 101, s
+            ids = {t: s.open({"streamType": t}) for t in ("error", "stdin", "stdout", "resize")}
+            await s.wait_for(lambda: set(ids.values()) <= s.replied)
+            s.send(ids["resize"], b'{"Width":100,"Height":40}')
+            await asyncio.sleep(0.5)  # conmon applies it from its ctl FIFO
+            s.send(ids["stdin"], b"stty size; echo do''ne\n")
+            await s.wait_for(lambda: "done" in s.text(ids["stdout"]))
+            await s.close()
+            return s.text(ids["stdout"])
+        out = asyncio.run(asyncio.wait_for(attach(), 60))
+        assert "40 100" in out.replace("\r\n", "\n").split("\n"), out
