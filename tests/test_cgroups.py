@@ -288,3 +288,29 @@ def test_remove_refuses_the_root(v1, v2, name):
     systemd = V2Manager(v2.root, driver="systemd")
     with pytest.raises(InvalidArgument, match="root cgroup"):
         systemd.remove("-.slice")
+
+
+def test_v1_hierarchies_from_the_mount_table(tmp_path):
+    from runtime.cgroups.v1 import mounted_hierarchies
+    mi = tmp_path / "mountinfo"
+    mi.write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+        "33 31 0:30 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
+        "34 31 0:31 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n"
+        "35 31 0:32 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+        "36 22 0:33 / /elsewhere/pids rw - cgroup cgroup rw,pids\n")
+    pc = tmp_path / "cgroups"
+    pc.write_text("#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t1\t1\t1\ncpuacct\t1\t1\t1\nmemory\t2\t1\t1\n"
+                  "pids\t3\t1\t1\nhugetlb\t0\t1\t1\n")
+    got = mounted_hierarchies(Path("/sys/fs/cgroup"), str(mi), str(pc))
+    assert got == {"cpu": Path("/sys/fs/cgroup/cpu,cpuacct"), "cpuacct": Path("/sys/fs/cgroup/cpu,cpuacct"),
+                   "memory": Path("/sys/fs/cgroup/memory"), "name=systemd": Path("/sys/fs/cgroup/systemd")}
+
+
+def test_v1_unmounted_hierarchy_is_skipped(v1):
+    # What an unmounted hierarchy leaves: a plain directory, no cgroup files.
+    (v1.root / "pids/cgroup.procs").unlink()
+    v1.create("/pod")
+    assert not (v1.root / "pids/pod").exists()
+    assert v1.stats("/pod").pids_current is None

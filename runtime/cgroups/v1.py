@@ -16,9 +16,47 @@ from runtime.cgroups.manager import (V1_UNLIMITED, CgroupManager, CgroupStats, c
 log = logging.getLogger("crispy.cgroups")
 
 
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def mounted_hierarchies(root: Path, mountinfo: str = "/proc/self/mountinfo",
+                        proc_cgroups: str = "/proc/cgroups") -> dict[str, Path]:
+    """controller name -> mount point, for the v1 hierarchies the kernel
+    really has mounted right below `root` (a directory left behind by an
+    unmounted hierarchy is not one)."""
+    try:
+        with open(proc_cgroups) as f:
+            subsystems = {line.split()[0] for line in f if line.strip() and not line.startswith("#")}
+        with open(mountinfo) as f:
+            lines = f.readlines()
+    except OSError:
+        return {}
+    out: dict[str, Path] = {}
+    for line in lines:
+        fields = line.split()
+        try:
+            sep = fields.index("-")
+        except ValueError:
+            continue
+        if len(fields) < sep + 4 or fields[sep + 1] != "cgroup":
+            continue
+        mnt = Path(_unescape(fields[4]))
+        if mnt.parent != root:
+            continue
+        for opt in fields[sep + 3].split(","):
+            if opt in subsystems or opt.startswith("name="):
+                out[opt] = mnt
+    return out
+
+
 def find_hierarchies(root: Path) -> dict[str, Path]:
-    """controller name -> mount directory, from the directories under
-    `root` ("cpu,cpuacct" serves both; "systemd" is the named hierarchy)."""
+    """controller name -> mount directory. From the mount table when `root`
+    has cgroup mounts in it, else (fixture trees) from the directories under
+    `root`: "cpu,cpuacct" serves both, "systemd" is the named hierarchy."""
+    mounted = mounted_hierarchies(root)
+    if mounted:
+        return mounted
     out: dict[str, Path] = {}
     try:
         entries = sorted(root.iterdir())
@@ -46,19 +84,25 @@ class V1Manager(CgroupManager):
         self.hierarchies = find_hierarchies(root)
         self.unified = unified
 
+    @staticmethod
+    def _live(base: Path) -> bool:
+        # A hierarchy unmounted since start leaves a plain directory behind;
+        # writing there would only make junk.
+        return (base / "cgroup.procs").exists()
+
     def _dirs(self) -> list[Path]:
-        """Every distinct hierarchy (co-mounted controllers once)."""
+        """Every distinct live hierarchy (co-mounted controllers once)."""
         seen: list[Path] = []
         for p in self.hierarchies.values():
-            if p.resolve() not in [s.resolve() for s in seen]:
+            if p.resolve() not in [s.resolve() for s in seen] and self._live(p):
                 seen.append(p)
-        if self.unified is not None:
+        if self.unified is not None and self._live(self.unified):
             seen.append(self.unified)
         return seen
 
     def _path(self, controller: str, name: str) -> Path | None:
         base = self.hierarchies.get(controller)
-        return base / self.rel(name) if base is not None else None
+        return base / self.rel(name) if base is not None and self._live(base) else None
 
     def exists(self, path: str) -> bool:
         p = self._path("memory", path) or self._path("pids", path)
