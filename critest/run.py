@@ -110,8 +110,12 @@ def run_critest(binary: str, socket: str, junit: Path, log_path: Path, extra: li
 
 # ---- cleanup ---------------------------------------------------------------------------
 
+MAX_CLEANUP_ERRORS = 5
+
+
 def remove_everything(client: CRIClient, notes: list[str]) -> None:
     """Stops and removes every container and pod the suite left behind."""
+    errors: list[str] = []
     try:
         containers = list(client.runtime.ListContainers(pb.ListContainersRequest(), timeout=60).containers)
     except grpc.RpcError as e:
@@ -123,7 +127,7 @@ def remove_everything(client: CRIClient, notes: list[str]) -> None:
             try:
                 step()
             except grpc.RpcError as e:
-                notes.append(f"cleanup: container {c.id[:12]}: {e.code().name}: {e.details()}")
+                errors.append(f"cleanup: container {c.id[:12]}: {e.code().name}: {e.details()}")
     try:
         pods = client.list_pod_sandboxes()
     except grpc.RpcError as e:
@@ -131,13 +135,16 @@ def remove_everything(client: CRIClient, notes: list[str]) -> None:
         if e.code() != grpc.StatusCode.UNIMPLEMENTED:
             notes.append(f"cleanup: ListPodSandbox failed: {e.code().name}: {e.details()}")
     if containers or pods:
-        notes.append(f"cleanup: the suite left {len(pods)} pod(s) and {len(containers)} container(s); removed them")
+        notes.append(f"cleanup: the suite left {len(pods)} pod(s) and {len(containers)} container(s) behind")
     for p in pods:
         for step in (lambda: client.stop_pod_sandbox(p.id), lambda: client.remove_pod_sandbox(p.id)):
             try:
                 step()
             except grpc.RpcError as e:
-                notes.append(f"cleanup: pod {p.id[:12]}: {e.code().name}: {e.details()}")
+                errors.append(f"cleanup: pod {p.id[:12]}: {e.code().name}: {e.details()}")
+    notes += errors[:MAX_CLEANUP_ERRORS]
+    if len(errors) > MAX_CLEANUP_ERRORS:
+        notes.append(f"cleanup: ... and {len(errors) - MAX_CLEANUP_ERRORS} more such error(s), see crispy.log")
 
 
 def cgroup_dirs(parent: str) -> list[Path]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import grpc
+
 from cri import config as configmod
 from critest import images, run
 
@@ -46,3 +48,58 @@ def test_cgroup_dirs_lists_children_before_parents(tmp_path: Path, monkeypatch) 
     assert dirs.index("memory/crispy-critest-x/pod1/ctr") < dirs.index("memory/crispy-critest-x/pod1") \
         < dirs.index("memory/crispy-critest-x")
     assert "cpu/crispy-critest-x" in dirs
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _FakeClient:
+    """Stands in for CRIClient at the gRPC boundary: 2 containers, 7 pods whose
+    removal fails."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.runtime = SimpleNamespace(ListContainers=lambda req, timeout: SimpleNamespace(
+            containers=[SimpleNamespace(id=f"c{i}" * 8) for i in range(2)]))
+
+    def stop_container(self, cid: str, timeout: int) -> None:
+        self.calls.append(f"stop {cid}")
+
+    def remove_container(self, cid: str) -> None:
+        self.calls.append(f"rm {cid}")
+
+    def list_pod_sandboxes(self) -> list:
+        return [SimpleNamespace(id=f"p{i}" * 8) for i in range(7)]
+
+    def stop_pod_sandbox(self, pid: str) -> None:
+        self.calls.append(f"stoppod {pid}")
+
+    def remove_pod_sandbox(self, pid: str) -> None:
+        raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"cannot remove {pid}")
+
+
+def test_cleanup_removes_everything_and_caps_error_notes() -> None:
+    client, notes = _FakeClient(), []
+    run.remove_everything(client, notes)
+    assert client.calls[:4] == ["stop " + "c0" * 8, "rm " + "c0" * 8, "stop " + "c1" * 8, "rm " + "c1" * 8]
+    assert sum(c.startswith("stoppod") for c in client.calls) == 7
+    assert notes[0] == "cleanup: the suite left 7 pod(s) and 2 container(s) behind"
+    assert len([n for n in notes if "FAILED_PRECONDITION" in n]) == run.MAX_CLEANUP_ERRORS
+    assert notes[-1] == "cleanup: ... and 2 more such error(s), see crispy.log"
+
+
+def test_cleanup_of_an_empty_runtime_notes_nothing() -> None:
+    client = _FakeClient()
+    client.runtime = SimpleNamespace(ListContainers=lambda req, timeout: SimpleNamespace(containers=[]))
+    client.list_pod_sandboxes = lambda: []
+    notes: list[str] = []
+    run.remove_everything(client, notes)
+    assert notes == []
