@@ -256,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
               cgroup_parent=f"/crispy-critest-{uuid.uuid4().hex[:8]}")
     junit = results / "junit.xml"
     rc = None
+    failure = ""
+    busybox_kind = "?"
     try:
         print("critest.run: building the test images", flush=True)
         tools = images.prepare_toolbox(run.base / "build")
+        busybox_kind = "Debian's dynamic busybox" if tools.dynamic_busybox else "busybox-static"
         run.notes += tools.notes
         catalogue = images.catalogue(tools)
         run.registry = LocalRegistry().start()
@@ -274,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = run_critest(args.critest, run.daemon.socket, junit, results / "critest.log", extra)
     except KeyboardInterrupt:
         run.notes.append("interrupted")
+    except Exception as e:  # noqa: BLE001 - reported below, after cleanup
+        failure = f"{type(e).__name__}: {e}"
     finally:
         try:
             stop_all(run)
@@ -285,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 shutil.rmtree(run.base, ignore_errors=True)
 
+    if failure:
+        print(f"critest.run: the harness failed before critest finished: {failure}", file=sys.stderr)
+        return 1
     if not junit.exists():
         print(f"critest.run: critest wrote no JUnit report (exit {rc}); see {results / 'critest.log'}",
               file=sys.stderr)
@@ -293,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     context = [
         f"{started:%Y-%m-%d %H:%M} UTC, critest {critest_version(args.critest)} (exit {rc}), crispy {crispy_revision()}",
         f"critest flags: {' '.join(extra) or '(none)'}",
-        "images: built offline by critest/images.py ("
-        + ("Debian's dynamic busybox" if tools.dynamic_busybox else "busybox-static") + "), served by a loopback "
+        f"images: built offline by critest/images.py ({busybox_kind}), served by a loopback "
         "docker-registry as mirror of " + ", ".join(images.MIRRORED_HOSTS),
         *run.notes,
     ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
+import pytest
 
 from cri import config as configmod
 from critest import images, run
@@ -103,3 +107,62 @@ def test_cleanup_of_an_empty_runtime_notes_nothing() -> None:
     notes: list[str] = []
     run.remove_everything(client, notes)
     assert notes == []
+
+
+FAKE_CRITEST = '''#!{python}
+"""Stands in for critest: pulls through crispy as the suite would, writes a JUnit report."""
+import sys
+from cri.client import CRIClient
+
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+if "--version" in sys.argv:
+    print("critest version: v0.0.0-fake")
+    sys.exit(0)
+client = CRIClient(args["runtime-endpoint"], timeout=120)
+cases = []
+for ref in {refs!r}:
+    try:
+        image_ref = client.pull_image(ref)
+        status = client.image_status(ref)
+        ok = status is not None and ref in status.repo_tags and status.id == image_ref
+        cases.append((ref, ok, "" if ok else f"status {{status}}"))
+    except Exception as e:
+        cases.append((ref, False, str(e)))
+body = "".join(
+    f'<testcase name="[It] pull {{r}}" status="{{"passed" if ok else "failed"}}" time="0.1">'
+    + ("" if ok else f'<failure message="{{m}}" type="failed"></failure>') + "</testcase>"
+    for r, ok, m in cases)
+failed = sum(not ok for _, ok, _ in cases)
+open(args["ginkgo.junit-report"], "w").write(
+    f'<testsuites><testsuite name="fake" tests="{{len(cases)}}" failures="{{failed}}" errors="0" skipped="0" '
+    f'disabled="0">{{body}}</testsuite></testsuites>')
+sys.exit(1 if failed else 0)
+'''
+
+
+@pytest.mark.integration
+def test_harness_end_to_end_with_a_stand_in_critest(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Builds and pushes the images, starts crispy with the mirrors, runs a
+    critest stand-in that pulls by upstream names, summarises, cleans up."""
+    refs = [images.E2E + "busybox:1.29-2", images.CRI_TOOLS + "test-image-tags:2", "k8s.gcr.io/pause:3.9"]
+    fake = tmp_path / "critest"
+    fake.write_text(FAKE_CRITEST.format(python=sys.executable, refs=refs))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PYTHONPATH", str(Path(run.__file__).resolve().parent.parent))
+    results = tmp_path / "results"
+    assert run.main(["--critest", str(fake), "--results", str(results)]) == 0
+    base = re.search(r"up on (/tmp/crispy-ct-[^/]+)/", capsys.readouterr().out).group(1)
+    s = json.loads((results / "summary.json").read_text())
+    assert (s["passed"], s["failed"], s["mismatches"]) == (3, 0, []), s
+    assert "| 3 | 0 | 0 | 0 | 3 |" in (results / "summary.md").read_text()
+    assert "crispy" in (results / "crispy.log").read_text(errors="replace").lower()
+    # Its temporary roots are gone, nothing stays mounted there, and no
+    # process (crispy, conmon, container) still refers to them.
+    assert not Path(base).exists()
+    assert base + "/" not in Path("/proc/self/mountinfo").read_text()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                assert base.encode() not in (proc / "cmdline").read_bytes()
+            except OSError:
+                pass
