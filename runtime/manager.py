@@ -203,7 +203,11 @@ class PodManager:
 
     async def cgroups_remove_pod(self, rec: SandboxRecord) -> None:
         if rec.cgroup_path and self.cgroups is not None:
-            await asyncio.to_thread(self.cgroups.remove, rec.cgroup_path)
+            # A fresh look at the hierarchies: one mounted since crispy
+            # started (a v1 hugetlb, say) holds the pod's cgroup too, made
+            # there by the OCI runtime for the pod's containers.
+            cgroups = await asyncio.to_thread(_open_cgroups, self.daemon)
+            await asyncio.to_thread(cgroups.remove, rec.cgroup_path)
 
     # ---- pods -------------------------------------------------------------
 

@@ -97,6 +97,10 @@ def _cgroup_dirs(bases: list[Path]) -> list[Path]:
     if not CGROUP_ROOT.is_dir():
         return out
     for hierarchy in CGROUP_ROOT.iterdir():
+        # Only mounted hierarchies: a bare directory (a mount point whose
+        # hierarchy was unmounted) holds no cgroups.
+        if not (hierarchy / "cgroup.procs").exists():
+            continue
         for b in bases:
             d = hierarchy / cgroup_parent_for(b).strip("/")
             if d.is_dir():
