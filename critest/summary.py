@@ -88,7 +88,8 @@ def headline(message: str) -> str:
         if not line:
             continue
         parts.append(line)
-        if len(parts) == 6 or sum(map(len, parts)) > 200:
+        # A gRPC error line is the whole story; Gomega repeats it in the dump.
+        if "code = " in line or len(parts) == 6 or sum(map(len, parts)) > 200:
             break
     text = " ".join(parts)
     return text if len(text) <= 300 else text[:297] + "..."

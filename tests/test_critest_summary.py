@@ -120,3 +120,10 @@ def test_markdown_lists_counts_categories_and_every_failure(tmp_path: Path) -> N
 def test_headline_of_a_gomega_comparison() -> None:
     msg = "should return all the required runtime conditions\nExpected\n    <int>: 1\nto be >=\n    <int>: 2"
     assert summary.headline(msg) == "should return all the required runtime conditions Expected 1 to be >= 2"
+
+
+def test_headline_stops_at_the_grpc_error() -> None:
+    msg = ("failed to list container stats for containers status: rpc error: code = Unimplemented desc = X\n"
+           "Unexpected error:\n    <*status.Error | 0xc0>: \n    rpc error: code = Unimplemented desc = X\n")
+    assert summary.headline(msg) == ("failed to list container stats for containers status: "
+                                     "rpc error: code = Unimplemented desc = X")
