@@ -39,39 +39,44 @@ class HostChanges:
         self.log.append(f"mounted a cgroup v1 hugetlb hierarchy on {HUGETLB_V1} so that crun accepts this host")
 
     def undo(self, wait: float = 60.0) -> None:
-        if self.hugetlb_mounted:
-            # Other programs (tests running at the same time) may have made
-            # cgroups in the hierarchy while it was mounted. Empty ones exist
-            # only because of this mount and are removed; populated ones get
-            # `wait` seconds to empty.
-            deadline = time.monotonic() + wait
+        """Unmounts the hierarchy so the controller goes back to the v2 tree.
+
+        Other programs (tests running at the same time) may make cgroups in
+        it while it is mounted. Empty ones exist only because of this mount
+        and are removed; populated ones get `wait` seconds to empty. An
+        unmount only frees the hierarchy if it has no cgroup left at that
+        instant; one made in between keeps it alive, hidden, with the
+        controller stuck outside v2 — so the result is checked, and on a lost
+        race the hierarchy is mounted again (which reattaches it) and the
+        whole step retried."""
+        if not self.hugetlb_mounted:
+            return
+        deadline = time.monotonic() + wait
+        while True:
             others = _prune_empty(HUGETLB_V1)
-            while others and time.monotonic() < deadline:
-                time.sleep(1.0)
-                others = _prune_empty(HUGETLB_V1)
-            if others:
-                # Unmounting would hide, not free, the hierarchy: the
-                # controller would stay out of the v2 tree until a reboot.
-                self.log.append(f"left {HUGETLB_V1} mounted: processes of other programs are in its cgroups "
-                                f"{others}; undo by hand with 'umount {HUGETLB_V1} && rmdir {HUGETLB_V1}' "
-                                f"once they are gone")
-                return
-            r = subprocess.run(["umount", str(HUGETLB_V1)], capture_output=True, text=True)
-            if r.returncode != 0:
-                self.log.append(f"could not unmount {HUGETLB_V1}: {r.stderr.strip()}")
-                return
-            if not _back_in_v2(deadline=time.monotonic() + 2.0):
-                # A cgroup was made between the prune and the unmount: the
-                # hierarchy lives on hidden. Mounting again reattaches it.
+            if not others:
+                r = subprocess.run(["umount", str(HUGETLB_V1)], capture_output=True, text=True)
+                if r.returncode != 0:
+                    self.log.append(f"could not unmount {HUGETLB_V1}: {r.stderr.strip()}")
+                    return
+                if _back_in_v2(deadline=time.monotonic() + 2.0):
+                    self.hugetlb_mounted = False
+                    if self.hugetlb_dir_created:
+                        try:
+                            HUGETLB_V1.rmdir()
+                        except OSError:
+                            pass
+                    self.log.append(f"unmounted {HUGETLB_V1}: hugetlb is back in the v2 tree")
+                    return
                 subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(HUGETLB_V1)],
                                capture_output=True)
-                self.log.append(f"{HUGETLB_V1} was in use again while being unmounted; it is mounted again "
-                                f"and must be unmounted by hand once empty")
+            if time.monotonic() > deadline:
+                self.log.append(f"left {HUGETLB_V1} mounted: processes of other programs are in its cgroups "
+                                f"{others or '(made while unmounting)'}; once they are gone, undo by hand with "
+                                f"'umount {HUGETLB_V1} && rmdir {HUGETLB_V1}' and check that "
+                                f"/sys/fs/cgroup/unified/cgroup.controllers lists hugetlb again")
                 return
-            self.hugetlb_mounted = False
-            if self.hugetlb_dir_created:
-                HUGETLB_V1.rmdir()
-            self.log.append(f"unmounted {HUGETLB_V1}: hugetlb is back in the v2 tree")
+            time.sleep(0.5)
 
 
 def _back_in_v2(deadline: float) -> bool:

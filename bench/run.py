@@ -17,6 +17,7 @@ import platform
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         wants_crun = any(KNOWN_TARGETS[r][1] == "crun" for r in args.runtime_list)
         blocker = hostprep.crun_blocker()
         if wants_crun and blocker and args.move_hugetlb == "auto":
-            changes.move_hugetlb()
-            say(f"bench: HOST CHANGE: {changes.log[-1]} (undone at the end)")
+            try:
+                changes.move_hugetlb()
+                say(f"bench: HOST CHANGE: {changes.log[-1]} (undone at the end)")
+            except subprocess.CalledProcessError as e:
+                say(f"bench: could not mount a v1 hugetlb hierarchy ({e.stderr.strip()}); crun runtimes will fail")
         for name in args.runtime_list:
             kind, oci = KNOWN_TARGETS[name]
             t = Target(name, kind, oci, base / name)
