@@ -20,7 +20,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from cri.errors import Internal
 from runtime.oci_runtime import OciRuntime
@@ -116,21 +116,39 @@ def parse_sync_line(line: bytes) -> SyncMessage:
 
 # ---- asyncio shell ------------------------------------------------------------------
 
-async def run_create(argv: list[str], timeout: float = 120.0) -> int:
+async def run_create(argv: list[str], timeout: float = 120.0,
+                     before_start: Callable[[int], Awaitable[None]] | None = None) -> int:
     """Starts conmon and returns the container's pid once `<runtime> create`
-    has finished. Raises Internal with the runtime's message on failure."""
+    has finished. Raises Internal with the runtime's message on failure.
+
+    `before_start(conmon_pid)` runs while conmon waits on its start pipe,
+    before it forks anything: the place to move it into another cgroup."""
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
-    # pass_fds keeps the descriptor's number, which conmon learns from the env.
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(wfd)}
+    start_r, start_w = os.pipe2(os.O_CLOEXEC)
+    # pass_fds keeps the descriptors' numbers, which conmon learns from the env.
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(wfd),
+           "_OCI_STARTPIPE": str(start_r)}
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, pass_fds=(wfd,), env=env, start_new_session=True)
+            stderr=asyncio.subprocess.DEVNULL, pass_fds=(wfd, start_r), env=env, start_new_session=True)
     except BaseException:
-        os.close(rfd)
-        os.close(wfd)
+        for fd in (rfd, wfd, start_r, start_w):
+            os.close(fd)
         raise
     os.close(wfd)
+    os.close(start_r)
+    try:
+        if before_start is not None:
+            await before_start(proc.pid)
+        os.write(start_w, b"0")
+    except BaseException:
+        os.close(rfd)
+        proc.kill()
+        await proc.wait()
+        raise
+    finally:
+        os.close(start_w)
     parser = SyncPipeParser()
     messages: list[SyncMessage] = []
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
-from cri.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, InvalidArgument, NotFound
 from runtime import namespaces, sandbox
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
@@ -187,19 +187,31 @@ class PodManager:
         """kubelet names the pod's cgroup in cgroup_parent (it made it and
         removes it); containers go right below it. A pod that names none
         (crictl, tests) gets its own cgroup under the configured default,
-        made here and removed with the pod."""
+        made here and removed with the pod. The infra process joins the
+        pod's cgroup: it belongs to the pod, not to crispy (whose service
+        cgroup a service manager may kill whole)."""
         driver = self.daemon.config.runtime.cgroup_driver
         if requested_parent or driver != "cgroupfs" or self.cgroups is None:
             rec.cgroup_parent = requested_parent
-            return
-        path = "/" + "/".join(p for p in (*self.default_cgroup_parent.split("/"), f"pod-{rec.id}") if p)
-        await asyncio.to_thread(self.cgroups.create, path)
-        rec.cgroup_parent = rec.cgroup_path = path
-        attach = getattr(self.cgroups, "add_process", None)
+        else:
+            path = "/" + "/".join(p for p in (*self.default_cgroup_parent.split("/"), f"pod-{rec.id}") if p)
+            await asyncio.to_thread(self.cgroups.create, path)
+            rec.cgroup_parent = rec.cgroup_path = path
         pinned = sandbox.pinned_of(rec)
-        if attach is not None and pinned.infra_pid:
-            # The infra process is the pod's; keep it out of crispy's cgroup.
-            await asyncio.to_thread(attach, path, pinned.infra_pid)
+        if pinned.infra_pid:
+            await self.join_pod_cgroup(rec, pinned.infra_pid, "infra")
+
+    async def join_pod_cgroup(self, rec: SandboxRecord, pid: int, what: str) -> None:
+        """Best effort: a process left in crispy's cgroup still works."""
+        if self.cgroups is None or not rec.cgroup_parent:
+            return
+        try:
+            if not rec.cgroup_path and not await asyncio.to_thread(self.cgroups.exists, rec.cgroup_parent):
+                await asyncio.to_thread(self.cgroups.create, rec.cgroup_parent)
+            await asyncio.to_thread(self.cgroups.add_process, rec.cgroup_parent, pid)
+        except (OSError, CrispyError) as e:
+            log.warning("could not move a process into the pod's cgroup", extra={"fields": {
+                "pod": rec.id, "process": what, "pid": pid, "error": getattr(e, "message", str(e))}})
 
     async def cgroups_remove_pod(self, rec: SandboxRecord) -> None:
         if rec.cgroup_path and self.cgroups is not None:

@@ -188,6 +188,11 @@ def test_containers_share_pod_namespaces(env):
     pod_info = json.loads(c.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)).info["info"])
     assert pod_info["containerPids"] == {a: pa, b: pb_}
     assert pod_info["pids"] == [pod_info["pid"], pa, pb_]
+    # conmon and the infra process live in the pod's cgroup, not crispy's.
+    def memory_cgroup(pid):
+        return [ln.split(":", 2)[2] for ln in open(f"/proc/{pid}/cgroup").read().splitlines() if ":memory:" in ln][0]
+    assert memory_cgroup(pod_info["pid"]) == pod_info["cgroupPath"]
+    assert memory_cgroup(status(c, a)[1]["conmonPid"]) == pod_info["cgroupPath"]
     ns = {k: (os.readlink(f"/proc/{pa}/ns/{k}"), os.readlink(f"/proc/{pb_}/ns/{k}")) for k in ("net", "ipc", "uts", "pid", "mnt")}
     for k in ("net", "ipc", "uts", "pid"):
         assert ns[k][0] == ns[k][1], k
