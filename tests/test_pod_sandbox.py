@@ -204,3 +204,23 @@ def test_pods_survive_daemon_kill(pod_daemon):
     with pod_daemon.client() as c:
         st, _ = status(c, pod)
         assert st.state == pb.SANDBOX_NOTREADY
+
+
+def test_runtime_handlers_from_config():
+    from tests.daemon_proc import tmp_base
+    from tests.pods_fixtures import remove_all_pods, start_pod_daemon
+    d = start_pod_daemon(tmp_base(), ["--set", 'runtime.handlers.fast="runc"'])
+    try:
+        with d.client() as c:
+            pod = run_pod(c, pod_config("handled"), handler="fast")
+            st, info = status(c, pod)
+            assert st.runtime_handler == "fast" and info["ociRuntime"].endswith("/runc")
+            listed = c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items
+            assert [p.runtime_handler for p in listed] == ["fast"]
+            with pytest.raises(grpc.RpcError) as e:
+                run_pod(c, pod_config("other"), handler="slow")
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "'fast'" in e.value.details() and "'slow'" in e.value.details()
+        remove_all_pods(d)
+    finally:
+        d.stop()
