@@ -102,6 +102,11 @@ def test_resize_decoder_handles_split_and_concatenated_json():
     assert list(d.feed(b'th":1,"Height":2}')) == [remotecommand.TerminalSize(1, 2)]
     with pytest.raises(ValueError):
         list(d.feed(b'{"Width":70000,"Height":1}'))
+    # A character split across reads waits; bytes that are never UTF-8 fail.
+    d = remotecommand.ResizeDecoder()
+    assert list(d.feed('{"Width":1,"Height":2}é'.encode()[:-1])) == [remotecommand.TerminalSize(1, 2)]
+    with pytest.raises(ValueError):
+        list(remotecommand.ResizeDecoder().feed(b"\xff\xfe{}{}{}"))
 
 
 # ---- port-forward ----------------------------------------------------------
@@ -219,3 +224,41 @@ def test_channel_framing_binary_and_base64():
     assert websocket.encode_channel(1, b"hi", True) == (websocket.OP_TEXT, b"1aGk=")
     assert websocket.decode_channel(websocket.Message(websocket.OP_TEXT, b"0aGk="), True) == (0, b"hi")
     assert websocket.decode_channel(websocket.Message(websocket.OP_BINARY, b"\x04{}"), False) == (4, b"{}")
+
+
+def test_garbage_never_escapes_as_anything_but_protocol_errors():
+    """Random bytes into every parser: they may reject, never crash."""
+    import random
+
+    from cri.streaming import spdy
+    rng = random.Random(1234)
+    valid_spdy = spdy.SpdyFramer().serialize(spdy.SynStream(1, {"streamtype": ["error"]})) + \
+        spdy.SpdyFramer().serialize(spdy.Ping(1))
+    valid_ws = websocket.encode_frame(websocket.OP_BINARY, b"\x00abc", mask=b"abcd")
+    for _ in range(3000):
+        n = rng.randrange(0, 64)
+        junk = bytes(rng.randrange(256) for _ in range(n))
+        # Half the time, corrupt a valid stream instead of pure noise.
+        if rng.random() < 0.5:
+            base = bytearray(valid_spdy)
+            for _ in range(rng.randrange(1, 4)):
+                base[rng.randrange(len(base))] = rng.randrange(256)
+            junk = bytes(base)
+        try:
+            spdy.SpdySession().receive_data(junk)
+        except spdy.ProtocolError:
+            pass
+        wjunk = bytearray(valid_ws + junk)
+        wjunk[rng.randrange(len(wjunk))] ^= 1 << rng.randrange(8)
+        try:
+            websocket.FrameDecoder().receive_data(bytes(wjunk))
+        except websocket.WebSocketError:
+            pass
+        try:
+            http_upgrade.RequestParser().feed(b"GET / HTTP/1.1\r\n" + junk.replace(b"\r\n\r\n", b"") + b"\r\n\r\n")
+        except HttpError:
+            pass
+        try:
+            list(remotecommand.ResizeDecoder().feed(junk))
+        except ValueError:
+            pass

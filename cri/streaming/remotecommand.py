@@ -8,6 +8,7 @@ adds a structured exit status (a JSON metav1.Status on the error stream).
 
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass
 from typing import Iterator
@@ -100,16 +101,15 @@ class ResizeDecoder:
 
     def __init__(self) -> None:
         self._buf = ""
-        self._raw = bytearray()
+        # Incremental: a character split across reads waits for its rest.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._decoder = json.JSONDecoder()
 
     def feed(self, data: bytes) -> Iterator[TerminalSize]:
-        self._raw += data
         try:
-            self._buf += self._raw.decode("utf-8")
-            self._raw.clear()
+            self._buf += self._utf8.decode(data)
         except UnicodeDecodeError:
-            return  # a multi-byte character split across reads; wait for more
+            raise ValueError("resize stream carries bytes that are not UTF-8") from None
         while True:
             text = self._buf.lstrip()
             if not text:
