@@ -171,10 +171,16 @@ class PodManager:
             path = wanted if os.path.isabs(wanted) else shutil.which(wanted)
             if not path:
                 raise InvalidArgument(f"runtime handler {handler!r} maps to {wanted!r}, which is not installed")
+            if os.path.basename(path) == "crun":
+                from runtime.host import crun_blocker
+                blocker = crun_blocker(self.daemon.cgroup_layout)
+                if blocker:
+                    # Say so now rather than at the first CreateContainer.
+                    raise FailedPrecondition(f"runtime handler {handler!r} uses crun, which cannot run containers "
+                                             f"on this node: {blocker}")
             return path
         if handler == "":
             if self.daemon.oci_runtime is None:
-                from cri.errors import FailedPrecondition
                 raise FailedPrecondition("no OCI runtime is available on this node; install crun or runc")
             return self.daemon.oci_runtime.path
         known = ", ".join(repr(h) for h in sorted({"", *handlers}))

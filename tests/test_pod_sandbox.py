@@ -224,3 +224,23 @@ def test_runtime_handlers_from_config():
         remove_all_pods(d)
     finally:
         d.stop()
+
+
+def test_crun_handler_refused_early_where_crun_cannot_run():
+    from runtime import host
+    from tests.daemon_proc import tmp_base
+    from tests.pods_fixtures import remove_all_pods, start_pod_daemon
+    blocker = host.crun_blocker(host.detect_cgroup_layout())
+    d = start_pod_daemon(tmp_base(), ["--set", 'runtime.handlers.crun="crun"'])
+    try:
+        with d.client() as c:
+            if blocker:
+                with pytest.raises(grpc.RpcError) as e:
+                    run_pod(c, pod_config("crun"), handler="crun")
+                assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "crun" in e.value.details()
+            else:
+                pod = run_pod(c, pod_config("crun"), handler="crun")
+                assert status(c, pod)[1]["ociRuntime"].endswith("/crun")
+        remove_all_pods(d)
+    finally:
+        d.stop()
