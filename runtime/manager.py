@@ -395,8 +395,11 @@ async def _uncancellable(coro: Awaitable[Any]) -> Any:
         if not t.cancelled() and t.exception() is not None:
             log.info("a lifecycle step finished with an error after its caller left",
                      extra={"fields": {"error": str(t.exception())}})
-    task.add_done_callback(_log)
-    return await asyncio.shield(task)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log)
+        raise
 
 
 def _open_cgroups(daemon: "Daemon") -> Any:

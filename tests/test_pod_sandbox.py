@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -164,12 +165,18 @@ def test_same_name_retry_returns_same_pod_and_clash_is_refused(pod_daemon):
     with pod_daemon.client() as c:
         # A caller that gives up at once: the work still finishes, and the
         # retry gets that pod rather than a clash or a second one.
+        # A deadline well inside the time the work takes, so the request is
+        # being worked on when the caller gives up.
+        t0 = time.monotonic()
+        warm = run_pod(c, pod_config("warmup"))
+        took = time.monotonic() - t0
         with pytest.raises(grpc.RpcError) as e:
-            c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=0.0005)
+            c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=max(took / 3, 0.005))
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         first = run_pod(c, cfg)
         assert run_pod(c, cfg) == first
-        assert [p.id for p in c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items] == [first]
+        assert [p.id for p in c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items] == [warm, first]
+        c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=warm))
         other = pod_config("retry", hostname="different")
         with pytest.raises(grpc.RpcError) as e:
             run_pod(c, other)
