@@ -59,7 +59,7 @@ async def _in_own_thread(fn, *args):  # type: ignore[no-untyped-def]
         try:
             result = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(exc))
+            loop.call_soon_threadsafe(lambda e=exc: fut.done() or fut.set_exception(e))
         else:
             loop.call_soon_threadsafe(lambda: fut.set_result(result) if not fut.done() else result.close())
 

@@ -142,3 +142,13 @@ def test_port_forward_connect_on_host_network_and_errors():
         with pytest.raises(NotFound):
             await port_forward.connect("/run/netns/crispy-does-not-exist", port)
     asyncio.run(main())
+
+
+def test_socket_in_netns_errors_reach_the_caller(tmp_path):
+    not_a_netns = tmp_path / "plain-file"
+    not_a_netns.write_text("")
+
+    async def main() -> None:
+        with pytest.raises(OSError):
+            await port_forward._in_own_thread(port_forward.socket_in_netns, str(not_a_netns))
+    asyncio.run(main())

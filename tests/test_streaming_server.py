@@ -12,8 +12,6 @@ import os
 import subprocess
 from typing import Any
 
-import pytest
-
 from cri.errors import FailedPrecondition
 from cri.proto import api_pb2 as pb
 from cri.streaming import remotecommand, spdy, websocket
