@@ -116,13 +116,15 @@ def parse_sync_line(line: bytes) -> SyncMessage:
 
 # ---- asyncio shell ------------------------------------------------------------------
 
-async def run_create(argv: list[str], timeout: float = 120.0,
+async def run_create(argv: list[str], cwd: str, timeout: float = 120.0,
                      before_start: Callable[[int], Awaitable[None]] | None = None) -> int:
     """Starts conmon and returns the container's pid once `<runtime> create`
     has finished. Raises Internal with the runtime's message on failure.
 
     `before_start(conmon_pid)` runs while conmon waits on its start pipe,
-    before it forks anything: the place to move it into another cgroup."""
+    before it forks anything: the place to move it into another cgroup.
+    `cwd` is the bundle: conmon drops files (an `oom` marker) in its working
+    directory."""
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     start_r, start_w = os.pipe2(os.O_CLOEXEC)
     # pass_fds keeps the descriptors' numbers, which conmon learns from the env.
@@ -131,7 +133,7 @@ async def run_create(argv: list[str], timeout: float = 120.0,
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, pass_fds=(wfd, start_r), env=env, start_new_session=True)
+            stderr=asyncio.subprocess.DEVNULL, pass_fds=(wfd, start_r), env=env, start_new_session=True, cwd=cwd)
     except BaseException:
         for fd in (rfd, wfd, start_r, start_w):
             os.close(fd)

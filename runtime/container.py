@@ -142,7 +142,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
             stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
             systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd"))
         ctr.pid = await conmon.run_create(
-            argv, before_start=lambda conmon_pid: mgr.join_pod_cgroup(pod, conmon_pid, "conmon"))
+            argv, str(bundle), before_start=lambda conmon_pid: mgr.join_pod_cgroup(pod, conmon_pid, "conmon"))
         ctr.conmon_pid = await asyncio.to_thread(conmon.read_pidfile, str(bundle / "conmon.pid"))
         ctr.conmon_start_time = namespaces.process_start_time(ctr.conmon_pid) or 0
         await mgr.store.save(ctr)
