@@ -350,3 +350,16 @@ def test_port_forward_spdy_tunnelled_in_websocket():
         finally:
             listener.close()
     run(body)
+
+
+def test_client_naming_no_protocol_gets_v1():
+    async def body(server):
+        url = server.issue("exec", exec_req(["sh", "-c", "echo v1; exit 2"], stderr=False))
+        status, headers, c = await SpdyClient.connect(url, [])
+        assert status == 101 and "x-stream-protocol-version" not in headers
+        e, o = c.open({"streamType": "error"}), c.open({"streamType": "stdout"})
+        await c.wait_for(lambda: e in c.fin)
+        assert c.text(o) == "v1\n"
+        assert c.text(e).startswith("command terminated with non-zero exit code")  # text, not JSON
+        await c.close()
+    run(body)
