@@ -59,6 +59,8 @@ class PodManager:
         # its exit is recorded.
         self.watchers: dict[str, asyncio.Task[None]] = {}
         self.exit_events: dict[str, asyncio.Event] = {}
+        # Last CPU reading per container, for ContainerStats' CPU rate.
+        self.cpu_samples: dict[str, Any] = {}
 
     # ---- start-up --------------------------------------------------------
 
@@ -366,6 +368,14 @@ class PodManager:
         except OSError as e:
             raise FailedPrecondition(f"conmon of container {ctr.id[:13]} is not listening: {e.strerror}") from None
 
+    async def container_usage(self, ctr: ContainerRecord) -> Any:
+        from runtime import container_stats
+        usage, sample = await asyncio.to_thread(container_stats.collect, self.cgroups, ctr,
+                                                self.cpu_samples.get(ctr.id))
+        if sample is not None and ctr.id in self.containers:
+            self.cpu_samples[ctr.id] = sample
+        return usage
+
     def image_users(self, image_id: str) -> list[str]:
         return [c.id for c in self.containers.values() if c.image_id == image_id]
 
@@ -380,6 +390,7 @@ class PodManager:
             if ctr.id in self.containers:
                 await container.remove(self, ctr)
                 del self.containers[ctr.id]
+                self.cpu_samples.pop(ctr.id, None)
                 self.release_name(("ctr", ctr.sandbox_id, ctr.name, ctr.attempt), ctr.id)
         self.forget_lock(ctr.id)
 

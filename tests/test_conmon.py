@@ -166,3 +166,15 @@ def test_reservation_joins_retries_and_refuses_clashes():
         mgr.release_name("k", "id-1")
         assert await mgr.reserved("k", "d3", "thing", work) == "id-1"
     asyncio.run(scenario())
+
+
+def test_cpu_rate_and_layer_usage(tmp_path):
+    from runtime import container_stats as cs
+    assert cs.nano_cores(None, cs.CpuSample(10, 5)) is None
+    assert cs.nano_cores(cs.CpuSample(1_000_000_000, 0), cs.CpuSample(2_000_000_000, 500_000_000)) == 500_000_000
+    assert cs.nano_cores(cs.CpuSample(5, 10), cs.CpuSample(5, 20)) is None  # no time passed
+    assert cs.layer_usage(tmp_path / "missing") is None
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"x" * 10000)
+    usage = cs.layer_usage(tmp_path)
+    assert usage.inodes_used == 2 and usage.used_bytes >= 10000

@@ -150,3 +150,34 @@ def test_reopen_container_log(env):
     with pytest.raises(grpc.RpcError) as e:
         c.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ctr))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_container_stats(env):
+    c = env["c"]
+    pod, cfg = make_pod(env)
+    busy = run(env, pod, cfg, "busy", ["/bin/sh", "-c", "head -c 3000000 /dev/urandom > /tmp/blob; while :; do :; done"],
+               pb.LinuxContainerResources(memory_limit_in_bytes=64 * MiB))
+    idle = run(env, pod, cfg, "idle", ["sleep", "1000"], start=False, )
+    deadline = time.monotonic() + 10
+    while True:
+        st = c.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=busy)).stats
+        if st.writable_layer.used_bytes.value >= 3000000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert st.attributes.id == busy and st.attributes.metadata.name == "busy"
+    assert st.cpu.usage_core_nano_seconds.value > 0
+    assert st.memory.working_set_bytes.value > 0 and st.memory.usage_bytes.value > 0
+    assert 0 < st.memory.available_bytes.value <= 64 * MiB
+    assert st.writable_layer.used_bytes.value >= 3000000 and st.writable_layer.inodes_used.value >= 2
+    time.sleep(0.3)
+    again = c.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=busy)).stats
+    # A busy loop: a rate, in nano cores, of most of one core.
+    assert again.cpu.usage_nano_cores.value > 100_000_000
+    listed = c.runtime.ListContainerStats(pb.ListContainerStatsRequest()).stats
+    assert [s.attributes.id for s in listed] == [busy, idle]
+    assert not listed[1].HasField("cpu")
+    only = c.runtime.ListContainerStats(pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(id=idle))).stats
+    assert [s.attributes.id for s in only] == [idle]
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.ContainerStats(pb.ContainerStatsRequest(container_id="0" * 64))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND

@@ -63,6 +63,45 @@ def container_status(ctr: ContainerRecord, live: pb.LinuxContainerResources | No
         log_path=ctr.log_path, resources=resources, image_id=ctr.image_id, user=user, stop_signal=stop_signal)
 
 
+def _u64(value: int | None) -> pb.UInt64Value | None:
+    return pb.UInt64Value(value=max(int(value), 0)) if value is not None else None
+
+
+def container_stats(ctr: ContainerRecord, usage: Any) -> pb.ContainerStats:
+    labels, annotations = _labels(ctr)
+    out = pb.ContainerStats(attributes=pb.ContainerAttributes(
+        id=ctr.id, metadata=pb.ContainerMetadata(name=ctr.name, attempt=ctr.attempt),
+        labels=labels, annotations=annotations))
+    ts = usage.timestamp_ns
+    cg = usage.cgroup
+    if cg is not None:
+        out.cpu.CopyFrom(pb.CpuUsage(timestamp=ts, usage_core_nano_seconds=_u64(cg.cpu_usage_ns),
+                                     usage_nano_cores=_u64(usage.nano_cores)))
+        available = None
+        if cg.memory_limit_bytes is not None and cg.memory_working_set_bytes is not None:
+            available = cg.memory_limit_bytes - cg.memory_working_set_bytes
+        out.memory.CopyFrom(pb.MemoryUsage(
+            timestamp=ts, working_set_bytes=_u64(cg.memory_working_set_bytes), available_bytes=_u64(available),
+            usage_bytes=_u64(cg.memory_usage_bytes), rss_bytes=_u64(cg.memory_rss_bytes),
+            page_faults=_u64(cg.page_faults), major_page_faults=_u64(cg.major_page_faults)))
+        if cg.swap_usage_bytes is not None:
+            out.swap.CopyFrom(pb.SwapUsage(timestamp=ts, swap_usage_bytes=_u64(cg.swap_usage_bytes)))
+    if usage.layer is not None:
+        out.writable_layer.CopyFrom(pb.FilesystemUsage(
+            timestamp=ts, fs_id=pb.FilesystemIdentifier(mountpoint=usage.layer_mountpoint),
+            used_bytes=_u64(usage.layer.used_bytes), inodes_used=_u64(usage.layer.inodes_used)))
+    return out
+
+
+def stats_matches(ctr: ContainerRecord, f: pb.ContainerStatsFilter) -> bool:
+    if f.id and not ctr.id.startswith(f.id):
+        return False
+    if f.pod_sandbox_id and not ctr.sandbox_id.startswith(f.pod_sandbox_id):
+        return False
+    labels = ctr.config.get("labels", {})
+    return all(labels.get(k) == v for k, v in f.label_selector.items())
+
+
 def matches(ctr: ContainerRecord, f: pb.ContainerFilter) -> bool:
     if f.id and not ctr.id.startswith(f.id):
         return False
@@ -135,3 +174,18 @@ class ContainerRPCs:
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any) -> pb.ReopenContainerLogResponse:
         await self.daemon.pods.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()
+
+    async def ContainerStats(self, request: pb.ContainerStatsRequest, context: Any) -> pb.ContainerStatsResponse:
+        pods = self.daemon.pods
+        ctr = pods.container(request.container_id)
+        return pb.ContainerStatsResponse(stats=container_stats(ctr, await pods.container_usage(ctr)))
+
+    async def ListContainerStats(self, request: pb.ListContainerStatsRequest, context: Any) -> pb.ListContainerStatsResponse:
+        pods = self.daemon.pods
+        # Every container, as containerd does: not yet started or exited ones
+        # report their writable layer and no cgroup usage.
+        ctrs = list(pods.containers.values())
+        if request.HasField("filter"):
+            ctrs = [c for c in ctrs if stats_matches(c, request.filter)]
+        ctrs.sort(key=lambda c: c.created_at)
+        return pb.ListContainerStatsResponse(stats=[container_stats(c, await pods.container_usage(c)) for c in ctrs])

@@ -1,0 +1,77 @@
+"""Container resource usage for ContainerStats and ListContainerStats:
+the container's cgroup (CPU, memory, swap) and its writable layer.
+
+CPU rate (usage_nano_cores) needs two readings; the previous one per
+container is kept by the caller (the manager) and passed in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.store import ContainerRecord
+
+
+@dataclass
+class CpuSample:
+    timestamp_ns: int
+    usage_ns: int
+
+
+@dataclass
+class LayerUsage:
+    used_bytes: int
+    inodes_used: int
+
+
+@dataclass
+class ContainerUsage:
+    timestamp_ns: int
+    cgroup: Any | None  # runtime.cgroups.CgroupStats, None once the cgroup is gone
+    nano_cores: int | None
+    layer: LayerUsage | None
+    layer_mountpoint: str
+
+
+def layer_usage(upper: Path) -> LayerUsage | None:
+    """Blocking: walks the container's upper dir (what it wrote)."""
+    if not upper.is_dir():
+        return None
+    used = inodes = 0
+    for dirpath, dirnames, filenames in os.walk(upper):
+        for name in (*dirnames, *filenames):
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            inodes += 1
+            used += st.st_blocks * 512
+    return LayerUsage(used, inodes)
+
+
+def nano_cores(previous: CpuSample | None, current: CpuSample) -> int | None:
+    if previous is None or current.timestamp_ns <= previous.timestamp_ns or current.usage_ns < previous.usage_ns:
+        return None
+    return (current.usage_ns - previous.usage_ns) * 1_000_000_000 // (current.timestamp_ns - previous.timestamp_ns)
+
+
+def collect(cgroups: Any, ctr: ContainerRecord, previous: CpuSample | None) -> tuple[ContainerUsage, CpuSample | None]:
+    """Blocking. Returns the usage and the CPU sample to keep for next time."""
+    stats = None
+    if cgroups is not None and ctr.cgroup_path and ctr.state == "running":
+        try:
+            if cgroups.exists(ctr.cgroup_path):
+                stats = cgroups.stats(ctr.cgroup_path)
+        except (OSError, ValueError):
+            stats = None
+    sample = None
+    rate = None
+    if stats is not None and stats.cpu_usage_ns is not None:
+        sample = CpuSample(stats.timestamp_ns, stats.cpu_usage_ns)
+        rate = nano_cores(previous, sample)
+    upper = Path(ctr.container_dir) / "upper"
+    timestamp = stats.timestamp_ns if stats is not None else __import__("time").time_ns()
+    return ContainerUsage(timestamp, stats, rate, layer_usage(upper), str(upper.parent)), sample
