@@ -189,3 +189,37 @@ def test_attach_to_a_tty_container_with_resize(pod_daemon):
             return s.text(ids["stdout"])
         out = asyncio.run(asyncio.wait_for(attach(), 60))
         assert "40 100" in out.replace("\r\n", "\n").split("\n"), out
+
+
+def test_daemon_stops_cleanly_with_a_stream_open(pod_daemon):
+    from tests.pods_fixtures import remove_all_pods, start_pod_daemon
+    with pod_daemon.client() as c:
+        if not _has_containers(c):
+            pytest.skip("containers are not implemented in this build yet")
+        load_image(pod_daemon)
+        pod_cfg = pod_config("st")
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config("s", ["sleep", "3600"]), sandbox_config=pod_cfg)).container_id
+        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        url = c.runtime.Exec(pb.ExecRequest(container_id=ctr, cmd=["sh", "-c", "echo started; sleep 60"], stdout=True)).url
+
+    async def hold_stream_while_stopping() -> tuple[int, bool]:
+        status, _, s = await SpdyClient.connect(url, [remotecommand.V4])
+        ids = {t: s.open({"streamType": t}) for t in ("error", "stdout")}
+        await s.wait_for(lambda: "started" in s.text(ids["stdout"]))
+        rc = await asyncio.to_thread(pod_daemon.stop)
+        await s.wait_for(lambda: s.closed)
+        await s.close()
+        return rc, s.closed
+    rc, closed = asyncio.run(asyncio.wait_for(hold_stream_while_stopping(), 90))
+    assert rc == 0 and closed
+    # Containers outlive crispy; a new daemon on the same roots cleans up.
+    d2 = start_pod_daemon(pod_daemon.base)
+    try:
+        with d2.client() as c:
+            assert c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status.state == pb.CONTAINER_RUNNING
+        remove_all_pods(d2)
+    finally:
+        d2.stop()
