@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cri.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.errors import FailedPrecondition, Internal, InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import conmon, namespaces, rootfs, sandbox
 from runtime.oci_runtime import OciRuntime
@@ -413,5 +413,3 @@ def require_running(ctr: ContainerRecord, what: str) -> None:
     if ctr.state != "running":
         raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}; {what} needs a running container")
 
-
-__all__ = ["create", "start", "stop", "remove", "recover", "watch", "record_exit", "verbose_info", "NotFound"]
