@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -207,8 +208,18 @@ def rootfs() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def clean_signals() -> None:
+    """What a container runtime gives its processes: no blocked signals and
+    default dispositions. Earlier tests in the same pytest process may have
+    left a mask behind, which exec would hand down (SIGTERM never arriving)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def chrooted(root: Path, uid: int = 0, no_new_privs: bool = False):
     def enter() -> None:
+        clean_signals()
         os.chroot(root)
         os.chdir("/")
         if no_new_privs:
@@ -262,7 +273,7 @@ def test_nginx_stand_in_looks_like_nginx(built, rootfs: Path) -> None:
         "kill $pid; wait; [ ! -e /var/run/nginx.pid ] && echo pidfile-removed; umount /proc"
     )
     out = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "chroot", str(rootfs), "/bin/sh", "-c", script],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, preexec_fn=clean_signals)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     fields = dict(kv.split("=", 1) for kv in lines[0].split())
@@ -283,7 +294,7 @@ def test_httpd_stand_in_serves_and_logs_its_name(built, rootfs: Path) -> None:
               "i=0; until wget -qO- http://127.0.0.1:80/ 2>/tmp/wget.err || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done; "
               "cat /tmp/log; kill $pid; wait")
     out = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "chroot", str(rootfs), "/bin/sh", "-c", script],
-                         capture_output=True, text=True, timeout=60,
+                         capture_output=True, text=True, timeout=60, preexec_fn=clean_signals,
                          env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
     assert "It works!" in out.stdout, out.stdout + out.stderr
     assert "httpd: serving" in out.stdout
@@ -298,7 +309,7 @@ def test_masking_one_applet_leaves_the_shell_working(built, rootfs: Path) -> Non
     out = subprocess.run(["unshare", "--mount", "--fork", "/bin/sh", "-c",
                           f"mount --bind /dev/null {rootfs}/bin/ls && "
                           f"chroot {rootfs} /bin/sh -c ls; echo rc=$?"],
-                         capture_output=True, text=True, timeout=30,
+                         capture_output=True, text=True, timeout=30, preexec_fn=clean_signals,
                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert out.stderr == "/bin/sh: ls: Permission denied\n"
     assert out.stdout.startswith("rc=") and out.stdout != "rc=0\n"
