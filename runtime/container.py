@@ -210,6 +210,9 @@ async def start(mgr: "PodManager", ctr: ContainerRecord) -> None:
     pod = mgr.sandboxes.get(ctr.sandbox_id)
     if pod is None or not sandbox.is_ready(pod):
         raise FailedPrecondition(f"pod sandbox of container {ctr.id[:13]} is not ready")
+    # Taken before the process is let go: it may have exited (and its exit
+    # been recorded) by the time `start` returns.
+    started = time.time_ns()
     try:
         await runtime_of(mgr, ctr).start(ctr.id)
     except Internal as e:
@@ -221,9 +224,11 @@ async def start(mgr: "PodManager", ctr: ContainerRecord) -> None:
             ctr.state, ctr.exit_code, ctr.finished_at = "exited", 128, time.time_ns()
         await mgr.store.save(ctr)
         raise
-    ctr.started_at = time.time_ns()
+    ctr.started_at = started
     if ctr.state == "created":
         ctr.state = "running"
+    elif ctr.finished_at < started:
+        ctr.finished_at = started
     await mgr.store.save(ctr)
 
 
@@ -277,6 +282,10 @@ async def record_exit(mgr: "PodManager", ctr: ContainerRecord) -> None:
         code, finished = 255, time.time_ns()
         ctr.message = "conmon exited without recording the container's exit status"
     oom = await asyncio.to_thread(_oom_killed, mgr, ctr)
+    # The exit file's mtime comes from the kernel's coarse clock, which can
+    # trail the start time taken just before.
+    if ctr.started_at and finished < ctr.started_at:
+        finished = ctr.started_at
     ctr.state, ctr.exit_code, ctr.finished_at = "exited", code, finished
     if ctr.reason != "StartError":
         ctr.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
