@@ -58,6 +58,37 @@ def nano_cores(previous: CpuSample | None, current: CpuSample) -> int | None:
     return (current.usage_ns - previous.usage_ns) * 1_000_000_000 // (current.timestamp_ns - previous.timestamp_ns)
 
 
+@dataclass
+class CgroupUsage:
+    timestamp_ns: int
+    cgroup: Any | None
+    nano_cores: int | None
+    process_count: int | None
+
+
+def collect_cgroup(cgroups: Any, path: str, previous: CpuSample | None) -> tuple[CgroupUsage, CpuSample | None]:
+    """Blocking. A pod's cgroup: usage, CPU rate and process count."""
+    import time
+    stats = None
+    if cgroups is not None and path:
+        try:
+            if cgroups.exists(path):
+                stats = cgroups.stats(path)
+        except (OSError, ValueError):
+            stats = None
+    if stats is None:
+        return CgroupUsage(time.time_ns(), None, None, None), None
+    sample = CpuSample(stats.timestamp_ns, stats.cpu_usage_ns) if stats.cpu_usage_ns is not None else None
+    rate = nano_cores(previous, sample) if sample is not None else None
+    procs = stats.pids_current
+    if procs is None:
+        try:
+            procs = len(cgroups.pids(path))
+        except (OSError, ValueError):
+            procs = None
+    return CgroupUsage(stats.timestamp_ns, stats, rate, procs), sample
+
+
 def collect(cgroups: Any, ctr: ContainerRecord, previous: CpuSample | None) -> tuple[ContainerUsage, CpuSample | None]:
     """Blocking. Returns the usage and the CPU sample to keep for next time."""
     stats = None

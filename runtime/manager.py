@@ -268,6 +268,7 @@ class PodManager:
                     return
                 await sandbox.remove(self, rec)
                 del self.sandboxes[rec.id]
+                self.cpu_samples.pop("pod:" + rec.id, None)
                 self.release_name(("pod", rec.name, rec.namespace, rec.uid, rec.attempt), rec.id)
             self.forget_lock(rec.id)
         await _uncancellable(locked())
@@ -374,6 +375,16 @@ class PodManager:
                                                 self.cpu_samples.get(ctr.id))
         if sample is not None and ctr.id in self.containers:
             self.cpu_samples[ctr.id] = sample
+        return usage
+
+    async def pod_usage(self, rec: SandboxRecord) -> Any:
+        from runtime import container_stats
+        key = "pod:" + rec.id
+        usage, sample = await asyncio.to_thread(container_stats.collect_cgroup, self.cgroups,
+                                                rec.cgroup_parent if rec.state == "ready" else "",
+                                                self.cpu_samples.get(key))
+        if sample is not None and rec.id in self.sandboxes:
+            self.cpu_samples[key] = sample
         return usage
 
     def image_users(self, image_id: str) -> list[str]:

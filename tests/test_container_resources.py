@@ -181,3 +181,25 @@ def test_container_stats(env):
     with pytest.raises(grpc.RpcError) as e:
         c.runtime.ContainerStats(pb.ContainerStatsRequest(container_id="0" * 64))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_pod_sandbox_stats(env):
+    c = env["c"]
+    pod, cfg = make_pod(env, "podstats")
+    ctr = run(env, pod, cfg, "work", ["/bin/sh", "-c", "sleep 1000 & sleep 1000"])
+    deadline = time.monotonic() + 10
+    while True:
+        st = c.runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod)).stats
+        if st.linux.process.process_count.value >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert st.attributes.id == pod and st.attributes.metadata.name == "podstats"
+    # conmon and the container's sh and two sleeps live in the pod's cgroup.
+    assert st.linux.process.process_count.value >= 3
+    assert st.linux.memory.working_set_bytes.value > 0 and st.linux.cpu.usage_core_nano_seconds.value > 0
+    assert [x.attributes.id for x in st.linux.containers] == [ctr]
+    listed = c.runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()).stats
+    assert [x.attributes.id for x in listed] == [pod]
+    c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    st = c.runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod)).stats
+    assert not st.linux.HasField("cpu") and list(st.linux.containers) == []

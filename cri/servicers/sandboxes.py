@@ -90,3 +90,38 @@ class SandboxRPCs:
             recs = [r for r in recs if matches(r, request.filter)]
         recs.sort(key=lambda r: r.created_at)
         return pb.ListPodSandboxResponse(items=[sandbox_summary(r) for r in recs])
+
+    async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
+        pods = self.daemon.pods
+        rec = pods.sandbox(request.pod_sandbox_id)
+        return pb.PodSandboxStatsResponse(stats=await _pod_stats(pods, rec))
+
+    async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest, context: Any) -> pb.ListPodSandboxStatsResponse:
+        pods = self.daemon.pods
+        recs = sorted(pods.sandboxes.values(), key=lambda r: r.created_at)
+        if request.HasField("filter"):
+            f = request.filter
+            recs = [r for r in recs if (not f.id or r.id.startswith(f.id))
+                    and all(r.config.get("labels", {}).get(k) == v for k, v in f.label_selector.items())]
+        return pb.ListPodSandboxStatsResponse(stats=[await _pod_stats(pods, r) for r in recs])
+
+
+async def _pod_stats(pods: Any, rec: SandboxRecord) -> pb.PodSandboxStats:
+    from cri.servicers.containers import _u64, container_stats
+    labels, annotations = _labels(rec)
+    out = pb.PodSandboxStats(attributes=pb.PodSandboxAttributes(id=rec.id, metadata=_metadata(rec), labels=labels,
+                                                                annotations=annotations))
+    usage = await pods.pod_usage(rec)
+    cg, ts = usage.cgroup, usage.timestamp_ns
+    if cg is not None:
+        out.linux.cpu.CopyFrom(pb.CpuUsage(timestamp=ts, usage_core_nano_seconds=_u64(cg.cpu_usage_ns),
+                                           usage_nano_cores=_u64(usage.nano_cores)))
+        out.linux.memory.CopyFrom(pb.MemoryUsage(
+            timestamp=ts, working_set_bytes=_u64(cg.memory_working_set_bytes), usage_bytes=_u64(cg.memory_usage_bytes),
+            rss_bytes=_u64(cg.memory_rss_bytes), page_faults=_u64(cg.page_faults),
+            major_page_faults=_u64(cg.major_page_faults)))
+        out.linux.process.CopyFrom(pb.ProcessUsage(timestamp=ts, process_count=_u64(usage.process_count)))
+    for ctr in pods.containers_of(rec.id):
+        if ctr.state == "running":
+            out.linux.containers.append(container_stats(ctr, await pods.container_usage(ctr)))
+    return out
