@@ -50,6 +50,7 @@ class Memory(Scenario):
     title = "Daemon and per-pod memory"
     metrics = {
         "daemon_rss_loaded_kib": Metric("KiB", "lower", "daemon RSS with N pods"),
+        "daemon_pss_loaded_kib": Metric("KiB", "lower", "daemon PSS with N pods"),
         "helper_pss_per_pod_kib": Metric("KiB", "lower", "helper PSS per pod (shim/conmon/pause)"),
         "memory_per_pod_kib": Metric("KiB", "lower", "memory per pod (daemon growth + helpers, PSS)"),
         "helper_rss_per_pod_kib": Metric("KiB", "lower", "helper RSS per pod"),
@@ -76,6 +77,7 @@ class Memory(Scenario):
         helpers_rss = snap.helper_total("rss", WORKLOAD_COMMS)
         growth = max(0, snap.daemon.pss_kib - base.daemon.pss_kib)
         out.add("daemon_rss_loaded_kib", snap.daemon.rss_kib)
+        out.add("daemon_pss_loaded_kib", snap.daemon.pss_kib)
         out.add("helper_pss_per_pod_kib", helpers_pss / n)
         out.add("helper_rss_per_pod_kib", helpers_rss / n)
         out.add("memory_per_pod_kib", (growth + helpers_pss) / n)
