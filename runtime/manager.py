@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
-from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, InvalidArgument, NotFound
+from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from runtime import namespaces, sandbox
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from cri.daemon import Daemon
 
 log = logging.getLogger("crispy.pods")
+
+# Seconds ReopenContainerLog waits for conmon to recreate the log file.
+REOPEN_WAIT = 10.0
 
 
 @dataclass
@@ -368,6 +371,16 @@ class PodManager:
             await conmon.reopen_log(str(Path(ctr.bundle) / "ctl"))
         except OSError as e:
             raise FailedPrecondition(f"conmon of container {ctr.id[:13]} is not listening: {e.strerror}") from None
+        # conmon reopens asynchronously; kubelet (and critest) expect the
+        # file to be back at its path when the call returns.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REOPEN_WAIT
+        delay = 0.001
+        while not await asyncio.to_thread(os.path.exists, ctr.log_path):
+            if loop.time() > deadline:
+                raise Internal(f"conmon did not reopen {ctr.log_path} within {REOPEN_WAIT:.0f}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def container_usage(self, ctr: ContainerRecord) -> Any:
         from runtime import container_stats

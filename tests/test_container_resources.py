@@ -139,6 +139,7 @@ def test_reopen_container_log(env):
     rotated = env["logs"] / "chatty.log.1"
     os.rename(path, rotated)
     c.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ctr))
+    assert path.exists()  # back at its path when the call returns
     deadline = time.monotonic() + 10
     while not path.exists() or "line" not in path.read_text():
         assert time.monotonic() < deadline
