@@ -19,6 +19,7 @@ import argparse
 import datetime
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ import grpc
 from cri.client import CRIClient
 from cri.proto import api_pb2 as pb
 from critest import images, summary
+from runtime.cni import default_network
 from tests.daemon_proc import DaemonProcess
 from tests.registry import LocalRegistry
 
@@ -54,6 +56,8 @@ class Run:
     """Everything one run started, so that cleanup can stop exactly that."""
     base: Path
     cgroup_parent: str
+    bridge: str = ""
+    subnet: str = ""
     registry: LocalRegistry | None = None
     daemon: DaemonProcess | None = None
     notes: list[str] = field(default_factory=list)
@@ -63,11 +67,23 @@ def crispy_config(run: Run) -> str:
     assert run.registry is not None
     mirror = run.registry.url
     lines = ["[runtime]", f'default_cgroup_parent = "{run.cgroup_parent}"', "",
-             "[cni]", f'conf_dir = "{run.base / "cni"}"', ""]
+             "[cni]", f'conf_dir = "{run.base / "cni"}"']
+    lines += [f'default_subnet = "{run.subnet}"', ""] if run.subnet else [""]
     for host in images.MIRRORED_HOSTS:
         lines += [f'[registries."{host}"]', f'mirrors = ["{mirror}"]', ""]
     lines += [f'[registries."{run.registry.host}"]', "insecure = true", ""]
     return "\n".join(lines)
+
+
+def install_network(run: Run) -> None:
+    """crispy's default pod network (what `crispy cni-install` writes), on a
+    bridge, subnet and IPAM directory of this run's own so that it cannot
+    collide with another crispy on the host; no masquerading, pods have no
+    outside world to reach."""
+    run.bridge = f"crct{secrets.token_hex(3)}"
+    run.subnet = f"10.201.{secrets.randbelow(256)}.0/24"
+    default_network.install(str(run.base / "cni"), [run.subnet], name="crispy-critest", bridge=run.bridge,
+                            data_dir=str(run.base / "ipam"), ip_masq=False)
 
 
 def critest_version(binary: str) -> str:
@@ -199,6 +215,8 @@ def sweep(run: Run) -> None:
         run.notes.append(f"leak: {len(mounts)} mount(s) under the temporary roots; unmounted them")
         for m in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
+    if run.bridge and Path("/sys/class/net", run.bridge).exists():
+        subprocess.run(["ip", "link", "del", run.bridge], capture_output=True)
     dirs = [d for d in cgroup_dirs(run.cgroup_parent)]
     leftover = 0
     for d in dirs:
@@ -268,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         pushed = images.push_all(run.registry, catalogue)
         print(f"critest.run: pushed {len(pushed)} references to {run.registry.url}", flush=True)
 
-        (run.base / "cni").mkdir()
+        install_network(run)
         run.daemon = DaemonProcess(run.base, config_text=crispy_config(run))
         run.daemon.start()
         with run.daemon.client() as client:
@@ -303,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         f"critest flags: {' '.join(extra) or '(none)'}",
         f"images: built offline by critest/images.py ({busybox_kind}), served by a loopback "
         "docker-registry as mirror of " + ", ".join(images.MIRRORED_HOSTS),
+        f"pod network: crispy's default network shape on bridge {run.bridge or '?'}, subnet {run.subnet or '?'}",
         *run.notes,
     ]
     (results / "summary.md").write_text(summary.markdown(s, context))

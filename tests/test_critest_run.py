@@ -29,7 +29,7 @@ def test_unknown_flags_go_to_critest() -> None:
 
 
 def test_throwaway_config_is_valid_crispy_config(tmp_path: Path) -> None:
-    r = run.Run(base=tmp_path, cgroup_parent="/crispy-critest-abcd1234")
+    r = run.Run(base=tmp_path, cgroup_parent="/crispy-critest-abcd1234", bridge="crct000000", subnet="10.201.7.0/24")
     r.registry = SimpleNamespace(url="http://127.0.0.1:5999", host="127.0.0.1:5999")
     path = tmp_path / "crispy.toml"
     path.write_text(run.crispy_config(r))
@@ -39,6 +39,7 @@ def test_throwaway_config_is_valid_crispy_config(tmp_path: Path) -> None:
     assert cfg.registries["127.0.0.1:5999"].insecure
     assert cfg.runtime.default_cgroup_parent == "/crispy-critest-abcd1234"
     assert cfg.cni.conf_dir == str(tmp_path / "cni")
+    assert cfg.cni.default_subnet == "10.201.7.0/24"
 
 
 def test_cgroup_dirs_lists_children_before_parents(tmp_path: Path, monkeypatch) -> None:
@@ -112,6 +113,7 @@ def test_cleanup_of_an_empty_runtime_notes_nothing() -> None:
 FAKE_CRITEST = '''#!{python}
 """Stands in for critest: pulls through crispy as the suite would, writes a JUnit report."""
 import sys
+from xml.sax.saxutils import quoteattr
 from cri.client import CRIClient
 
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
@@ -128,9 +130,18 @@ for ref in {refs!r}:
         cases.append((ref, ok, "" if ok else f"status {{status}}"))
     except Exception as e:
         cases.append((ref, False, str(e)))
+# A pod on the run's own network, left behind for the harness to clean up.
+from cri.proto import api_pb2 as pb
+meta = pb.PodSandboxMetadata(name="fake-critest", uid="fake-critest-uid", namespace="fake", attempt=0)
+try:
+    pod = client.run_pod_sandbox(pb.PodSandboxConfig(metadata=meta, linux=pb.LinuxPodSandboxConfig()))
+    ip = client.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod)).status.network.ip
+    cases.append(("pod ip " + ip, ip.startswith("10.201."), "pod ip " + repr(ip)))
+except Exception as e:
+    cases.append(("pod", False, str(e)))
 body = "".join(
     f'<testcase name="[It] pull {{r}}" status="{{"passed" if ok else "failed"}}" time="0.1">'
-    + ("" if ok else f'<failure message="{{m}}" type="failed"></failure>') + "</testcase>"
+    + ("" if ok else f'<failure message={{quoteattr(m)}} type="failed"></failure>') + "</testcase>"
     for r, ok, m in cases)
 failed = sum(not ok for _, ok, _ in cases)
 open(args["ginkgo.junit-report"], "w").write(
@@ -142,8 +153,9 @@ sys.exit(1 if failed else 0)
 
 @pytest.mark.integration
 def test_harness_end_to_end_with_a_stand_in_critest(tmp_path: Path, monkeypatch, capsys) -> None:
-    """Builds and pushes the images, starts crispy with the mirrors, runs a
-    critest stand-in that pulls by upstream names, summarises, cleans up."""
+    """Builds and pushes the images, starts crispy with the mirrors and its
+    own pod network, runs a critest stand-in that pulls by upstream names and
+    leaves a pod behind, summarises, cleans up."""
     refs = [images.E2E + "busybox:1.29-2", images.CRI_TOOLS + "test-image-tags:2", "k8s.gcr.io/pause:3.9"]
     fake = tmp_path / "critest"
     fake.write_text(FAKE_CRITEST.format(python=sys.executable, refs=refs))
@@ -153,8 +165,12 @@ def test_harness_end_to_end_with_a_stand_in_critest(tmp_path: Path, monkeypatch,
     assert run.main(["--critest", str(fake), "--results", str(results)]) == 0
     base = re.search(r"up on (/tmp/crispy-ct-[^/]+)/", capsys.readouterr().out).group(1)
     s = json.loads((results / "summary.json").read_text())
-    assert (s["passed"], s["failed"], s["mismatches"]) == (3, 0, []), s
-    assert "| 3 | 0 | 0 | 0 | 3 |" in (results / "summary.md").read_text()
+    assert (s["passed"], s["failed"], s["mismatches"]) == (4, 0, []), s
+    md = (results / "summary.md").read_text()
+    assert "| 4 | 0 | 0 | 0 | 4 |" in md
+    assert "cleanup: the suite left 1 pod(s) and 0 container(s) behind" in md
+    bridge = re.search(r"on bridge (crct[0-9a-f]+),", md).group(1)
+    assert not Path("/sys/class/net", bridge).exists()
     assert "crispy" in (results / "crispy.log").read_text(errors="replace").lower()
     # Its temporary roots are gone, nothing stays mounted there, and no
     # process (crispy, conmon, container) still refers to them.
