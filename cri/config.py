@@ -31,7 +31,8 @@ class RuntimeConfig:
     cgroup_driver: str = "cgroupfs"
     # Parent cgroup for pods whose config names none.
     default_cgroup_parent: str = "/crispy"
-    # Seconds StopContainer waits when kubelet gives no timeout.
+    # Seconds StopPodSandbox gives containers still running between their
+    # stop signal and SIGKILL (kubelet normally stopped them already).
     default_stop_timeout: int = 10
     # Most processes a container may have (its cgroup's pids.max); 0 = no limit.
     pids_limit: int = 0
