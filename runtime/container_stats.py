@@ -106,3 +106,35 @@ def collect(cgroups: Any, ctr: ContainerRecord, previous: CpuSample | None) -> t
     upper = Path(ctr.container_dir) / "upper"
     timestamp = stats.timestamp_ns if stats is not None else __import__("time").time_ns()
     return ContainerUsage(timestamp, stats, rate, layer_usage(upper), str(upper.parent)), sample
+
+
+@dataclass
+class InterfaceUsage:
+    name: str
+    rx_bytes: int
+    rx_errors: int
+    tx_bytes: int
+    tx_errors: int
+
+
+def parse_net_dev(text: str) -> list[InterfaceUsage]:
+    """/proc/<pid>/net/dev: two header lines, then `name: 16 counters`."""
+    out = []
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or len(fields) < 16:
+            continue
+        out.append(InterfaceUsage(name.strip(), int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])))
+    return out
+
+
+def network_usage(pid: int) -> list[InterfaceUsage] | None:
+    """Blocking. The interfaces of the network namespace `pid` is in,
+    loopback left out (kubelet reports the pod's traffic, not lo's)."""
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return [i for i in parse_net_dev(text) if i.name != "lo"]

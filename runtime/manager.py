@@ -400,6 +400,21 @@ class PodManager:
             self.cpu_samples[key] = sample
         return usage
 
+    async def pod_network_usage(self, rec: SandboxRecord) -> Any:
+        """Interfaces of the pod's network namespace, read through any live
+        process in it; None for host-network pods or when none runs."""
+        from runtime import container_stats
+        if rec.host_network or rec.state != "ready":
+            return None
+        pinned = sandbox.pinned_of(rec)
+        pids = [pinned.infra_pid] if namespaces.infra_alive(pinned) else []
+        pids += [c.pid for c in self.containers_of(rec.id) if c.state == "running" and c.pid]
+        for pid in pids:
+            usage = await asyncio.to_thread(container_stats.network_usage, pid)
+            if usage is not None:
+                return usage
+        return None
+
     def image_users(self, image_id: str) -> list[str]:
         return [c.id for c in self.containers.values() if c.image_id == image_id]
 

@@ -178,3 +178,13 @@ def test_cpu_rate_and_layer_usage(tmp_path):
     (tmp_path / "d" / "f").write_bytes(b"x" * 10000)
     usage = cs.layer_usage(tmp_path)
     assert usage.inodes_used == 2 and usage.used_bytes >= 10000
+
+
+def test_net_dev_parsing():
+    from runtime import container_stats as cs
+    text = ("Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
+            "    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n"
+            "  eth0: 5000 40 3 0 0 0 0 0 7000 50 4 0 0 0 0 0\n"
+            "garbage line\n")
+    assert cs.parse_net_dev(text) == [cs.InterfaceUsage("lo", 100, 0, 100, 0), cs.InterfaceUsage("eth0", 5000, 3, 7000, 4)]

@@ -199,6 +199,19 @@ def test_pod_sandbox_stats(env):
     assert st.linux.process.process_count.value >= 3
     assert st.linux.memory.working_set_bytes.value > 0 and st.linux.cpu.usage_core_nano_seconds.value > 0
     assert [x.attributes.id for x in st.linux.containers] == [ctr]
+    # An interface in the pod's network namespace, and some traffic on it.
+    netns = json.loads(c.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(
+        pod_sandbox_id=pod, verbose=True)).info["info"])["namespaces"]["network"]
+    import subprocess
+    for cmd in (["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"], ["ip", "link", "set", "eth0", "up"],
+                ["ip", "link", "set", "peer0", "up"], ["ip", "addr", "add", "10.99.0.2/24", "dev", "eth0"]):
+        subprocess.run(["nsenter", f"--net={netns}", "--", *cmd], check=True)
+    # From inside the container, which shares the pod's network.
+    c.runtime.ExecSync(pb.ExecSyncRequest(container_id=ctr, cmd=["ping", "-c", "2", "-W", "1", "10.99.0.3"], timeout=10))
+    st = c.runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod)).stats
+    assert st.linux.network.default_interface.name == "eth0"
+    assert st.linux.network.default_interface.tx_bytes.value > 0
+    assert sorted(i.name for i in st.linux.network.interfaces) == ["eth0", "peer0"]
     listed = c.runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()).stats
     assert [x.attributes.id for x in listed] == [pod]
     c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))

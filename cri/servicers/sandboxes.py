@@ -121,6 +121,15 @@ async def _pod_stats(pods: Any, rec: SandboxRecord) -> pb.PodSandboxStats:
             rss_bytes=_u64(cg.memory_rss_bytes), page_faults=_u64(cg.page_faults),
             major_page_faults=_u64(cg.major_page_faults)))
         out.linux.process.CopyFrom(pb.ProcessUsage(timestamp=ts, process_count=_u64(usage.process_count)))
+    ifaces = await pods.pod_network_usage(rec)
+    if ifaces is not None:
+        def one(i: Any) -> pb.NetworkInterfaceUsage:
+            return pb.NetworkInterfaceUsage(name=i.name, rx_bytes=_u64(i.rx_bytes), rx_errors=_u64(i.rx_errors),
+                                            tx_bytes=_u64(i.tx_bytes), tx_errors=_u64(i.tx_errors))
+        # CNI names the pod's interface eth0.
+        default = next((i for i in ifaces if i.name == "eth0"), ifaces[0] if ifaces else None)
+        out.linux.network.CopyFrom(pb.NetworkUsage(timestamp=ts, default_interface=one(default) if default else None,
+                                                   interfaces=[one(i) for i in ifaces]))
     for ctr in pods.containers_of(rec.id):
         if ctr.state == "running":
             out.linux.containers.append(container_stats(ctr, await pods.container_usage(ctr)))
