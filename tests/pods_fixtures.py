@@ -154,9 +154,15 @@ def pods_leave_nothing_behind() -> Iterator[None]:
     if procs or mounts or cgroups:
         _force_clean(bases)
         pytest.fail(f"left behind: processes={procs} mounts={mounts} cgroups={cgroups}")
-    # The (empty) per-daemon cgroup parents.
+    # The (empty) per-daemon cgroup parents, and the shared one once empty
+    # (rmdir refuses while another session still uses it).
     for d in _cgroup_dirs(bases):
         _rmdir_tree(d)
+    for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []:
+        try:
+            (hierarchy / TEST_CGROUP_PARENT.strip("/")).rmdir()
+        except OSError:
+            pass
     for b in bases:
         shutil.rmtree(b, ignore_errors=True)
 
