@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from cri.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import kmount, namespaces, pod_files
+from runtime.cni import host_network_status
 from runtime.network import PodNetworkRequest, PodNetworkStatus, PortMapping
 from runtime.store import SandboxRecord
 
@@ -120,6 +121,9 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
             status = await mgr.daemon.network.setup(network_request(rec, config))
             rec.network_status = dataclasses.asdict(status)
             undo.push("network", lambda: mgr.daemon.network.teardown(network_request(rec, config), status))
+        else:
+            # Host-network pods skip CNI and report the node's own address.
+            rec.network_status = dataclasses.asdict(await host_network_status())
         dns = pod_files.DnsSettings(list(config.dns_config.servers), list(config.dns_config.searches),
                                     list(config.dns_config.options))
         files = await asyncio.to_thread(pod_files.write, pod_dir, config.hostname, dns, pod_ips(rec))

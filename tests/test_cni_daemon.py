@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from cri.proto import api_pb2 as pb
+from runtime.cni import host_primary_ip
 from tests.daemon_proc import tmp_base
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import pod_config, remove_all_pods, start_pod_daemon
@@ -188,3 +189,18 @@ def test_verbose_status_shows_the_cni_config(net_daemon):
     assert info["confDir"] == str(net.conf_dir) and info["binDirs"] == [CNI_BIN]
     assert info["network"]["name"] == net.name and info["network"]["plugins"] == ["bridge", "portmap"]
     assert info["problem"] == "" and info["invalidFiles"] == []
+
+
+def test_host_network_pod_reports_the_node_ip(net_daemon):
+    d, net = net_daemon
+    cfg = pod_config("hostnetpod")
+    cfg.linux.security_context.namespace_options.network = pb.NODE
+    with d.client() as c:
+        pod = run_pod(c, cfg)
+        st, _ = pod_status(c, pod)
+        assert st.network.ip == host_primary_ip()
+        assert net.leases() == [] and net.bridge_ports() == []  # CNI was not involved
+        # Stopping it must not run CNI DEL against the node's own network.
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+        c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    assert "CNI plugin call" not in d.log()  # the only pod this daemon ever had

@@ -424,3 +424,17 @@ def test_plugin_that_cannot_be_executed(tmp_path):
     inv = invoke.build("ADD", net, net.plugins[0], call_args(bin_dirs=[str(bins)]))
     with pytest.raises(PluginError, match="cannot run .*garbage: Exec format error"):
         asyncio.run(invoke.run(inv, [str(bins)], 10))
+
+
+def test_host_network_status_and_its_teardown_is_a_no_op(tmp_path):
+    from runtime.cni import host_network_status, host_primary_ip
+    st = asyncio.run(host_network_status())
+    assert st.ip == host_primary_ip() and st.state["hostNetwork"]
+    bins = tmp_path / "bin"
+    calls = tmp_path / "calls"
+    script(bins / "bridge", f"echo called >> {calls}\n")
+    script(bins / "loopback", f"echo called >> {calls}\n")
+    write(tmp_path / "net.d" / "10-n.conflist", {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "bridge"}]})
+    net = CniNetwork(str(tmp_path / "net.d"), [str(bins)], 5)
+    asyncio.run(net.teardown(PodNetworkRequest("sb1", "", "p", "ns", "uid"), st))
+    assert not calls.exists()

@@ -103,6 +103,14 @@ def _delete_link(name: str) -> None:
                 raise
 
 
+async def host_network_status() -> PodNetworkStatus:
+    """What a host-network pod reports: no CNI, the node's own address.
+    Teardown of this status does nothing."""
+    from runtime.cni.hostip import host_primary_ip
+    ip = await asyncio.to_thread(host_primary_ip)
+    return PodNetworkStatus(ip=ip, state={"network": "", "hostNetwork": True})
+
+
 class CniNetwork:
     def __init__(self, conf_dir: str, bin_dirs: list[str], plugin_timeout: float, ifname: str = POD_IFNAME) -> None:
         self.configs = ConfigSource(conf_dir)
@@ -253,8 +261,8 @@ class CniNetwork:
 
     async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
         state = status.state or {}
-        if state.get("loopbackOnly"):
-            return  # lo goes away with the namespace
+        if state.get("loopbackOnly") or state.get("hostNetwork"):
+            return  # lo goes away with the namespace; the host's network is not ours
         net = await asyncio.to_thread(self._network_for_teardown, state)
         netns = req.netns_path if req.netns_path and await asyncio.to_thread(is_netns, req.netns_path) else ""
         if net is None:
