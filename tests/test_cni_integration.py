@@ -14,8 +14,7 @@ import json
 import os
 import random
 import re
-import shutil
-import socket
+import shlex
 import subprocess
 import threading
 import urllib.request
@@ -78,7 +77,6 @@ def _undo_shared_chains() -> None:
         for line in save.splitlines():
             if line.startswith("-A ") and any(f"-j {c}" in line for c in SHARED_CHAINS) \
                     and not line.split()[1].startswith("CNI-"):
-                import shlex
                 args = shlex.split(line)
                 args[0] = "-D"
                 subprocess.run([tool, "-t", "nat", *args], capture_output=True)
