@@ -231,9 +231,11 @@ def chart(results: dict, path: Path) -> bool:
             for patch, (_, _, c) in zip(bp["boxes"], present):
                 patch.set_facecolor(c)
                 patch.set_alpha(0.6)
-        for p, d in zip(positions, data):
+        status = results["scenarios"][sname]["status"]
+        for p, d, rt in zip(positions, data, runtimes):
             if not d:
-                ax.text(p, 0.5, "failed /\nnot run", ha="center", va="center", fontsize=7,
+                label = "n/a" if status.get(rt) == "ok" else "failed /\nnot run"
+                ax.text(p, 0.5, label, ha="center", va="center", fontsize=7,
                         transform=ax.get_xaxis_transform(), color="#888")
         ax.set_xticks(positions)
         ax.set_xticklabels(labels, fontsize=7)
