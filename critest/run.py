@@ -326,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     (results / "summary.md").write_text(summary.markdown(s, context))
     (results / "summary.json").write_text(json.dumps({"context": context, **summary.as_dict(s)}, indent=1) + "\n")
-    print(f"\ncritest.run: {s.passed} passed, {s.failed} failed ({len(s.environmental)} environmental), "
-          f"{s.skipped} skipped; summary in {results / 'summary.md'}")
+    passed, failed, skipped, _ = s.spec_counts()
+    print(f"\ncritest.run: specs: {passed} passed, {failed} failed ({len(s.environmental)} environmental), "
+          f"{skipped} skipped; summary in {results / 'summary.md'}")
     if s.mismatches:
         print("critest.run: summary disagrees with the JUnit report: " + "; ".join(s.mismatches), file=sys.stderr)
         return 1

@@ -66,6 +66,14 @@ class Summary:
     def real_failures(self) -> list[Failure]:
         return [f for f in self.failures if not f.environmental]
 
+    def spec_counts(self) -> tuple[int, int, int, int]:
+        """passed, failed, skipped, pending over the specs alone (as ginkgo's
+        own closing line counts them), without the suite-level nodes."""
+        def minus(status: set[str]) -> int:
+            return sum(c.status in status for c in self.suite_nodes)
+        return (self.passed - minus({"passed"}), self.failed - minus(FAILED_STATES),
+                self.skipped - minus({"skipped"}), self.pending - minus({"pending"}))
+
     def categories(self) -> list[tuple[str, int]]:
         return Counter(category(f.headline) for f in self.real_failures).most_common()
 
@@ -199,12 +207,13 @@ def _cell(text: str) -> str:
 def markdown(s: Summary, context: list[str] | None = None) -> str:
     out = ["# critest summary", ""]
     out += [f"- {line}" for line in (context or [])]
-    nodes = len(s.suite_nodes)
-    out += ["", "| passed | failed | skipped | pending | total |", "|---:|---:|---:|---:|---:|",
-            f"| {s.passed} | {s.failed} | {s.skipped} | {s.pending} | {s.passed + s.failed + s.skipped + s.pending} |",
+    nodes = ", ".join(sorted({c.name for c in s.suite_nodes})) or "no suite-level nodes"
+    specs = s.spec_counts()
+    out += ["", "| | passed | failed | skipped | pending | total |", "|---|---:|---:|---:|---:|---:|",
+            "| specs | " + " | ".join(map(str, specs)) + f" | {sum(specs)} |",
+            f"| JUnit test cases (specs + {nodes}) | {s.passed} | {s.failed} | {s.skipped} | {s.pending} "
+            f"| {s.passed + s.failed + s.skipped + s.pending} |",
             "",
-            f"Counts are the JUnit report's test cases: the suite's specs plus {nodes} suite-level "
-            f"node(s) ({', '.join(sorted({c.name for c in s.suite_nodes})) or 'none'}). "
             f"Failed = {len(s.real_failures)} failure(s) to fix + {len(s.environmental)} known environmental."]
     if s.mismatches:
         out += ["", "**The summary disagrees with the report's own totals:** " + "; ".join(s.mismatches)]
@@ -227,6 +236,7 @@ def markdown(s: Summary, context: list[str] | None = None) -> str:
 def as_dict(s: Summary) -> dict:
     return {
         "passed": s.passed, "failed": s.failed, "skipped": s.skipped, "pending": s.pending,
+        "specs": dict(zip(("passed", "failed", "skipped", "pending"), s.spec_counts())),
         "report_header": s.header, "mismatches": s.mismatches,
         "environmental": [{"spec": f.spec, "why": f.environmental} for f in s.environmental],
         "failures": [{"spec": f.spec, "status": f.status, "step": f.step, "error": f.headline,

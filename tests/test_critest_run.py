@@ -167,7 +167,7 @@ def test_harness_end_to_end_with_a_stand_in_critest(tmp_path: Path, monkeypatch,
     s = json.loads((results / "summary.json").read_text())
     assert (s["passed"], s["failed"], s["mismatches"]) == (4, 0, []), s
     md = (results / "summary.md").read_text()
-    assert "| 4 | 0 | 0 | 0 | 4 |" in md
+    assert "| specs | 4 | 0 | 0 | 0 | 4 |" in md
     assert "cleanup: the suite left 1 pod(s) and 0 container(s) behind" in md
     bridge = re.search(r"on bridge (crct[0-9a-f]+),", md).group(1)
     assert not Path("/sys/class/net", bridge).exists()

@@ -106,7 +106,8 @@ def test_disagreement_with_the_report_header_is_reported(tmp_path: Path) -> None
 def test_markdown_lists_counts_categories_and_every_failure(tmp_path: Path) -> None:
     s = summary.summarise(write(tmp_path), {DIGEST_REF: "pinned upstream digest"})
     md = summary.markdown(s, ["critest v1.36.0"])
-    assert "| 2 | 4 | 2 | 1 | 9 |" in md
+    assert "| specs | 1 | 4 | 2 | 1 | 8 |" in md
+    assert "| JUnit test cases (specs + [BeforeSuite]) | 2 | 4 | 2 | 1 | 9 |" in md
     assert "## Known environmental failures (1)" in md
     assert "| 2 | Unimplemented: RunPodSandbox is not implemented yet (pod <id>) |" in md
     for f in s.real_failures:
@@ -114,6 +115,7 @@ def test_markdown_lists_counts_categories_and_every_failure(tmp_path: Path) -> N
     assert "AppArmor is not enabled on this host" in md
     d = summary.as_dict(s)
     assert (d["passed"], d["failed"], d["skipped"]) == (2, 4, 2)
+    assert d["specs"] == {"passed": 1, "failed": 4, "skipped": 2, "pending": 1}
     assert len(d["failures"]) == 3 and len(d["environmental"]) == 1
 
 
