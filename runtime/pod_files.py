@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri.errors import InvalidArgument
-from runtime import atomicfile
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 
@@ -57,11 +57,43 @@ class PodFiles:
     resolv_conf: str
 
 
-def write(pod_dir: Path, hostname: str, dns: DnsSettings, ips: list[str]) -> PodFiles:
-    """Blocking: call through asyncio.to_thread."""
+def write_static(pod_dir: Path, hostname: str, dns: DnsSettings) -> PodFiles:
+    """hostname and resolv.conf, which need nothing from the pod network;
+    `write_hosts` completes the set. Blocking: call through asyncio.to_thread."""
     files = PodFiles(str(pod_dir / "hostname"), str(pod_dir / "hosts"), str(pod_dir / "resolv.conf"))
-    # World-readable: containers running as any user read them.
-    atomicfile.write_bytes(files.hostname, (hostname + "\n").encode() if hostname else b"", 0o644)
-    atomicfile.write_bytes(files.hosts, hosts(hostname, ips), 0o644)
-    atomicfile.write_bytes(files.resolv_conf, resolv_conf(dns), 0o644)
+    _write_new(files.hostname, (hostname + "\n").encode() if hostname else b"")
+    _write_new(files.resolv_conf, resolv_conf(dns))
     return files
+
+
+def write_hosts(files: PodFiles, hostname: str, ips: list[str]) -> None:
+    """Blocking. Ends with one fsync of the pod directory for all three names."""
+    _write_new(files.hosts, hosts(hostname, ips))
+    dfd = os.open(os.path.dirname(files.hosts), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write(pod_dir: Path, hostname: str, dns: DnsSettings, ips: list[str]) -> PodFiles:
+    """All three files. Blocking: call through asyncio.to_thread."""
+    files = write_static(pod_dir, hostname, dns)
+    write_hosts(files, hostname, ips)
+    return files
+
+
+def _write_new(path: str, data: bytes) -> None:
+    # The pod directory is new and nobody reads these files before the pod's
+    # record exists, so no temp file and rename are needed to hide a torn
+    # write; the fsync still orders the content before that record.
+    # World-readable: containers running as any user read them.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
