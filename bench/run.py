@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: must run as root (it starts container runtimes)", file=sys.stderr)
         return 2
+    # Restored on the way out: a caller running main() in-process (tests) must
+    # not be left ignoring SIGTERM, which its own children would inherit.
+    saved_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     started = time.gmtime()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if registry is not None:
             registry.stop()
         shutil.rmtree(base, ignore_errors=True)
+        for sig, handler in saved_handlers.items():
+            signal.signal(sig, handler)
     for note in cleanup_notes:
         say(f"bench: cleanup: {note}")
     if changes.log:

@@ -5,6 +5,7 @@ started is left: no helper process, mount, bridge or temp root."""
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,13 @@ pytestmark = [pytest.mark.integration,
 
 
 def test_one_scenario_on_containerd_writes_results_and_leaves_nothing(tmp_path, capsys):
+    handlers_before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     rc = run.main(["--runtimes", "containerd-runc", "--scenarios", "pod_start,memory_idle",
                    "--iterations", "2", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0, out
+    # Later tests' children inherit our dispositions: the run must give them back.
+    assert {sig: signal.getsignal(sig) for sig in handlers_before} == handlers_before
 
     [json_path] = tmp_path.glob("*.json")
     results = json.loads(json_path.read_text())
