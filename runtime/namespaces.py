@@ -10,10 +10,16 @@ written by a tiny POSIX shell script running inside the new namespaces, with
 every value passed as an argument, never spliced into the script.
 
 A pod-wide PID namespace needs a live init or the kernel refuses new members,
-so for PodPID pods the script ends by exec'ing Debian's `catatonit -P` (a
-static reaper that only waits) as that namespace's PID 1. It runs in its own
-session (`setsid -f`), not as our child: it must survive a crispy restart or
-kill, and crispy finds it again by pid plus start time (pids get reused).
+so for PodPID pods the script ends by starting Debian's `catatonit -P` (a
+static reaper that only waits) in the background. `unshare --pid` without
+`--fork` leaves the script in our PID namespace and makes its first child
+the new namespace's PID 1, so that child is the infra process and `$!` is
+its pid as crispy sees it; the script and unshare then exit and nothing
+else stays per pod (with `--fork`, an unshare parent waited for the whole
+pod's life). The infra is not our child: it is reparented to the node's
+init, survives a crispy restart or kill, and crispy finds it again by pid
+plus start time (pids get reused). Its environment names the pod
+directory (CRISPY_POD_DIR) so an operator can tell whose it is.
 """
 
 from __future__ import annotations
@@ -40,9 +46,12 @@ set -e
 if [ -n "$1" ]; then printf '%s' "$1" > /proc/sys/kernel/hostname; fi
 shift
 while [ $# -ge 2 ]; do printf '%s' "$2" > "/proc/sys/$1"; shift 2; done
-read -r pid rest < /proc/self/stat
-echo "crispy-ns-ready $pid"
-if [ -n "$CRISPY_INFRA" ]; then exec "$CRISPY_INFRA" -P </dev/null >/dev/null 2>&1; fi
+if [ -n "$CRISPY_INFRA" ]; then
+    "$CRISPY_INFRA" -P </dev/null >/dev/null 2>&1 &
+    echo "crispy-ns-ready $!"
+else
+    echo "crispy-ns-ready 0"
+fi
 """
 
 
@@ -120,7 +129,9 @@ async def create(pin_dir: Path, req: NamespaceRequest, timeout: float = 30.0) ->
             path = pin_dir / kind
             path.touch()
             setattr(pinned, kind, str(path))
-            args.append(f"--{kind}={path}")
+            # A PID namespace cannot be opened before its init exists, so
+            # it is pinned from that init below, not by unshare.
+            args.append("--pid" if kind == "pid" else f"--{kind}={path}")
     if not args:
         return pinned
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
@@ -130,11 +141,10 @@ async def create(pin_dir: Path, req: NamespaceRequest, timeout: float = 30.0) ->
     argv = [_tool("unshare"), *args]
     if req.pod_pid:
         env["CRISPY_INFRA"] = _tool("catatonit")
-        argv = [_tool("setsid"), "-f", *argv, "--fork", "--kill-child"]
+        env["CRISPY_POD_DIR"] = str(pin_dir)
     argv += ["--", "/bin/sh", "-c", _SCRIPT, "crispy-ns", *script_args]
-    # Our own pipe rather than asyncio's: with a pod PID namespace, the
-    # long-lived unshare keeps its end open, and asyncio would hold the
-    # transport open until that process exits.
+    # Our own pipe rather than asyncio's: should the infra process ever
+    # keep an end open, asyncio would hold the transport open as long.
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -161,8 +171,7 @@ async def create(pin_dir: Path, req: NamespaceRequest, timeout: float = 30.0) ->
                         pinned.infra_start_time = process_start_time(pinned.infra_pid) or 0
                     break
                 errors.append(line)
-            # For a pod PID namespace this is setsid's parent, which exits
-            # at once; otherwise unshare, done once the script is.
+            # unshare (exec'd into the script) ends with the script.
             await proc.wait()
     except BaseException:
         if proc.returncode is None:
@@ -171,7 +180,15 @@ async def create(pin_dir: Path, req: NamespaceRequest, timeout: float = 30.0) ->
         raise
     finally:
         transport.close()
-    ready = (pinned.infra_pid > 0) if req.pod_pid else proc.returncode == 0 and not errors
+    ready = proc.returncode == 0 and not errors and (pinned.infra_pid > 0 or not req.pod_pid)
+    if ready and req.pod_pid:
+        try:
+            await asyncio.to_thread(_pin_pid_namespace, pinned)
+        except BaseException as e:
+            await _discard(pinned)
+            if isinstance(e, OSError):
+                raise Internal(f"pinning the pod's PID namespace failed: {e}") from None
+            raise
     if not ready:
         await _discard(pinned)
         message = "; ".join(errors) or f"unshare exited {proc.returncode}"
@@ -179,6 +196,13 @@ async def create(pin_dir: Path, req: NamespaceRequest, timeout: float = 30.0) ->
             raise InvalidArgument(f"cannot apply the pod's sysctls: {message}")
         raise Internal(f"creating pod namespaces failed: {message}")
     return pinned
+
+
+def _pin_pid_namespace(ns: PodNamespaces) -> None:
+    kmount.mount(f"/proc/{ns.infra_pid}/ns/pid", ns.pid, None, kmount.MS_BIND)
+    # The pid could have been reused between the start and the mount.
+    if not ns.infra_start_time or not infra_alive(ns):
+        raise OSError(f"the infra process {ns.infra_pid} died at once")
 
 
 async def _discard(ns: PodNamespaces) -> None:

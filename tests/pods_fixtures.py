@@ -75,8 +75,15 @@ def leftover_processes(bases: list[Path]) -> list[tuple[int, str]]:
         if name in ("conmon", "unshare") and any(k in joined for k in keys):
             found.append((pid, joined))
         elif name == "catatonit":
+            # crispy names the pod directory in the infra's environment;
+            # older infras were found by their unshare parent's argv.
             parent = " ".join(_cmdline(st[1]))
-            if any(k in parent for k in keys):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().decode(errors="replace")
+            except OSError:
+                env = ""
+            if any(k in parent or f"CRISPY_POD_DIR={k}" in env.replace("\0", "\n") for k in keys):
                 found.append((pid, joined))
     return found
 
