@@ -116,13 +116,22 @@ def parse_sync_line(line: bytes) -> SyncMessage:
 
 # ---- asyncio shell ------------------------------------------------------------------
 
-async def run_create(argv: list[str], cwd: str, timeout: float = 120.0,
-                     before_start: Callable[[int], Awaitable[None]] | None = None) -> int:
-    """Starts conmon and returns the container's pid once `<runtime> create`
-    has finished. Raises Internal with the runtime's message on failure.
+@dataclass
+class PendingConmon:
+    """A conmon started and blocked on its start pipe: nothing forked yet."""
+    proc: asyncio.subprocess.Process
+    sync_fd: int  # read end of the sync pipe
+    start_fd: int  # write end of the start pipe; -1 once released
 
-    `before_start(conmon_pid)` runs while conmon waits on its start pipe,
-    before it forks anything: the place to move it into another cgroup.
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+async def spawn(argv: list[str], cwd: str) -> PendingConmon:
+    """Starts conmon, which waits on its start pipe before it forks or runs
+    anything: the caller may move it into another cgroup and finish
+    preparing the bundle meanwhile, then `release` it (or `abort` it).
     `cwd` is the bundle: conmon drops files (an `oom` marker) in its working
     directory."""
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
@@ -140,17 +149,38 @@ async def run_create(argv: list[str], cwd: str, timeout: float = 120.0,
         raise
     os.close(wfd)
     os.close(start_r)
+    return PendingConmon(proc, rfd, start_w)
+
+
+async def abort(p: PendingConmon) -> None:
+    """Kills a conmon that was never released (it has forked nothing);
+    idempotent."""
+    for name in ("start_fd", "sync_fd"):
+        fd = getattr(p, name)
+        if fd >= 0:
+            os.close(fd)
+            setattr(p, name, -1)
+    if p.proc.returncode is None:
+        try:
+            p.proc.kill()
+        except ProcessLookupError:
+            pass
+        await p.proc.wait()
+
+
+async def release(p: PendingConmon, timeout: float = 120.0) -> int:
+    """Lets conmon run `<runtime> create` and returns the container's pid
+    once it has finished. Raises Internal with the runtime's message on
+    failure."""
     try:
-        if before_start is not None:
-            await before_start(proc.pid)
-        os.write(start_w, b"0")
+        os.write(p.start_fd, b"0")
     except BaseException:
-        os.close(rfd)
-        proc.kill()
-        await proc.wait()
+        await abort(p)
         raise
-    finally:
-        os.close(start_w)
+    os.close(p.start_fd)
+    p.start_fd = -1
+    rfd, p.sync_fd = p.sync_fd, -1
+    proc = p.proc
     parser = SyncPipeParser()
     messages: list[SyncMessage] = []
     try:
@@ -184,6 +214,20 @@ async def run_create(argv: list[str], cwd: str, timeout: float = 120.0,
     if msg.failed:
         raise Internal(f"creating the container failed: {_runtime_message(msg.message)}")
     return msg.value
+
+
+async def run_create(argv: list[str], cwd: str, timeout: float = 120.0,
+                     before_start: Callable[[int], Awaitable[None]] | None = None) -> int:
+    """`spawn`, then `before_start(conmon_pid)` (the place to move it into
+    another cgroup), then `release`."""
+    p = await spawn(argv, cwd)
+    if before_start is not None:
+        try:
+            await before_start(p.pid)
+        except BaseException:
+            await abort(p)
+            raise
+    return await release(p, timeout)
 
 
 def _runtime_message(message: str) -> str:

@@ -120,34 +120,48 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         mounts=[sandbox.to_json(m) for m in config.mounts], request_digest=digest)
     signal_number(ctr.stop_signal)  # refuse an unknown one now, not at stop time
     runtime = runtime_of(mgr, ctr)
+    argv = conmon.create_argv(conmon.ConmonCreate(
+        conmon=_conmon_path(mgr), runtime=runtime, container_id=container_id, name=config.metadata.name,
+        bundle=str(bundle), log_path=log_path, exit_dir=str(mgr.state_root / "exits"),
+        persist_dir=str(bundle), container_pidfile=str(bundle / "pidfile"),
+        conmon_pidfile=str(bundle / "conmon.pid"), socket_dir=str(mgr.state_root / "sock"),
+        stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+        systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd"))
+    pending: conmon.PendingConmon | None = None
     try:
         await asyncio.to_thread(_prepare_dirs, bundle, log_path)
-        await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
-        spec_req = ContainerSpecRequest(
-            id=container_id, config=config, sandbox=sandbox_view(pod), image_config=image.config or {},
-            rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
-            cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns,
-            pids_limit=mgr.daemon.config.runtime.pids_limit)
-        spec = await asyncio.to_thread(build_spec, spec_req)
-        ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
-        user = spec["process"].get("user", {})
-        ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
-                    "supplemental_groups": user.get("additionalGids", [])}
-        await asyncio.to_thread(_write_spec, bundle / "config.json", spec)
-        argv = conmon.create_argv(conmon.ConmonCreate(
-            conmon=_conmon_path(mgr), runtime=runtime, container_id=container_id, name=config.metadata.name,
-            bundle=str(bundle), log_path=log_path, exit_dir=str(mgr.state_root / "exits"),
-            persist_dir=str(bundle), container_pidfile=str(bundle / "pidfile"),
-            conmon_pidfile=str(bundle / "conmon.pid"), socket_dir=str(mgr.state_root / "sock"),
-            stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-            systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd"))
-        ctr.pid = await conmon.run_create(
-            argv, str(bundle), before_start=lambda conmon_pid: mgr.join_pod_cgroup(pod, conmon_pid, "conmon"))
+        # conmon starts first and waits on its start pipe while it is moved
+        # into the pod's cgroup: that move waits for an RCU grace period
+        # (the kernel's cgroup migration lock), milliseconds that overlap
+        # with mounting the rootfs and writing the spec.
+        pending = await conmon.spawn(argv, str(bundle))
+        joining = asyncio.ensure_future(mgr.join_pod_cgroup(pod, pending.pid, "conmon"))
+        try:
+            await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
+            spec_req = ContainerSpecRequest(
+                id=container_id, config=config, sandbox=sandbox_view(pod), image_config=image.config or {},
+                rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
+                cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns,
+                pids_limit=mgr.daemon.config.runtime.pids_limit)
+            spec = await asyncio.to_thread(build_spec, spec_req)
+            ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
+            user = spec["process"].get("user", {})
+            ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
+                        "supplemental_groups": user.get("additionalGids", [])}
+            await asyncio.to_thread(_write_spec, bundle / "config.json", spec)
+        finally:
+            # Best effort, never raises; conmon must not fork before it is done.
+            await asyncio.wait([joining])
+        ctr.pid = await conmon.release(pending)
         ctr.conmon_pid = await asyncio.to_thread(conmon.read_pidfile, str(bundle / "conmon.pid"))
         ctr.conmon_start_time = namespaces.process_start_time(ctr.conmon_pid) or 0
         await mgr.store.save(ctr)
     except BaseException:
-        await asyncio.shield(_discard(mgr, ctr))
+        async def undo() -> None:
+            if pending is not None:
+                await conmon.abort(pending)
+            await _discard(mgr, ctr)
+        await asyncio.shield(undo())
         raise
     return ctr
 
