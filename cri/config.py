@@ -60,6 +60,9 @@ class RegistryHostConfig:
     ca_file: str = ""
     # JSON file: {"username": ..., "password": ...} or {"auth": base64}.
     auth_file: str = ""
+    # Never contact the registry itself, only its mirrors: for air-gapped
+    # nodes, where a fallback would only send lookups out of the node.
+    mirrors_only: bool = False
 
 
 @dataclass

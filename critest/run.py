@@ -70,7 +70,9 @@ def crispy_config(run: Run) -> str:
              "[cni]", f'conf_dir = "{run.base / "cni"}"']
     lines += [f'default_subnet = "{run.subnet}"', ""] if run.subnet else [""]
     for host in images.MIRRORED_HOSTS:
-        lines += [f'[registries."{host}"]', f'mirrors = ["{mirror}"]', ""]
+        # mirrors_only: an image the loopback registry lacks (the digest-pinned
+        # spec) must fail here, not send lookups to the real registry.
+        lines += [f'[registries."{host}"]', f'mirrors = ["{mirror}"]', "mirrors_only = true", ""]
     lines += [f'[registries."{run.registry.host}"]', "insecure = true", ""]
     return "\n".join(lines)
 

@@ -36,6 +36,7 @@ def test_throwaway_config_is_valid_crispy_config(tmp_path: Path) -> None:
     cfg = configmod.load(path=str(path))
     for host in images.MIRRORED_HOSTS:
         assert cfg.registries[host].mirrors == ["http://127.0.0.1:5999"]
+        assert cfg.registries[host].mirrors_only
     assert cfg.registries["127.0.0.1:5999"].insecure
     assert cfg.runtime.default_cgroup_parent == "/crispy-critest-abcd1234"
     assert cfg.cni.conf_dir == str(tmp_path / "cni")

@@ -81,12 +81,18 @@ def parse_mirror(url: str) -> tuple[str, str, str | None]:
 
 
 def endpoints_for(domain: str, registries: dict[str, Any]) -> list[Endpoint]:
-    """Mirrors in configured order, then the registry itself."""
+    """Mirrors in configured order, then the registry itself (unless the
+    host is set to mirrors_only)."""
     cfg = registries.get(domain)
     out: list[Endpoint] = []
     for url in (cfg.mirrors if cfg else []):
         host, path, scheme = parse_mirror(url)
         out.append(_endpoint(host, path, scheme, registries.get(host), host, mirror=True))
+    if cfg is not None and cfg.mirrors_only:
+        if not out:
+            raise InvalidArgument(f'registries."{domain}".mirrors_only is set but {domain} has no mirrors; '
+                                  f"add mirrors or unset mirrors_only")
+        return out
     upstream = DOCKER_HUB_API_HOST if domain == DEFAULT_DOMAIN else domain
     # The upstream's settings live under the name users write (docker.io).
     out.append(_endpoint(upstream, "", None, cfg, domain, mirror=False))
