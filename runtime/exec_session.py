@@ -177,7 +177,11 @@ async def _run_pipes(target: ExecTarget, io: ExecIO, args: list[str]) -> int:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
+            # On Python 3.11 wait() also waits for the stdout/stderr pipes to
+            # close, and the exec'd process, which outlives the runtime's
+            # `exec` (as upstream), still holds them: bound the wait.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
     return code
 
 
