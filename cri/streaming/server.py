@@ -18,6 +18,7 @@ from cri.streaming.ws_connection import ChannelStream, ConnectionClosed, WebSock
 from cri.streaming.backend import ExecIO, InputPipe, StreamBackend
 from cri.streaming.http_upgrade import HttpError
 from cri.streaming.tokens import TokenCache
+from cri.streaming.shutdown import close_transport
 
 log = logging.getLogger("crispy.streaming")
 
@@ -172,17 +173,7 @@ class SpdyConnection:
             self.session.goaway()
             self.flush_nowait()
             self._mark_closed()
-        try:
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
-            pass
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await close_transport(self.writer, self._task)
 
 
 # ---- running a remote command over any transport ---------------------------

@@ -9,6 +9,7 @@ import time
 
 from cri.streaming import websocket
 from cri.streaming.backend import InputPipe
+from cri.streaming.shutdown import close_transport
 
 log = logging.getLogger("crispy.streaming")
 
@@ -119,17 +120,7 @@ class WebSocketConnection:
             self.session.close()
             self._flush_nowait()
             self._mark_closed()
-        try:
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
-            pass
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await close_transport(self.writer, self._task)
 
 
 class ChannelStream:
