@@ -12,6 +12,7 @@ from google.protobuf import json_format
 
 from cri.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
+from cri.servicers.filters import labels_match
 from runtime import container
 from runtime.store import ContainerRecord
 
@@ -98,8 +99,7 @@ def stats_matches(ctr: ContainerRecord, f: pb.ContainerStatsFilter) -> bool:
         return False
     if f.pod_sandbox_id and not ctr.sandbox_id.startswith(f.pod_sandbox_id):
         return False
-    labels = ctr.config.get("labels", {})
-    return all(labels.get(k) == v for k, v in f.label_selector.items())
+    return labels_match(ctr.config, f.label_selector)
 
 
 def matches(ctr: ContainerRecord, f: pb.ContainerFilter) -> bool:
@@ -109,8 +109,7 @@ def matches(ctr: ContainerRecord, f: pb.ContainerFilter) -> bool:
         return False
     if f.HasField("state") and _STATES[ctr.state] != f.state.state:
         return False
-    labels = ctr.config.get("labels", {})
-    return all(labels.get(k) == v for k, v in f.label_selector.items())
+    return labels_match(ctr.config, f.label_selector)
 
 
 class ContainerRPCs:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from cri.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
+from cri.servicers.filters import labels_match
 from runtime import sandbox
 from runtime.store import SandboxRecord
 
@@ -51,8 +52,7 @@ def matches(rec: SandboxRecord, f: pb.PodSandboxFilter) -> bool:
         return False
     if f.HasField("state") and _STATES[rec.state] != f.state.state:
         return False
-    labels = rec.config.get("labels", {})
-    return all(labels.get(k) == v for k, v in f.label_selector.items())
+    return labels_match(rec.config, f.label_selector)
 
 
 class SandboxRPCs:
@@ -102,7 +102,7 @@ class SandboxRPCs:
         if request.HasField("filter"):
             f = request.filter
             recs = [r for r in recs if (not f.id or r.id.startswith(f.id))
-                    and all(r.config.get("labels", {}).get(k) == v for k, v in f.label_selector.items())]
+                    and labels_match(r.config, f.label_selector)]
         return pb.ListPodSandboxStatsResponse(stats=[await _pod_stats(pods, r) for r in recs])
 
 
