@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from cri.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
+from cri.servicers.summary_cache import SummaryCache
 from runtime import container
 from runtime.store import ContainerRecord
 
@@ -114,6 +115,8 @@ def matches(ctr: ContainerRecord, f: pb.ContainerFilter) -> bool:
 
 class ContainerRPCs:
     daemon: "Daemon"
+    # Only the state of a listed container changes after CreateContainer.
+    container_summaries: SummaryCache[ContainerRecord, pb.Container]
 
     async def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
         if not request.HasField("config"):
@@ -138,11 +141,12 @@ class ContainerRPCs:
         return pb.RemoveContainerResponse()
 
     async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
-        ctrs = list(self.daemon.pods.containers.values())
+        everything = self.daemon.pods.containers
+        ctrs = list(everything.values())
         if request.HasField("filter"):
             ctrs = [c for c in ctrs if matches(c, request.filter)]
         ctrs.sort(key=lambda c: c.created_at)
-        return pb.ListContainersResponse(containers=[container_summary(c) for c in ctrs])
+        return pb.ListContainersResponse(containers=self.container_summaries.summaries(ctrs, len(everything)))
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
         pods = self.daemon.pods

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from cri.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
+from cri.servicers.summary_cache import SummaryCache
 from runtime import sandbox
 from runtime.store import SandboxRecord
 
@@ -57,6 +58,8 @@ def matches(rec: SandboxRecord, f: pb.PodSandboxFilter) -> bool:
 
 class SandboxRPCs:
     daemon: "Daemon"
+    # Only the state of a listed pod changes after RunPodSandbox.
+    sandbox_summaries: SummaryCache[SandboxRecord, pb.PodSandbox]
 
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
         if not request.HasField("config"):
@@ -85,11 +88,12 @@ class SandboxRPCs:
         return pb.PodSandboxStatusResponse(status=sandbox_status(rec), info=info, timestamp=time.time_ns())
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
-        recs = list(self.daemon.pods.sandboxes.values())
+        everything = self.daemon.pods.sandboxes
+        recs = list(everything.values())
         if request.HasField("filter"):
             recs = [r for r in recs if matches(r, request.filter)]
         recs.sort(key=lambda r: r.created_at)
-        return pb.ListPodSandboxResponse(items=[sandbox_summary(r) for r in recs])
+        return pb.ListPodSandboxResponse(items=self.sandbox_summaries.summaries(recs, len(everything)))
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
         pods = self.daemon.pods
