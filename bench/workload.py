@@ -11,10 +11,15 @@ CGROUP_ROOT_NAME = "crispybench"
 NAMESPACE = "crispy-bench"
 
 
-def pod_config(target: str, log_root: str, host_network: bool) -> pb.PodSandboxConfig:
+def pod_config(target: str, log_root: str, host_network: bool,
+               share_process_namespace: bool = False) -> pb.PodSandboxConfig:
     uid = uuid.uuid4().hex
     name = f"bench-{uid[:12]}"
-    net = pb.NamespaceOption(network=pb.NODE if host_network else pb.POD)
+    # kubelet's namespaces for a pod: a PID namespace per container unless
+    # the pod sets shareProcessNamespace (the proto default, POD, is not
+    # what kubelet sends for a plain pod).
+    net = pb.NamespaceOption(network=pb.NODE if host_network else pb.POD, ipc=pb.POD,
+                             pid=pb.POD if share_process_namespace else pb.CONTAINER)
     return pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=NAMESPACE, attempt=0),
         # A host-network pod shares the node's UTS namespace: runc refuses

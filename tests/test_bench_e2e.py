@@ -42,7 +42,9 @@ def test_one_scenario_on_containerd_writes_results_and_leaves_nothing(tmp_path, 
     assert results["scenarios"]["memory_idle"]["metrics"]["daemon_rss_idle_kib"]["runtimes"]["containerd-runc"]["p50"] > 1000
     assert results["runtimes"]["containerd-runc"]["version"].startswith("containerd")
     assert results["cleanup"] == []
-    assert json_path.with_suffix(".md").read_text().count("| pod_start |") == 2
+    shared = scen["metrics"]["run_pod_sharedpid_s"]["runtimes"]["containerd-runc"]
+    assert shared["n"] == 2 and 0 < shared["p50"]
+    assert json_path.with_suffix(".md").read_text().count("| pod_start |") == 4
     if json_path.with_suffix(".png").exists():
         assert json_path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 

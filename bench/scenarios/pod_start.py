@@ -1,5 +1,6 @@
 """RunPodSandbox, then StopPodSandbox+RemovePodSandbox, for a host-network
-pod (no CNI in the path: the sandbox machinery alone)."""
+pod (no CNI in the path: the sandbox machinery alone), as kubelet sends it
+for a plain pod and for one with shareProcessNamespace."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from bench.scenarios.base import Context, Metric, Samples, Scenario
 from bench.target import Target
 
 
-def pod_cycle(target: Target, out: Samples, host_network: bool, suffix: str = "") -> None:
-    cfg = workload.pod_config(target.name, target.log_root, host_network)
+def pod_cycle(target: Target, out: Samples, host_network: bool, suffix: str = "",
+              share_process_namespace: bool = False) -> None:
+    cfg = workload.pod_config(target.name, target.log_root, host_network, share_process_namespace)
     offset = target.log_offset()
     t0 = time.perf_counter()
     pod_id = target.client.run_pod_sandbox(cfg)
@@ -36,7 +38,12 @@ class PodStart(Scenario):
     metrics = {
         "run_pod_s": Metric("s", "lower", "RunPodSandbox"),
         "stop_remove_pod_s": Metric("s", "lower", "StopPodSandbox+RemovePodSandbox"),
+        # shareProcessNamespace: one PID namespace for the pod, which needs
+        # a live init (crispy's catatonit; containerd's pause does it anyway).
+        "run_pod_sharedpid_s": Metric("s", "lower", "RunPodSandbox, shared PID namespace"),
+        "stop_remove_pod_sharedpid_s": Metric("s", "lower", "StopPodSandbox+RemovePodSandbox, shared PID namespace"),
     }
 
     def iterate(self, ctx: Context, target: Target, state: object, out: Samples) -> None:
         pod_cycle(target, out, host_network=True)
+        pod_cycle(target, out, host_network=True, suffix="_sharedpid", share_process_namespace=True)
