@@ -80,6 +80,8 @@ def cni_share(scenarios: dict[str, Any]) -> dict[str, float]:
 GOALS = [
     ("pull_cold", "pull_cold_s", "containerd-runc", 1.0, "cold pull no slower than containerd"),
     ("pod_start", "run_pod_s", "containerd-crun", 0.5, "RunPodSandbox at most half of containerd's, both on crun"),
+    ("pod_start", "run_pod_sharedpid_s", "containerd-crun", 0.5,
+     "RunPodSandbox with shareProcessNamespace at most half of containerd's, both on crun"),
     ("container_start", "create_start_s", "containerd-crun", 0.5,
      "CreateContainer+StartContainer at most half of containerd's, both on crun"),
     ("memory", "memory_per_pod_kib", "containerd-crun", 1.0, "memory per pod below containerd's"),
