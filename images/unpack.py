@@ -5,29 +5,28 @@ be a lower dir: `.wh.NAME` becomes a 0:0 character device NAME and
 The directory starts empty and only this code writes it, so what is on
 disk is exactly what earlier members made; a member whose path would leave
 the directory (absolute, `..`, or through a symlink an earlier member
-created) is refused. Compression is sniffed from magic bytes, because
-registries label layers loosely. The uncompressed stream is hashed and must
-equal the image config's diff ID. Blocking; run it in a thread."""
+created) is refused. The uncompressed stream (layer_stream.py) is hashed
+and must equal the image config's diff ID. Blocking; run it in a thread."""
 
 from __future__ import annotations
 
 import errno
-import gzip
-import hashlib
 import logging
 import os
 import shutil
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import grpc
 import zstandard
 
 from cri.errors import CrispyError
 from images.digests import ContentMismatch
+from images.layer_stream import TarStream, decompressed
 
 log = logging.getLogger("crispy.images.unpack")
 
@@ -38,8 +37,8 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 # metacopy, whiteouts) and would let an image reach outside its layers.
 _FORBIDDEN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Compressed bytes are read from the blob in pieces this big.
+READ_CHUNK = 1 << 20
 
 
 class UnsafeLayer(CrispyError):
@@ -52,33 +51,6 @@ class BadLayer(CrispyError):
     """A layer that is not a readable tar stream."""
 
     code = grpc.StatusCode.DATA_LOSS
-
-
-class _HashingReader:
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
-def open_decompressed(f: BinaryIO) -> BinaryIO:
-    head = f.read(4)
-    f.seek(0)
-    if head[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
-    if head == ZSTD_MAGIC:
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)  # type: ignore[return-value]
-    return f
 
 
 @dataclass
@@ -253,29 +225,41 @@ class UnpackResult:
     tar_size: int
 
 
+def _file_chunks(raw: BinaryIO) -> Iterator[bytes]:
+    while chunk := raw.read(READ_CHUNK):
+        yield chunk
+
+
 def unpack_layer(blob: Path, dest: Path, expected_diff_id: str | None) -> UnpackResult:
     """Extracts `blob` into `dest`, which must not exist yet. On any failure
     `dest` is removed; nothing half-extracted is left behind."""
+    with open(blob, "rb", buffering=0) as raw:
+        return unpack_stream(_file_chunks(raw), blob.name, dest, expected_diff_id)
+
+
+def unpack_stream(chunks: Iterator[bytes], name: str, dest: Path, expected_diff_id: str | None) -> UnpackResult:
+    """Extracts the layer whose compressed bytes `chunks` yields into `dest`
+    (which must not exist yet) and checks its diff ID. On any failure `dest`
+    is removed; nothing half-extracted is left behind."""
     dest.mkdir(mode=0o755)
     try:
-        with open(blob, "rb") as raw:
-            reader = _HashingReader(open_decompressed(raw))
-            ex = _Extractor(dest)
-            try:
-                with tarfile.open(fileobj=reader, mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
-                    for m in tar:
-                        ex.member(tar, m)
-            except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:
-                raise BadLayer(f"layer {blob.name} is not a valid (compressed) tar stream: {e}") from None
-            except OSError as e:
-                if isinstance(e, (FileNotFoundError, PermissionError)) or e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                raise BadLayer(f"layer {blob.name} could not be unpacked: {e}") from None
+        reader = TarStream(decompressed(chunks))
+        ex = _Extractor(dest)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
+                for m in tar:
+                    ex.member(tar, m)
             reader.drain()
-            ex.finish()
-        diff_id = "sha256:" + reader.hash.hexdigest()
+        except (tarfile.TarError, EOFError, zstandard.ZstdError, zlib.error) as e:
+            raise BadLayer(f"layer {name} is not a valid (compressed) tar stream: {e}") from None
+        except OSError as e:
+            if isinstance(e, (FileNotFoundError, PermissionError)) or e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise BadLayer(f"layer {name} could not be unpacked: {e}") from None
+        ex.finish()
+        diff_id = "sha256:" + reader.hexdigest()
         if expected_diff_id and diff_id != expected_diff_id:
-            raise ContentMismatch(f"layer {blob.name} unpacks to {diff_id}, but the image config says {expected_diff_id}")
+            raise ContentMismatch(f"layer {name} unpacks to {diff_id}, but the image config says {expected_diff_id}")
         return UnpackResult(diff_id, reader.size)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)

@@ -1,0 +1,145 @@
+"""The uncompressed tar stream of a layer, made from its compressed bytes as
+they come (from the stored blob, or straight off the download), hashed on
+the way for the diff ID.
+
+Compression is sniffed from magic bytes, because registries label layers
+loosely. Work is done in big pieces (zlib and hashlib release the GIL for
+them, so layers really unpack in parallel); tarfile's small reads are then
+served from a buffer instead of each walking a chain of Python file
+objects."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from typing import Iterator
+
+import zstandard
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# zlib: gzip wrapper (header and trailer CRC/size checked by zlib itself).
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+# Upper bound of one decompressed piece: bounds memory for highly
+# compressible layers while keeping per-piece Python overhead negligible.
+PIECE = 1 << 20
+
+
+class TruncatedLayer(EOFError):
+    """The compressed stream ended before its end marker."""
+
+
+def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    # A gzip file may hold several members back to back, and zero padding
+    # after one (as the gzip tool and Python's gzip module accept).
+    d = zlib.decompressobj(_GZIP_WBITS)
+    for chunk in chunks:
+        while chunk:
+            if d.eof:
+                chunk = chunk.lstrip(b"\0")
+                if not chunk:
+                    break
+                d = zlib.decompressobj(_GZIP_WBITS)
+            out = d.decompress(chunk, PIECE)
+            if out:
+                yield out
+            chunk = d.unused_data if d.eof else d.unconsumed_tail
+    if not d.eof:
+        rest = d.flush()
+        if rest:
+            yield rest
+        if not d.eof:
+            raise TruncatedLayer("the gzip stream ends before its end marker (truncated layer)")
+
+
+class _ChunkFile:
+    """A read()-able view of a chunk iterator, for zstandard's stream reader."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.buf:
+            self.buf = next(self.chunks, b"")
+        if n < 0 or n >= len(self.buf):
+            out, self.buf = self.buf, b""
+            return out
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def _unzstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    reader = zstandard.ZstdDecompressor().stream_reader(_ChunkFile(chunks), read_size=PIECE, read_across_frames=True)
+    while piece := reader.read(PIECE):
+        yield piece
+
+
+def decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The layer's tar bytes, in pieces of at most PIECE (uncompressed
+    layers pass through as they come)."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= 4:
+            break
+
+    def all_chunks() -> Iterator[bytes]:
+        if head:
+            yield head
+        yield from chunks
+
+    if head[:2] == GZIP_MAGIC:
+        return _gunzip(all_chunks())
+    if head[:4] == ZSTD_MAGIC:
+        return _unzstd(all_chunks())
+    return all_chunks()
+
+
+class TarStream:
+    """A read()-only file object over decompressed pieces, hashing every
+    byte it takes from them (so the hash covers the whole stream once it is
+    drained, whatever tarfile chose to read)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._buf = b""
+        self._pos = 0
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def _more(self) -> bytes:
+        piece = next(self._pieces, b"")
+        if piece:
+            self.hash.update(piece)
+            self.size += len(piece)
+        return piece
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._pos
+        avail = len(self._buf) - pos
+        if 0 <= n <= avail:
+            self._pos = pos + n
+            return self._buf[pos:pos + n]
+        parts = [self._buf[pos:]] if avail else []
+        have = avail
+        while n < 0 or have < n:
+            piece = self._more()
+            if not piece:
+                break
+            parts.append(piece)
+            have += len(piece)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if n < 0 or len(data) <= n:
+            self._buf, self._pos = b"", 0
+            return data
+        self._buf, self._pos = data, n
+        return data[:n]
+
+    def drain(self) -> None:
+        self._buf, self._pos = b"", 0
+        while self._more():
+            pass
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
