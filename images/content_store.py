@@ -77,6 +77,9 @@ class BlobWriter:
         self._hash.update(data)
         self.offset += len(data)
 
+    def write_chunks(self, chunks: list[bytes]) -> None:
+        self.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
     def commit(self) -> Path:
         """Verifies and publishes the blob; a mismatch deletes the partial."""
         try:

@@ -302,15 +302,20 @@ class RegistryClient:
                                                       f"with the wrong range ({resp.headers.get('content-range')})")
                         # Bytes still buffered when the connection drops are
                         # simply fetched again: the resume offset is what was written.
-                        buf = bytearray()
+                        # Chunks are joined in the writer thread, in one copy: every
+                        # copy on the event loop's thread holds up the other
+                        # downloads (and the GIL).
+                        pending: list[bytes] = []
+                        pending_bytes = 0
                         async for chunk in resp.aiter_raw():
-                            buf += chunk
+                            pending.append(chunk)
+                            pending_bytes += len(chunk)
                             on_bytes(len(chunk))
-                            if len(buf) >= WRITE_CHUNK:
-                                data, buf = bytes(buf), bytearray()
-                                await asyncio.to_thread(w.write, data)
-                        if buf:
-                            await asyncio.to_thread(w.write, bytes(buf))
+                            if pending_bytes >= WRITE_CHUNK:
+                                await asyncio.to_thread(w.write_chunks, pending)
+                                pending, pending_bytes = [], 0
+                        if pending:
+                            await asyncio.to_thread(w.write_chunks, pending)
                 except httpx.ReadTimeout:
                     raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
                                       f"downloading {what} ({w.offset} of {size} bytes); pull cancelled "
