@@ -3,32 +3,38 @@ nsfs files under the pod's state directory so they outlive every process
 (CNI plugins and the OCI runtime enter them by those paths), and unpinned
 when the pod is removed.
 
-Namespaces are made by util-linux `unshare`, which pins them itself
-(`--net=FILE`): Python 3.11 has no unshare/setns, and forking a helper out of
-a threaded asyncio process is unsafe. Hostname and namespaced sysctls are
-written by a tiny POSIX shell script running inside the new namespaces, with
-every value passed as an argument, never spliced into the script.
+They are made by a short-lived thread of our own, not by a helper process:
+unshare(2) of the network, IPC and UTS namespaces is allowed in a threaded
+process and moves only the calling thread, so that thread sets the hostname,
+writes the namespaced sysctls (/proc/sys resolves against the writer's
+namespaces), brings `lo` up, bind-mounts /proc/thread-self/ns/* onto the pin
+files and exits. A failure can never leave a pool thread in a pod's
+namespaces, and no fork/exec of unshare(1) or a shell is paid per pod.
 
-A pod-wide PID namespace needs a live init or the kernel refuses new members,
-so for PodPID pods the script ends by starting Debian's `catatonit -P` (a
-static reaper that only waits) in the background. `unshare --pid` without
-`--fork` leaves the script in our PID namespace and makes its first child
-the new namespace's PID 1, so that child is the infra process and `$!` is
-its pid as crispy sees it; the script and unshare then exit and nothing
-else stays per pod (with `--fork`, an unshare parent waited for the whole
-pod's life). The infra is not our child: it is reparented to the node's
-init, survives a crispy restart or kill, and crispy finds it again by pid
-plus start time (pids get reused). Its environment names the pod
-directory (CRISPY_POD_DIR) so an operator can tell whose it is.
+A pod-wide PID namespace needs a live init or the kernel refuses new members.
+The same thread also unshares the PID namespace, which applies to its future
+children only, and spawns Debian's `catatonit -P` (a static reaper that only
+waits): it is PID 1 of the new namespace and a member of the pod's other
+namespaces. The infra is our child while crispy runs (kill_infra reaps it;
+nothing else waits for it: asyncio waits for its own pids only) and is
+reparented to the node's init when crispy exits, so it survives a crispy
+restart or kill; crispy finds it again by pid plus start time (pids get
+reused). Its environment names the pod directory (CRISPY_POD_DIR) so an
+operator can tell whose it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import fcntl
 import os
 import re
 import shutil
 import signal
+import socket
+import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,18 +47,17 @@ NET_SYSCTL_PREFIXES = ("net.",)
 IPC_SYSCTL_PREFIXES = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 UTS_SYSCTLS = ("kernel.hostname", "kernel.domainname")
 
-_SCRIPT = r"""
-set -e
-if [ -n "$1" ]; then printf '%s' "$1" > /proc/sys/kernel/hostname; fi
-shift
-while [ $# -ge 2 ]; do printf '%s' "$2" > "/proc/sys/$1"; shift 2; done
-if [ -n "$CRISPY_INFRA" ]; then
-    "$CRISPY_INFRA" -P </dev/null >/dev/null 2>&1 &
-    echo "crispy-ns-ready $!"
-else
-    echo "crispy-ns-ready 0"
-fi
-"""
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+_IFREQ_FLAGS = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags in a 24-byte union
 
 
 @dataclass
@@ -118,91 +123,139 @@ def _tool(name: str) -> str:
     return path
 
 
-async def create(pin_dir: Path, req: NamespaceRequest, timeout: float = 30.0) -> PodNamespaces:
-    """Makes and pins the namespaces `req` asks for under `pin_dir`. On
-    failure nothing is left pinned or running."""
+async def create(pin_dir: Path, req: NamespaceRequest) -> PodNamespaces:
+    """Makes and pins the namespaces `req` asks for under `pin_dir`, with
+    `lo` up in a new network namespace. On failure nothing is left pinned
+    or running."""
     check_sysctls(req.sysctls, req)
-    pinned = PodNamespaces()
-    args: list[str] = []
-    for kind, wanted in (("net", req.net), ("ipc", req.ipc), ("uts", req.uts), ("pid", req.pod_pid)):
-        if wanted:
-            path = pin_dir / kind
-            path.touch()
-            setattr(pinned, kind, str(path))
-            # A PID namespace cannot be opened before its init exists, so
-            # it is pinned from that init below, not by unshare.
-            args.append("--pid" if kind == "pid" else f"--{kind}={path}")
-    if not args:
-        return pinned
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-    script_args = [req.hostname if req.uts else ""]
-    for name, value in req.sysctls.items():
-        script_args += [sysctl_path(name), value]
-    argv = [_tool("unshare"), *args]
-    if req.pod_pid:
-        env["CRISPY_INFRA"] = _tool("catatonit")
-        env["CRISPY_POD_DIR"] = str(pin_dir)
-    argv += ["--", "/bin/sh", "-c", _SCRIPT, "crispy-ns", *script_args]
-    # Our own pipe rather than asyncio's: should the infra process ever
-    # keep an end open, asyncio would hold the transport open as long.
-    rfd, wfd = os.pipe2(os.O_CLOEXEC)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=wfd, stderr=wfd, env=env, start_new_session=True)
-    except BaseException:
-        os.close(rfd)
-        os.close(wfd)
-        await _discard(pinned)
-        raise
-    os.close(wfd)
-    errors: list[str] = []
+    if not (req.net or req.ipc or req.uts or req.pod_pid):
+        return PodNamespaces()
+    sysctls = [(sysctl_path(name), value) for name, value in req.sysctls.items()]
+    infra = _tool("catatonit") if req.pod_pid else ""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb", 0))
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                line = (await reader.readline()).decode(errors="replace").strip()
-                if not line:
-                    break
-                if line.startswith("crispy-ns-ready "):
-                    if req.pod_pid:
-                        pinned.infra_pid = int(line.split()[1])
-                        pinned.infra_start_time = process_start_time(pinned.infra_pid) or 0
-                    break
-                errors.append(line)
-            # unshare (exec'd into the script) ends with the script.
-            await proc.wait()
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-        await _discard(pinned)
-        raise
-    finally:
-        transport.close()
-    ready = proc.returncode == 0 and not errors and (pinned.infra_pid > 0 or not req.pod_pid)
-    if ready and req.pod_pid:
+    done: asyncio.Future[PodNamespaces] = loop.create_future()
+
+    def settle(result: PodNamespaces | None, error: BaseException | None) -> None:
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
         try:
-            await asyncio.to_thread(_pin_pid_namespace, pinned)
-        except BaseException as e:
-            await _discard(pinned)
-            if isinstance(e, OSError):
-                raise Internal(f"pinning the pod's PID namespace failed: {e}") from None
-            raise
-    if not ready:
-        await _discard(pinned)
-        message = "; ".join(errors) or f"unshare exited {proc.returncode}"
-        if "/proc/sys/" in message:
-            raise InvalidArgument(f"cannot apply the pod's sysctls: {message}")
-        raise Internal(f"creating pod namespaces failed: {message}")
+            result, error = _make(pin_dir, req, sysctls, infra), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is gone: nobody will use what we made
+            if result is not None:
+                _discard_now(result)
+
+    # Its own thread, never a pool thread: it ends in the pod's namespaces.
+    threading.Thread(target=work, name="crispy-pod-ns", daemon=True).start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        # The thread cannot be stopped halfway: undo whatever it made.
+        try:
+            made = await done
+        except Exception:  # noqa: BLE001 - it cleaned up after itself
+            raise asyncio.CancelledError() from None
+        await _discard(made)
+        raise
+
+
+def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], infra: str) -> PodNamespaces:
+    """Runs in a dedicated thread that exits afterwards (see the module doc)."""
+    pinned = PodNamespaces()
+    flags = ((CLONE_NEWNET if req.net else 0) | (CLONE_NEWIPC if req.ipc else 0)
+             | (CLONE_NEWUTS if req.uts else 0) | (CLONE_NEWPID if req.pod_pid else 0))
+    try:
+        try:
+            _check(_libc.unshare(flags), "unshare")
+            for kind, wanted in (("net", req.net), ("ipc", req.ipc), ("uts", req.uts)):
+                if wanted:
+                    path = str(pin_dir / kind)
+                    _touch(path)
+                    setattr(pinned, kind, path)
+                    kmount.mount(f"/proc/thread-self/ns/{kind}", path, None, kmount.MS_BIND)
+            if req.uts and req.hostname:
+                name = req.hostname.encode()
+                _check(_libc.sethostname(name, len(name)), "sethostname")
+            if req.net:
+                _loopback_up()
+        except OSError as e:
+            raise Internal(f"creating pod namespaces failed: {e}") from None
+        for path, value in sysctls:
+            try:
+                with open(f"/proc/sys/{path}", "w") as f:
+                    f.write(value)
+            except OSError as e:
+                raise InvalidArgument(f"cannot apply the pod's sysctls: /proc/sys/{path}: "
+                                      f"{e.strerror or e}") from None
+        if req.pod_pid:
+            try:
+                _start_infra(pinned, pin_dir, infra)
+            except OSError as e:
+                raise Internal(f"starting the pod's infra process failed: {e}") from None
+    except BaseException:
+        _discard_now(pinned)
+        raise
     return pinned
 
 
-def _pin_pid_namespace(ns: PodNamespaces) -> None:
-    kmount.mount(f"/proc/{ns.infra_pid}/ns/pid", ns.pid, None, kmount.MS_BIND)
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _touch(path: str) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
+
+
+def _loopback_up() -> None:
+    """`ip link set lo up` in the calling thread's network namespace (the
+    kernel then gives lo 127.0.0.1 and ::1), with two ioctls instead of the
+    CNI loopback plugin's fork/exec; CRI-O brings lo up itself too."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        got = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, _IFREQ_FLAGS.pack(b"lo", 0))
+        flags = _IFREQ_FLAGS.unpack(got)[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, _IFREQ_FLAGS.pack(b"lo", flags | IFF_UP))
+
+
+def _start_infra(pinned: PodNamespaces, pin_dir: Path, infra: str) -> None:
+    """From the thread that unshared the PID namespace, so catatonit is its
+    PID 1 (posix_spawn: no Popen object whose clean-up could reap a reused
+    pid behind us)."""
+    path = str(pin_dir / "pid")
+    _touch(path)
+    pinned.pid = path
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CRISPY_POD_DIR": str(pin_dir)}
+    null = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+            (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)]
+    # Python ignores SIGPIPE/SIGXFSZ and an ignored disposition survives exec.
+    pid = os.posix_spawn(infra, [infra, "-P"], env, file_actions=null, setsid=True, setsigmask=(),
+                         setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    pinned.infra_pid = pid
+    pinned.infra_start_time = process_start_time(pid) or 0
+    kmount.mount(f"/proc/{pid}/ns/pid", path, None, kmount.MS_BIND)
     # The pid could have been reused between the start and the mount.
-    if not ns.infra_start_time or not infra_alive(ns):
-        raise OSError(f"the infra process {ns.infra_pid} died at once")
+    if not pinned.infra_start_time or not infra_alive(pinned):
+        raise OSError(f"the infra process {pid} died at once")
+
+
+def _discard_now(ns: PodNamespaces) -> None:
+    """Blocking undo of `_make`: kill and reap the infra, unpin."""
+    if ns.infra_pid:
+        try:
+            os.kill(ns.infra_pid, signal.SIGKILL)
+            os.waitpid(ns.infra_pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    _unpin_now(ns)
 
 
 async def _discard(ns: PodNamespaces) -> None:
@@ -210,8 +263,7 @@ async def _discard(ns: PodNamespaces) -> None:
     await unpin(ns)
 
 
-def process_start_time(pid: int) -> int | None:
-    """Start time (clock ticks since boot) of a live, non-zombie `pid`."""
+def _state_and_start(pid: int) -> tuple[str, int] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -219,9 +271,28 @@ def process_start_time(pid: int) -> int | None:
         return None
     # The command name may hold spaces and parentheses; fields follow the last ')'.
     fields = stat[stat.rfind(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
+    return fields[0], int(fields[19])
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time (clock ticks since boot) of a live, non-zombie `pid`."""
+    st = _state_and_start(pid)
+    if st is None or st[0] in ("Z", "X"):
         return None
-    return int(fields[19])
+    return st[1]
+
+
+def _reap(ns: PodNamespaces) -> None:
+    """Collects the exit of an infra this crispy started (a zombie child
+    otherwise stays until crispy exits). Only our own zombie by pid and
+    start time is waited for, never another child that got the pid."""
+    st = _state_and_start(ns.infra_pid) if ns.infra_pid else None
+    if st is None or st[0] != "Z" or st[1] != ns.infra_start_time:
+        return
+    try:
+        os.waitpid(ns.infra_pid, os.WNOHANG)
+    except ChildProcessError:  # started by an earlier crispy: init reaps it
+        pass
 
 
 def infra_alive(ns: PodNamespaces) -> bool:
@@ -234,6 +305,7 @@ async def kill_infra(ns: PodNamespaces, timeout: float = 10.0) -> None:
     """SIGKILLs the pod's init, which takes every process of the pod's PID
     namespace with it. Idempotent."""
     if not infra_alive(ns):
+        _reap(ns)
         return
     try:
         os.kill(ns.infra_pid, signal.SIGKILL)
@@ -245,16 +317,19 @@ async def kill_infra(ns: PodNamespaces, timeout: float = 10.0) -> None:
     while infra_alive(ns) and loop.time() < deadline:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+    _reap(ns)
 
 
 async def unpin(ns: PodNamespaces) -> None:
     """Unmounts and deletes the pin files. Idempotent."""
-    def _unpin() -> None:
-        for path in (ns.net, ns.ipc, ns.uts, ns.pid):
-            if path:
-                kmount.umount_all(path)
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-    await asyncio.to_thread(_unpin)
+    await asyncio.to_thread(_unpin_now, ns)
+
+
+def _unpin_now(ns: PodNamespaces) -> None:
+    for path in (ns.net, ns.ipc, ns.uts, ns.pid):
+        if path:
+            kmount.umount_all(path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

@@ -69,6 +69,10 @@ def test_pod_gets_an_ip_and_stop_frees_it(net_daemon):
         inside = subprocess.run(["nsenter", f"--net={netns}", "--", "ip", "-o", "-4", "addr", "show", "dev", "eth0"],
                                 capture_output=True, text=True, check=True).stdout
         assert f"inet {ip}/" in inside
+        # lo is up (with the namespace, not by a loopback plugin) and answers.
+        lo = subprocess.run(["nsenter", f"--net={netns}", "--", "busybox", "ping", "-c", "1", "-W", "5", "127.0.0.1"],
+                            capture_output=True, text=True)
+        assert lo.returncode == 0, lo.stdout + lo.stderr
         # The host reaches the pod over the bridge.
         ping = subprocess.run(["busybox", "ping", "-c", "1", "-W", "5", ip], capture_output=True, text=True)
         assert ping.returncode == 0, ping.stdout + ping.stderr

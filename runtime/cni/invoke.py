@@ -166,8 +166,10 @@ def find_plugin(plugin_type: str, bin_dirs: list[str]) -> str | None:
 
 # ---- asyncio shell ------------------------------------------------------
 
-async def run(inv: Invocation, bin_dirs: list[str], timeout: float) -> dict[str, Any] | None:
-    path = await asyncio.to_thread(find_plugin, inv.plugin_type, bin_dirs)
+async def run(inv: Invocation, bin_dirs: list[str], timeout: float, path: str | None = None) -> dict[str, Any] | None:
+    """`path`: the plugin's binary when the caller looked it up already."""
+    if path is None:
+        path = await asyncio.to_thread(find_plugin, inv.plugin_type, bin_dirs)
     if path is None:
         raise PluginMissing(f"{inv.describe()}: plugin {inv.plugin_type!r} is not in {', '.join(bin_dirs)}; "
                             f"install it (Debian: containernetworking-plugins) or fix [cni] bin_dirs")

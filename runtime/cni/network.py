@@ -5,7 +5,9 @@ ADD runs the network's plugins in order, each getting the previous one's
 result; DEL runs them in reverse. Everything DEL needs (the exact config
 ADD used, the interface, the result) goes into the pod's persisted state, so
 a restart or a config change between ADD and DEL still tears down what was
-set up. Each pod also gets the loopback plugin on `lo`.
+set up. `lo` is not CNI's: the namespace comes with it up
+(runtime/namespaces.py), so no loopback plugin runs per pod, unless a
+network's own config lists one.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from runtime import atomicfile
 from runtime.cni import default_network, invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
 from runtime.cni.invoke import CallArgs, PluginError
-from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness, bring_up_loopback
+from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness
 
 log = logging.getLogger("crispy.cni")
 
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 CLONE_NEWNET = 0x40000000
-# 0.3.1: every loopback plugin still in use speaks it (we ignore its result).
-LOOPBACK = NetworkConfigList("cni-loopback", "0.3.1", ({"type": "loopback"},))
 POD_IFNAME = "eth0"
 
 
@@ -129,15 +129,21 @@ class CniNetwork:
     # ---- readiness -----------------------------------------------------
 
     def _usable(self) -> tuple[NetworkConfigList | None, str]:
+        net, problem, _ = self._resolve()
+        return net, problem
+
+    def _resolve(self) -> tuple[NetworkConfigList | None, str, dict[str, str]]:
+        """The network, or why there is none usable, and each plugin's binary."""
         scan: DirScan = self.configs.current()
         net = scan.network
         if net is None:
-            return None, scan.problem()
-        missing = [t for t in dict.fromkeys(net.plugin_types) if invoke.find_plugin(t, self.bin_dirs) is None]
+            return None, scan.problem(), {}
+        paths = {t: invoke.find_plugin(t, self.bin_dirs) for t in dict.fromkeys(net.plugin_types)}
+        missing = [t for t, path in paths.items() if path is None]
         if missing:
             return None, (f"CNI network {net.name!r} from {net.source} needs plugin(s) {', '.join(missing)}, "
-                          f"not found in {', '.join(self.bin_dirs)}")
-        return net, ""
+                          f"not found in {', '.join(self.bin_dirs)}"), {}
+        return net, "", {t: path for t, path in paths.items() if path}
 
     def readiness(self) -> Readiness:
         net, problem = self._usable()
@@ -167,12 +173,13 @@ class CniNetwork:
                         cni_args=cni_args(req), capability_args=caps)
 
     async def _chain(self, command: str, net: NetworkConfigList, args: CallArgs,
-                     prev: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """ADD/CHECK: the plugins in order, each result feeding the next."""
+                     prev: dict[str, Any] | None = None, paths: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """ADD/CHECK: the plugins in order, each result feeding the next.
+        `paths`: plugin binaries already looked up (else each is, on its turn)."""
         result = prev if command == "CHECK" else None
         for plugin in net.plugins:
             inv = invoke.build(command, net, plugin, args, result, self._path)
-            out = await invoke.run(inv, self.bin_dirs, self.plugin_timeout)
+            out = await invoke.run(inv, self.bin_dirs, self.plugin_timeout, (paths or {}).get(inv.plugin_type))
             if command == "ADD":
                 result = out
         return result
@@ -192,40 +199,36 @@ class CniNetwork:
         if first is not None:
             raise first
 
-    async def _loopback(self, req: PodNetworkRequest, command: str, netns: str) -> bool:
-        """The loopback plugin on lo when installed, else lo is brought up
-        directly. True if the plugin was used."""
-        if await asyncio.to_thread(invoke.find_plugin, "loopback", self.bin_dirs) is None:
-            if command == "ADD":
-                await bring_up_loopback(netns)
-            return False
-        args = self._call_args(req, netns, "lo", {})
-        inv = invoke.build(command, LOOPBACK, LOOPBACK.plugins[0], args, None, self._path)
-        await invoke.run(inv, self.bin_dirs, self.plugin_timeout)
-        return True
-
     def _no_network_at_all(self) -> bool:
         scan = self.configs.current()
         return scan.network is None and not scan.invalid
 
+    def _plan_add(self) -> tuple[NetworkConfigList | None, dict[str, str]]:
+        """Blocking, one trip to a thread for all of it: (None, {}) when no
+        config exists at all, else the network and its plugins' binaries."""
+        if self._no_network_at_all():
+            return None, {}
+        net, problem, paths = self._resolve()
+        if net is None:
+            raise FailedPrecondition(f"pod network is not ready: {problem}")
+        return net, paths
+
     async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus:
-        if await asyncio.to_thread(self._no_network_at_all):
+        net, paths = await asyncio.to_thread(self._plan_add)
+        if net is None:
             # Nothing configured yet (NetworkReady is false, so kubelet only
             # starts host-network pods): a pod gets its own namespace with
             # just lo, as before any network existed. A config that is there
             # but broken fails below instead, with the reason.
-            await self._loopback(req, "ADD", req.netns_path)
             log.warning("no CNI network configured; pod gets loopback only",
                         extra={"fields": {"sandbox": req.sandbox_id, "conf_dir": self.configs.conf_dir}})
             return PodNetworkStatus(state={"network": "", "loopbackOnly": True})
-        net = await asyncio.to_thread(self.current_network)
         caps = capability_args(req)
         state: dict[str, Any] = {"network": net.name, "conflist": net.to_dict(), "source": net.source,
                                  "ifname": self.ifname, "capabilityArgs": caps}
         args = self._call_args(req, req.netns_path, self.ifname, caps)
         try:
-            await self._loopback(req, "ADD", req.netns_path)
-            result = await self._chain("ADD", net, args)
+            result = await self._chain("ADD", net, args, paths=paths)
         except BaseException as e:
             # No half-configured pod: release whatever the chain got so far
             # (addresses, port maps) even if we are being cancelled.
@@ -274,9 +277,7 @@ class CniNetwork:
             caps = capability_args(req)
         args = self._call_args(req, netns, state.get("ifname", self.ifname), caps)
         await self._delete(net, args, state.get("result"))
-        if netns:
-            await self._loopback(req, "DEL", netns)
-        elif masq.needs_cleanup(list(net.plugins)):
+        if not netns and masq.needs_cleanup(list(net.plugins)):
             for problem in await masq.remove_rules(net.name, req.sandbox_id, self.plugin_timeout):
                 log.warning("could not remove a masquerade rule of a pod whose namespace is gone",
                             extra={"fields": {"sandbox": req.sandbox_id, "error": problem}})
