@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from cri.errors import Internal
+from runtime.namespaces import process_start_time
 from runtime.oci_runtime import OciRuntime
 
 
@@ -168,10 +169,26 @@ async def abort(p: PendingConmon) -> None:
         await p.proc.wait()
 
 
-async def release(p: PendingConmon, timeout: float = 120.0) -> int:
-    """Lets conmon run `<runtime> create` and returns the container's pid
-    once it has finished. Raises Internal with the runtime's message on
-    failure."""
+@dataclass
+class Created:
+    """What `release` learns: the container's init, and conmon's monitor
+    (the process that stays; the one crispy started exits after forking it)."""
+    pid: int
+    monitor_pid: int
+    monitor_start_time: int  # ticks since boot: tells a reused pid apart
+
+
+async def release(p: PendingConmon, conmon_pidfile: str, timeout: float = 120.0,
+                  on_monitor: Callable[[int], Awaitable[None]] | None = None) -> Created:
+    """Lets conmon run `<runtime> create` and returns once it has finished.
+    Raises Internal with the runtime's message on failure.
+
+    `on_monitor(pid)` runs as soon as conmon's monitor exists, while the
+    runtime is still creating the container: the place to move it into
+    another cgroup. Moving it there instead of the process crispy started
+    (before letting it fork) keeps the move off the critical path: on
+    cgroup v1 a move waits for an RCU grace period, which then overlaps
+    with the runtime's own move of the container's process."""
     try:
         os.write(p.start_fd, b"0")
     except BaseException:
@@ -181,8 +198,20 @@ async def release(p: PendingConmon, timeout: float = 120.0) -> int:
     p.start_fd = -1
     rfd, p.sync_fd = p.sync_fd, -1
     proc = p.proc
+
+    async def monitor() -> tuple[int, int]:
+        # conmon's first process writes the monitor's pid, then exits.
+        await proc.wait()
+        if proc.returncode != 0:
+            return 0, 0
+        pid, start_time = await asyncio.to_thread(_read_monitor, conmon_pidfile)
+        if pid and on_monitor is not None:
+            await on_monitor(pid)
+        return pid, start_time
+
     parser = SyncPipeParser()
     messages: list[SyncMessage] = []
+    watching = asyncio.ensure_future(monitor())
     try:
         async with asyncio.timeout(timeout):
             loop = asyncio.get_running_loop()
@@ -199,8 +228,7 @@ async def release(p: PendingConmon, timeout: float = 120.0) -> int:
                     messages = parser.feed(chunk)
             finally:
                 transport.close()
-            # conmon's first process exits right after forking the monitor.
-            await proc.wait()
+            monitor_pid, monitor_start = await watching
     except TimeoutError:
         raise Internal(f"conmon did not report the container created within {timeout:.0f}s") from None
     except ValueError as e:
@@ -208,26 +236,28 @@ async def release(p: PendingConmon, timeout: float = 120.0) -> int:
     finally:
         if rfd >= 0:
             os.close(rfd)
+        if not watching.done():
+            watching.cancel()
+            await asyncio.wait([watching])
     if not messages:
         raise Internal(f"conmon exited (status {proc.returncode}) without reporting the container's creation")
     msg = messages[0]
     if msg.failed:
         raise Internal(f"creating the container failed: {_runtime_message(msg.message)}")
-    return msg.value
+    if not monitor_pid:
+        raise Internal(f"conmon reported the container created but its monitor is gone "
+                       f"(first process exited with status {proc.returncode})")
+    return Created(msg.value, monitor_pid, monitor_start)
 
 
-async def run_create(argv: list[str], cwd: str, timeout: float = 120.0,
-                     before_start: Callable[[int], Awaitable[None]] | None = None) -> int:
-    """`spawn`, then `before_start(conmon_pid)` (the place to move it into
-    another cgroup), then `release`."""
-    p = await spawn(argv, cwd)
-    if before_start is not None:
-        try:
-            await before_start(p.pid)
-        except BaseException:
-            await abort(p)
-            raise
-    return await release(p, timeout)
+def _read_monitor(pidfile: str) -> tuple[int, int]:
+    """Blocking: the monitor's pid and start time, (0, 0) if it is gone."""
+    try:
+        pid = read_pidfile(pidfile)
+    except (OSError, ValueError):
+        return 0, 0
+    start = process_start_time(pid)
+    return (pid, start) if start else (0, 0)
 
 
 def _runtime_message(message: str) -> str:

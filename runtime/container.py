@@ -130,31 +130,34 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
     pending: conmon.PendingConmon | None = None
     try:
         await asyncio.to_thread(_prepare_dirs, bundle, log_path)
-        # conmon starts first and waits on its start pipe while it is moved
-        # into the pod's cgroup: that move waits for an RCU grace period
-        # (the kernel's cgroup migration lock), milliseconds that overlap
-        # with mounting the rootfs and writing the spec.
+        # conmon starts first (it waits on its start pipe) so that its exec
+        # overlaps with mounting the rootfs and writing the spec.
         pending = await conmon.spawn(argv, str(bundle))
-        joining = asyncio.ensure_future(mgr.join_pod_cgroup(pod, pending.pid, "conmon"))
+        # conmon belongs in the pod's cgroup. Moving a process between
+        # cgroups waits for an RCU grace period (the kernel's cgroup
+        # threadgroup lock; ~10 ms here) unless another move happened just
+        # before; the OCI runtime's move of the container's process into its
+        # cgroup waits the same way (v1). So the move starts now, overlapping
+        # that wait with the bundle's preparation; conmon is not held back
+        # for it, and its monitor (forked when released, maybe before this
+        # move lands) is moved once it exists, quickly then.
+        early_join = asyncio.ensure_future(mgr.join_pod_cgroup(pod, pending.pid, "conmon", gone_ok=True))
         try:
-            await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
             spec_req = ContainerSpecRequest(
                 id=container_id, config=config, sandbox=sandbox_view(pod), image_config=image.config or {},
                 rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
                 cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns,
                 pids_limit=mgr.daemon.config.runtime.pids_limit)
-            spec = await asyncio.to_thread(build_spec, spec_req)
+            spec = await asyncio.to_thread(_prepare_bundle, layers, root, scratch, spec_req, bundle / "config.json")
             ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
             user = spec["process"].get("user", {})
             ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
                         "supplemental_groups": user.get("additionalGids", [])}
-            await asyncio.to_thread(_write_spec, bundle / "config.json", spec)
+            created = await conmon.release(pending, str(bundle / "conmon.pid"),
+                                           on_monitor=lambda pid: mgr.join_pod_cgroup(pod, pid, "conmon"))
         finally:
-            # Best effort, never raises; conmon must not fork before it is done.
-            await asyncio.wait([joining])
-        ctr.pid = await conmon.release(pending)
-        ctr.conmon_pid = await asyncio.to_thread(conmon.read_pidfile, str(bundle / "conmon.pid"))
-        ctr.conmon_start_time = namespaces.process_start_time(ctr.conmon_pid) or 0
+            await asyncio.wait([early_join])  # never raises
+        ctr.pid, ctr.conmon_pid, ctr.conmon_start_time = created.pid, created.monitor_pid, created.monitor_start_time
         await mgr.store.save(ctr)
     except BaseException:
         async def undo() -> None:
@@ -186,8 +189,13 @@ def _prepare_dirs(bundle: Path, log_path: str) -> None:
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _write_spec(path: Path, spec: dict[str, Any]) -> None:
-    path.write_text(json.dumps(spec))
+def _prepare_bundle(layers: list[str], root: Path, scratch: Path, spec_req: ContainerSpecRequest,
+                    spec_path: Path) -> dict[str, Any]:
+    """Blocking, one thread hop: the rootfs mounted, the spec built and written."""
+    rootfs.mount(layers, str(root), scratch)
+    spec = build_spec(spec_req)
+    spec_path.write_text(json.dumps(spec))
+    return spec
 
 
 async def _discard(mgr: "PodManager", ctr: ContainerRecord) -> None:

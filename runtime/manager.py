@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
 from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from runtime import namespaces, sandbox
+from runtime.cgroups import ProcessGone
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
 if TYPE_CHECKING:
@@ -212,14 +213,23 @@ class PodManager:
         if pinned.infra_pid:
             await self.join_pod_cgroup(rec, pinned.infra_pid, "infra")
 
-    async def join_pod_cgroup(self, rec: SandboxRecord, pid: int, what: str) -> None:
-        """Best effort: a process left in crispy's cgroup still works."""
-        if self.cgroups is None or not rec.cgroup_parent:
+    async def join_pod_cgroup(self, rec: SandboxRecord, pid: int, what: str, gone_ok: bool = False) -> None:
+        """Best effort: a process left in crispy's cgroup still works.
+        `gone_ok`: a process that has exited meanwhile is no news."""
+        cgroups = self.cgroups
+        if cgroups is None or not rec.cgroup_parent:
             return
+
+        def join() -> None:  # one thread hop
+            if not rec.cgroup_path and not cgroups.exists(rec.cgroup_parent):
+                cgroups.create(rec.cgroup_parent)
+            cgroups.add_process(rec.cgroup_parent, pid)
         try:
-            if not rec.cgroup_path and not await asyncio.to_thread(self.cgroups.exists, rec.cgroup_parent):
-                await asyncio.to_thread(self.cgroups.create, rec.cgroup_parent)
-            await asyncio.to_thread(self.cgroups.add_process, rec.cgroup_parent, pid)
+            await asyncio.to_thread(join)
+        except ProcessGone:
+            if not gone_ok:
+                log.warning("could not move a process into the pod's cgroup: it is gone", extra={"fields": {
+                    "pod": rec.id, "process": what, "pid": pid}})
         except (OSError, CrispyError) as e:
             log.warning("could not move a process into the pod's cgroup", extra={"fields": {
                 "pod": rec.id, "process": what, "pid": pid, "error": getattr(e, "message", str(e))}})

@@ -16,7 +16,7 @@ import pytest
 
 from cri.errors import FailedPrecondition, InvalidArgument
 from cri.proto import api_pb2 as pb
-from runtime.cgroups import V1Manager, V2Manager, open_layout
+from runtime.cgroups import ProcessGone, V1Manager, V2Manager, open_layout
 from runtime.host import detect_cgroup_layout
 
 pytestmark = pytest.mark.integration
@@ -200,6 +200,29 @@ def test_v1_add_process_real(v1):
         proc.kill()
         proc.wait()
     mgr.remove(base)
+
+
+@v1_only
+def test_v1_add_process_of_a_gone_process(v1):
+    """A process that exited before the move is told apart from a failure:
+    CreateContainer moves conmon's first process, which may have exited."""
+    mgr, base = v1
+    mgr.create(base)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    with pytest.raises(ProcessGone):
+        mgr.add_process(base, proc.pid)
+    mgr.remove(base)
+
+
+def test_v2_real_add_process_of_a_gone_process(v2_real):
+    mgr = v2_real
+    mgr.create("/pod")
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    with pytest.raises(ProcessGone):
+        mgr.add_process("/pod", proc.pid)
+    mgr.remove("/pod")
 
 
 def test_v2_real_add_process_goes_to_leaf(v2_real):

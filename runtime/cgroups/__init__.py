@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.cgroups.manager import CgroupManager, CgroupStats
+from runtime.cgroups.manager import CgroupManager, CgroupStats, ProcessGone
 from runtime.cgroups.paths import cgroups_path, fs_path, slice_path
 from runtime.cgroups.v1 import V1Manager
 from runtime.cgroups.v2 import V2Manager, shares_to_weight, weight_to_shares
 from runtime.host import CGROUP_ROOT, CgroupLayout, detect_cgroup_layout
 
-__all__ = ["open_layout", "manager_for", "CgroupManager", "CgroupStats", "V1Manager", "V2Manager",
+__all__ = ["open_layout", "manager_for", "CgroupManager", "CgroupStats", "ProcessGone", "V1Manager", "V2Manager",
            "cgroups_path", "fs_path", "slice_path", "shares_to_weight", "weight_to_shares"]
 
 

@@ -109,6 +109,22 @@ def write(path: Path, value: str) -> None:
         raise
 
 
+class ProcessGone(NotFound):
+    """The process to move into a cgroup no longer exists."""
+
+
+def write_procs(procs: Path, pid: int) -> None:
+    """Moves `pid` (its whole thread group) by writing it to `procs`."""
+    try:
+        write(procs, str(pid))
+    except InvalidArgument:
+        if not Path(f"/proc/{pid}").exists():
+            raise ProcessGone(f"process {pid} is gone") from None
+        raise
+    except ProcessLookupError:  # ESRCH
+        raise ProcessGone(f"process {pid} is gone") from None
+
+
 def rmdir_tree(root: Path) -> None:
     """rmdir `root` and any empty cgroups below it, deepest first. Missing is
     fine; a cgroup still busy after a short wait is reported."""

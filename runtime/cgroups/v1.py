@@ -11,7 +11,7 @@ from pathlib import Path
 from cri.errors import InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.manager import (V1_UNLIMITED, CgroupManager, CgroupStats, check_values, parse_pids,
-                                     read_flat_keyed, read_int, read_text, rmdir_tree, write)
+                                     read_flat_keyed, read_int, read_text, rmdir_tree, write, write_procs)
 
 log = logging.getLogger("crispy.cgroups")
 
@@ -271,12 +271,7 @@ class V1Manager(CgroupManager):
             target = base / rel
             if not target.is_dir():
                 raise NotFound(f"cgroup {target} does not exist; create it first")
-            try:
-                write(target / "cgroup.procs", str(pid))
-            except InvalidArgument:
-                if not Path(f"/proc/{pid}").exists():
-                    raise NotFound(f"process {pid} is gone") from None
-                raise
+            write_procs(target / "cgroup.procs", pid)
 
     def pids(self, path: str) -> list[int]:
         for controller in ("pids", "memory", "cpu", "name=systemd"):

@@ -10,7 +10,7 @@ from pathlib import Path
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.manager import (CgroupManager, CgroupStats, check_values, parse_pids, read_flat_keyed, read_int,
-                                     read_psi, read_text, rmdir_tree, write)
+                                     read_psi, read_text, rmdir_tree, write, write_procs)
 
 DEFAULT_PERIOD = 100000
 INFRA_LEAF = "crispy-infra"
@@ -174,12 +174,7 @@ class V2Manager(CgroupManager):
         leaf = parent / INFRA_LEAF
         leaf.mkdir(exist_ok=True)
         self._enable_controllers(leaf)
-        try:
-            write(leaf / "cgroup.procs", str(pid))
-        except InvalidArgument:
-            if not Path(f"/proc/{pid}").exists():
-                raise NotFound(f"process {pid} is gone") from None
-            raise
+        write_procs(leaf / "cgroup.procs", pid)
 
     def pids(self, path: str) -> list[int]:
         return parse_pids(read_text(self._path(path) / "cgroup.procs"))
