@@ -439,3 +439,49 @@ def test_host_network_status_and_its_teardown_is_a_no_op(tmp_path):
     net = CniNetwork(str(tmp_path / "net.d"), [str(bins)], 5)
     asyncio.run(net.teardown(PodNetworkRequest("sb1", "", "p", "ns", "uid"), st))
     assert not calls.exists()
+
+
+# ---- the node's address (rtnetlink, sans-IO part) ------------------------------------
+
+def _nlmsg(kind, seq, body, attrs=()):
+    import struct
+    payload = body
+    for t, v in attrs:
+        a = struct.pack("=HH", 4 + len(v), t) + v
+        payload += a + b"\0" * (-len(a) % 4)
+    return struct.pack("=IHHII", 16 + len(payload), kind, 2, seq, 0) + payload
+
+
+def test_host_ip_parsing_picks_the_default_route_interface():
+    import socket
+    import struct
+    from runtime.cni import hostip
+    route = lambda fam, dst_len, table, oif: _nlmsg(hostip.RTM_NEWROUTE, 7, struct.pack("=BBBBBBBBI", fam, dst_len, 0, 0, table, 0, 0, 1, 0),
+                                                     [(hostip.RTA_OIF, struct.pack("=I", oif))])
+    addr = lambda fam, scope, idx, raw: _nlmsg(hostip.RTM_NEWADDR, 7, struct.pack("=BBBBI", fam, 24, 0, scope, idx),
+                                               [(hostip.IFA_ADDRESS, raw), (hostip.IFA_LOCAL, raw)])
+    data = (route(socket.AF_INET, 24, 254, 3) + route(socket.AF_INET, 0, 255, 3) + route(socket.AF_INET, 0, 254, 2)
+            + _nlmsg(hostip.RTM_NEWROUTE, 6, struct.pack("=BBBBBBBBI", 2, 0, 0, 0, 254, 0, 0, 1, 0)))  # other seq: ignored
+    routes, done = hostip.parse(data, 7)
+    assert not done and [(r.dst_len, r.table, r.oif) for r in routes] == [(24, 254, 3), (0, 255, 3), (0, 254, 2)]
+    addrs, done = hostip.parse(addr(socket.AF_INET, 0, 3, bytes([10, 0, 0, 5])) + addr(socket.AF_INET, 254, 2, bytes([127, 0, 0, 1]))
+                               + addr(socket.AF_INET, 0, 2, bytes([192, 0, 2, 9])) + _nlmsg(hostip.NLMSG_DONE, 7, b"\0" * 4), 7)
+    assert done and [a.address for a in addrs] == ["10.0.0.5", "127.0.0.1", "192.0.2.9"]
+    # The main table's default route goes out of interface 2: its global address.
+    assert hostip.primary_ip(routes, addrs) == "192.0.2.9"
+    # No default route: any global address; nothing at all: "".
+    assert hostip.primary_ip([], addrs) == "10.0.0.5"
+    assert hostip.primary_ip(routes, [a for a in addrs if a.scope != 0]) == ""
+    with pytest.raises(OSError):
+        hostip.parse(_nlmsg(hostip.NLMSG_ERROR, 7, struct.pack("=i", -1) + b"\0" * 16), 7)
+
+
+def test_host_ip_matches_ip_route():
+    import subprocess
+    from runtime.cni import host_primary_ip
+    out = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout.split()
+    if "dev" not in out:
+        pytest.skip("no IPv4 default route on this host")
+    dev = out[out.index("dev") + 1]
+    addrs = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", dev, "scope", "global"], capture_output=True, text=True).stdout
+    assert host_primary_ip() in [line.split()[3].split("/")[0] for line in addrs.splitlines()]
