@@ -11,6 +11,8 @@ objects."""
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import zlib
 from typing import Iterator
 
@@ -97,14 +99,17 @@ def decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 class TarStream:
-    """A read()-only file object over decompressed pieces, hashing every
-    byte it takes from them (so the hash covers the whole stream once it is
-    drained, whatever tarfile chose to read)."""
+    """A read()-only, forward-only file object over decompressed pieces,
+    hashing every byte it takes from them (so the hash covers the whole
+    stream once it is drained, whatever tarfile chose to read). seek()
+    moves forward only, which is all tarfile needs to walk an archive
+    member by member; copy_to() writes file data straight from the pieces."""
 
     def __init__(self, pieces: Iterator[bytes]) -> None:
         self._pieces = pieces
         self._buf = b""
-        self._pos = 0
+        self._pos = 0    # next byte to hand out, in _buf
+        self._base = 0   # stream offset of _buf[0]
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -115,12 +120,42 @@ class TarStream:
             self.size += len(piece)
         return piece
 
+    def _next_piece(self) -> bool:
+        piece = self._more()
+        if not piece:
+            return False
+        self._base += len(self._buf)
+        self._buf, self._pos = piece, 0
+        return True
+
+    def tell(self) -> int:
+        return self._base + self._pos
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        here = self.tell()
+        if whence != io.SEEK_SET or pos < here:
+            raise io.UnsupportedOperation("a layer stream only moves forward")
+        skip = pos - here
+        while skip:
+            avail = len(self._buf) - self._pos
+            if avail:
+                take = min(avail, skip)
+                self._pos += take
+                skip -= take
+            elif not self._next_piece():
+                break  # past the end: the next read() says so
+        return self.tell()
+
     def read(self, n: int = -1) -> bytes:
         pos = self._pos
         avail = len(self._buf) - pos
         if 0 <= n <= avail:
             self._pos = pos + n
             return self._buf[pos:pos + n]
+        start = self._base + pos
         parts = [self._buf[pos:]] if avail else []
         have = avail
         while n < 0 or have < n:
@@ -131,12 +166,31 @@ class TarStream:
             have += len(piece)
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if n < 0 or len(data) <= n:
-            self._buf, self._pos = b"", 0
+            self._buf, self._pos, self._base = b"", 0, start + len(data)
             return data
-        self._buf, self._pos = data, n
+        self._buf, self._pos, self._base = data, n, start
         return data[:n]
 
+    def copy_to(self, fd: int, n: int) -> int:
+        """Writes the next `n` bytes to `fd` without copying them; returns
+        how many there were (fewer at the end of the stream)."""
+        done = 0
+        while done < n:
+            avail = len(self._buf) - self._pos
+            if not avail:
+                if not self._next_piece():
+                    break
+                continue
+            take = min(avail, n - done)
+            view = memoryview(self._buf)[self._pos:self._pos + take]
+            while view:
+                view = view[os.write(fd, view):]
+            self._pos += take
+            done += take
+        return done
+
     def drain(self) -> None:
+        self._base += len(self._buf)
         self._buf, self._pos = b"", 0
         while self._more():
             pass

@@ -70,8 +70,9 @@ def _clean(name: str, what: str) -> str:
 
 
 class _Extractor:
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, data: TarStream) -> None:
         self.dest = dest
+        self.data = data
         self.dirs: dict[str, _DirMeta] = {}
 
     def _abs(self, rel: str) -> str:
@@ -172,12 +173,19 @@ class _Extractor:
         if m.isreg():
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                src = tar.extractfile(m)
-                if src is not None:
-                    while chunk := src.read(1 << 20):
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view):]
+                if m.sparse is None:
+                    # Straight from the decompressed pieces: tarfile's own
+                    # reader copies each byte four times on its way here.
+                    self.data.seek(m.offset_data)
+                    if self.data.copy_to(fd, m.size) != m.size:
+                        raise BadLayer(f"layer member {m.name!r} is cut short: the layer is truncated")
+                else:
+                    src = tar.extractfile(m)
+                    if src is not None:
+                        while chunk := src.read(1 << 20):
+                            view = memoryview(chunk)
+                            while view:
+                                view = view[os.write(fd, view):]
                 self._owner_and_xattrs(p, m, fd=fd)
                 os.fchmod(fd, stat.S_IMODE(m.mode))  # after chown, which clears set-id bits
             finally:
@@ -244,9 +252,12 @@ def unpack_stream(chunks: Iterator[bytes], name: str, dest: Path, expected_diff_
     dest.mkdir(mode=0o755)
     try:
         reader = TarStream(decompressed(chunks))
-        ex = _Extractor(dest)
+        ex = _Extractor(dest, reader)
         try:
-            with tarfile.open(fileobj=reader, mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
+            # "r:" (not the stream mode "r|"): tarfile then reads headers
+            # from `reader` itself and skips to each next header with a
+            # forward seek, so file data can be taken from `reader` directly.
+            with tarfile.open(fileobj=reader, mode="r:", errorlevel=2) as tar:  # type: ignore[call-overload]
                 for m in tar:
                     ex.member(tar, m)
             reader.drain()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import zlib
 from typing import Iterator
@@ -105,4 +106,30 @@ def test_tar_stream_drain_hashes_what_was_not_read():
     assert s.read(1000) == data[:1000]
     s.drain()
     assert s.size == len(data)
+    assert s.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_tar_stream_seeks_forward_only_and_copies_to_a_file(tmp_path):
+    data = os.urandom(2 * PIECE + 999)
+    s = TarStream(chunked(data, 300_000))
+    assert s.read(10) == data[:10] and s.tell() == 10
+    assert s.seek(10) == 10  # staying put is fine
+    s.seek(PIECE + 5)
+    assert s.tell() == PIECE + 5
+    with pytest.raises(io.UnsupportedOperation):
+        s.seek(PIECE)
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert s.copy_to(fd, 700_000) == 700_000
+        assert s.tell() == PIECE + 5 + 700_000
+        assert s.read(3) == data[PIECE + 700_005:PIECE + 700_008]
+        # Asking for more than is left copies what there is.
+        assert s.copy_to(fd, len(data)) == len(data) - (PIECE + 700_008)
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == data[PIECE + 5:PIECE + 700_005] + data[PIECE + 700_008:]
+    assert s.read(1) == b"" and s.tell() == len(data)
+    assert s.seek(len(data) + 100) == len(data)  # past the end: stays at the end
+    s.drain()
     assert s.hexdigest() == hashlib.sha256(data).hexdigest()

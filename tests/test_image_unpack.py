@@ -160,6 +160,17 @@ def test_truncated_layer_is_refused(tmp):
     assert not dest.exists()
 
 
+def test_uncompressed_layer_cut_inside_a_file_is_refused(tmp):
+    tar = ib.make_layer({"a": ib.File(b"x" * 5000), "f": ib.File(os.urandom(200_000))})
+    blob = tmp / "cut"
+    blob.write_bytes(tar[:100_000])
+    dest = tmp / "snap"
+    with pytest.raises(BadLayer) as e:
+        unpack_layer(blob, dest, None)
+    assert "truncated" in e.value.message
+    assert not dest.exists()
+
+
 def test_garbage_is_refused(tmp):
     blob = tmp / "garbage"
     blob.write_bytes(b"\x1f\x8bnot really gzip" * 100)
