@@ -67,13 +67,8 @@ def write_static(pod_dir: Path, hostname: str, dns: DnsSettings) -> PodFiles:
 
 
 def write_hosts(files: PodFiles, hostname: str, ips: list[str]) -> None:
-    """Blocking. Ends with one fsync of the pod directory for all three names."""
+    """Blocking."""
     _write_new(files.hosts, hosts(hostname, ips))
-    dfd = os.open(os.path.dirname(files.hosts), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def write(pod_dir: Path, hostname: str, dns: DnsSettings, ips: list[str]) -> PodFiles:
@@ -86,7 +81,10 @@ def write(pod_dir: Path, hostname: str, dns: DnsSettings, ips: list[str]) -> Pod
 def _write_new(path: str, data: bytes) -> None:
     # The pod directory is new and nobody reads these files before the pod's
     # record exists, so no temp file and rename are needed to hide a torn
-    # write; the fsync still orders the content before that record.
+    # write. No fsync either: a crash of crispy keeps them (page cache), and
+    # what would lose them (power loss, a kernel crash) also ends the pod's
+    # namespaces and infra, so the sandbox is not ready after it whatever the
+    # files hold (its containers are never started in it again).
     # World-readable: containers running as any user read them.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
@@ -94,6 +92,5 @@ def _write_new(path: str, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
     finally:
         os.close(fd)

@@ -101,8 +101,10 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
         pid_mode=_PID_MODES[nsopt.pid],
         request_digest=request_digest)
     undo = _Undo()
+    join: asyncio.Future[None] | None = None
     try:
-        await asyncio.to_thread(pod_dir.mkdir, parents=True, mode=0o711)
+        # One mkdir on the state root (a tmpfs): not worth a thread hop.
+        pod_dir.mkdir(parents=True, mode=0o711)
         undo.push("pod dir", lambda: asyncio.to_thread(shutil.rmtree, pod_dir, True))
         # Host network means the node's hostname too (UTS goes with it).
         ns_req = namespaces.NamespaceRequest(
@@ -115,11 +117,15 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
         # waits for the slowest instead of their sum. Each that succeeded
         # registers its undo even when another failed.
         shm_path = "" if rec.host_ipc else str(pod_dir / "shm")
+        ns_step = asyncio.ensure_future(namespaces.create(pod_dir, ns_req))
+        cgroup_step = asyncio.ensure_future(mgr.cgroups_create_pod(rec, config.linux.cgroup_parent))
+        # Moving a process between v1 cgroups waits for an RCU grace period
+        # (often 10 ms); nothing else needs it, so it starts as soon as the
+        # infra and the cgroup exist and runs alongside everything else.
+        join = asyncio.ensure_future(_join_infra(mgr, rec, ns_step, cgroup_step))
         steps = asyncio.gather(
-            namespaces.create(pod_dir, ns_req),
-            asyncio.to_thread(_mount_shm, shm_path) if shm_path else _nothing(),
-            mgr.cgroups_create_pod(rec, config.linux.cgroup_parent),
-            asyncio.to_thread(pod_files.write_static, pod_dir, config.hostname, dns),
+            ns_step, cgroup_step,
+            asyncio.to_thread(_prepare_files, pod_dir, shm_path, config.hostname, dns),
             host_network_status() if rec.host_network else _nothing(),
             return_exceptions=True)
         cancelled: asyncio.CancelledError | None = None
@@ -128,12 +134,12 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
         except asyncio.CancelledError as e:
             # Let every step finish so that what it made gets undone.
             made, cancelled = await steps, e
-        ns_made, shm_made, cgroup_made, files_made, host_status = made
+        ns_made, cgroup_made, files_made, host_status = made
         pinned = ns_made if isinstance(ns_made, namespaces.PodNamespaces) else namespaces.PodNamespaces()
         if not isinstance(ns_made, BaseException):
             rec.namespaces = dataclasses.asdict(pinned)
             undo.push("namespaces", lambda: _drop_namespaces(pinned))
-        if shm_path and not isinstance(shm_made, BaseException):
+        if shm_path and not isinstance(files_made, BaseException):
             rec.shm_path = shm_path
             undo.push("shm", lambda: asyncio.to_thread(kmount.umount_all, shm_path))
         if not isinstance(cgroup_made, BaseException):
@@ -142,30 +148,27 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
             if isinstance(result, BaseException):
                 raise result
         assert isinstance(files_made, pod_files.PodFiles)
-        # Moving a process between v1 cgroups waits for an RCU grace period
-        # per hierarchy (often 10 ms in all); the pod network and the files
-        # need nothing from it, so it runs alongside them.
-        join = asyncio.ensure_future(mgr.join_pod_cgroup(rec, pinned.infra_pid, "infra")) if pinned.infra_pid else None
-        try:
-            if not rec.host_network:
-                status = await mgr.daemon.network.setup(network_request(rec, config))
-                rec.network_status = dataclasses.asdict(status)
-                undo.push("network", lambda: mgr.daemon.network.teardown(network_request(rec, config), status))
-            else:
-                # Host-network pods skip CNI and report the node's own address.
-                assert isinstance(host_status, PodNetworkStatus)
-                rec.network_status = dataclasses.asdict(host_status)
-            await asyncio.to_thread(pod_files.write_hosts, files_made, config.hostname, pod_ips(rec))
-            rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = (
-                files_made.hostname, files_made.hosts, files_made.resolv_conf)
-            await mgr.store.save(rec)
-        finally:
-            # Done (it never raises) before the pod is handed out or undone.
-            if join is not None:
-                await asyncio.wait([join])
+        if not rec.host_network:
+            status = await mgr.daemon.network.setup(network_request(rec, config))
+            rec.network_status = dataclasses.asdict(status)
+            undo.push("network", lambda: mgr.daemon.network.teardown(network_request(rec, config), status))
+        else:
+            # Host-network pods skip CNI and report the node's own address.
+            assert isinstance(host_status, PodNetworkStatus)
+            rec.network_status = dataclasses.asdict(host_status)
+        rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = (
+            files_made.hostname, files_made.hosts, files_made.resolv_conf)
+        # /etc/hosts goes in the same thread hop as the record, just before it.
+        await mgr.store.save(rec, before=lambda: pod_files.write_hosts(files_made, config.hostname, pod_ips(rec)))
+        # Done (it never raises) before the pod is handed out.
+        await asyncio.wait([join])
     except BaseException:
+        # ... or undone: the join must not race the undo's kill and rmdir.
+        if join is not None:
+            await asyncio.shield(asyncio.wait([join]))
         await asyncio.shield(undo.run())
         raise
+
     log.info("pod sandbox ready", extra={"fields": {"id": sandbox_id, "pod": f"{rec.namespace}/{rec.name}",
                                                      "infra_pid": pinned.infra_pid}})
     return rec
@@ -179,6 +182,33 @@ def _mount_shm(path: str) -> None:
     os.mkdir(path, 0o1777)
     kmount.mount("shm", path, "tmpfs", kmount.MS_NOSUID | kmount.MS_NODEV | kmount.MS_NOEXEC,
                  f"mode=1777,size={SHM_SIZE}")
+
+
+def _prepare_files(pod_dir: Path, shm_path: str, hostname: str, dns: pod_files.DnsSettings) -> pod_files.PodFiles:
+    """/dev/shm (unless `shm_path` is "") and the static pod files, in one
+    thread hop. On failure nothing of it is left mounted."""
+    if shm_path:
+        _mount_shm(shm_path)
+    try:
+        return pod_files.write_static(pod_dir, hostname, dns)
+    except BaseException:
+        if shm_path:
+            kmount.umount_all(shm_path)
+        raise
+
+
+async def _join_infra(mgr: "PodManager", rec: SandboxRecord, ns_step: "asyncio.Future[namespaces.PodNamespaces]",
+                      cgroup_step: "asyncio.Future[None]") -> None:
+    """The infra into the pod's cgroup once both exist. Never raises."""
+    await asyncio.wait([ns_step, cgroup_step])
+    if ns_step.cancelled() or cgroup_step.cancelled() or ns_step.exception() or cgroup_step.exception():
+        return
+    pid = ns_step.result().infra_pid
+    if pid:
+        try:
+            await mgr.join_pod_cgroup(rec, pid, "infra")
+        except Exception as e:  # noqa: BLE001 - best effort, as join_pod_cgroup itself
+            log.warning("could not move the infra into the pod's cgroup", extra={"fields": {"pod": rec.id, "error": str(e)}})
 
 
 async def _remove_cgroup(mgr: "PodManager", rec: SandboxRecord, pinned: namespaces.PodNamespaces) -> None:

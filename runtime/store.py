@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 from runtime import atomicfile
 
@@ -86,6 +86,11 @@ class ContainerRecord:
     request_digest: str = ""
 
 
+def _then_write(before: Callable[[], None], path: Path, data: dict[str, Any]) -> None:
+    before()
+    atomicfile.write_json(path, data)
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Builds a record, ignoring keys a newer crispy may have written."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -115,11 +120,17 @@ class RecordStore:
             lk = self._write_locks[record_id] = asyncio.Lock()
         return lk
 
-    async def save(self, record: SandboxRecord | ContainerRecord) -> None:
+    async def save(self, record: SandboxRecord | ContainerRecord, before: Callable[[], None] | None = None) -> None:
+        """`before`: blocking work that must be on disk before the record is
+        (its files), run first in the same thread hop."""
         directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir
         async with self._lock(record.id):
             data = dataclasses.asdict(record)
-            await asyncio.to_thread(atomicfile.write_json, directory / f"{record.id}.json", data)
+            path = directory / f"{record.id}.json"
+            if before is None:
+                await asyncio.to_thread(atomicfile.write_json, path, data)
+            else:
+                await asyncio.to_thread(_then_write, before, path, data)
 
     async def delete(self, record: SandboxRecord | ContainerRecord) -> None:
         directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir
