@@ -191,6 +191,10 @@ async def release(p: PendingConmon, conmon_pidfile: str, timeout: float = 120.0,
     with the runtime's own move of the container's process."""
     try:
         os.write(p.start_fd, b"0")
+    except BrokenPipeError:
+        await abort(p)
+        raise Internal(f"conmon exited (status {p.proc.returncode}) before it was told to create the container; "
+                       f"run it by hand with the same arguments to see why") from None
     except BaseException:
         await abort(p)
         raise

@@ -54,8 +54,10 @@ def runtime_of(mgr: "PodManager", ctr: ContainerRecord) -> OciRuntime:
     return OciRuntime.under(ctr.oci_runtime, mgr.state_root)
 
 
-def sandbox_view(rec: SandboxRecord) -> SandboxView:
-    config = sandbox.config_of(rec)
+def sandbox_view(rec: SandboxRecord, config: pb.PodSandboxConfig | None = None) -> SandboxView:
+    """`config`: the pod's config if the caller has it parsed already."""
+    if config is None:
+        config = sandbox.config_of(rec)
     return SandboxView(
         id=rec.id, config=config, hostname=config.hostname, namespaces=sandbox.pinned_of(rec).paths(),
         cgroup_parent=rec.cgroup_parent, etc_hosts=rec.hosts_path, resolv_conf=rec.resolv_conf_path,
@@ -129,9 +131,14 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd"))
     pending: conmon.PendingConmon | None = None
     try:
-        await asyncio.to_thread(_prepare_dirs, bundle, log_path)
-        # conmon starts first (it waits on its start pipe) so that its exec
-        # overlaps with mounting the rootfs and writing the spec.
+        # conmon starts first (it waits on its start pipe) so that its exec,
+        # and its move below, overlap with mounting the rootfs and writing
+        # the spec. It needs its working directory (the bundle) and opens
+        # the log at once: two mkdirs of directories on crispy's roots (the
+        # pod's log directory mostly exists), not worth a thread hop ahead
+        # of everything else.
+        bundle.mkdir(parents=True, mode=0o700)
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         pending = await conmon.spawn(argv, str(bundle))
         # conmon belongs in the pod's cgroup. Moving a process between
         # cgroups waits for an RCU grace period (the kernel's cgroup
@@ -144,7 +151,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         early_join = asyncio.ensure_future(mgr.join_pod_cgroup(pod, pending.pid, "conmon", gone_ok=True))
         try:
             spec_req = ContainerSpecRequest(
-                id=container_id, config=config, sandbox=sandbox_view(pod), image_config=image.config or {},
+                id=container_id, config=config, sandbox=sandbox_view(pod, pod_config), image_config=image.config or {},
                 rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
                 cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns,
                 pids_limit=mgr.daemon.config.runtime.pids_limit)
@@ -182,11 +189,6 @@ def _log_path(pod_config: pb.PodSandboxConfig, config: pb.ContainerConfig, bundl
         return os.path.join(pod_config.log_directory, config.log_path)
     # No log asked for: conmon still needs somewhere to write.
     return str(bundle / "container.log")
-
-
-def _prepare_dirs(bundle: Path, log_path: str) -> None:
-    bundle.mkdir(parents=True, mode=0o700)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _prepare_bundle(layers: list[str], root: Path, scratch: Path, spec_req: ContainerSpecRequest,

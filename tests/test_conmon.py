@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import AlreadyExists, InvalidArgument
+from cri.errors import AlreadyExists, Internal, InvalidArgument
 from runtime import conmon, cri_log, namespaces, pod_files, rootfs
 from runtime.oci_runtime import OciRuntime, _clean
 
@@ -49,6 +49,50 @@ def test_create_argv():
     assert {"--terminal", "--stdin", "--leave-stdin-open", "--systemd-cgroup"} <= set(argv)
     argv = conmon.create_argv(conmon.ConmonCreate(**base, stdin=True, stdin_once=True))
     assert "--stdin" in argv and "--leave-stdin-open" not in argv
+
+
+# A stand-in for conmon's start protocol (the real one runs in the
+# integration tests): wait on the start pipe, fork the monitor, write its pid
+# to the pid file and exit; the monitor reports the "container" on the sync
+# pipe and lingers a little, as conmon's monitor outlives the create.
+FAKE_CONMON = r"""
+read -r _ <&$_OCI_STARTPIPE
+( sleep 0.2; echo '{"pid": 4242}' >&$_OCI_SYNCPIPE; exec sleep 5 ) &
+echo $! > "$1"
+"""
+
+
+def test_release_reports_the_container_and_the_monitor(tmp_path):
+    pidfile = tmp_path / "conmon.pid"
+    seen: list[int] = []
+
+    async def on_monitor(pid: int) -> None:
+        seen.append(pid)
+
+    async def main() -> conmon.Created:
+        # bash: dash takes no file descriptor numbers above 9
+        p = await conmon.spawn(["/bin/bash", "-c", FAKE_CONMON, "sh", str(pidfile)], str(tmp_path))
+        return await conmon.release(p, str(pidfile), timeout=10, on_monitor=on_monitor)
+    created = asyncio.run(main())
+    try:
+        assert created.pid == 4242
+        assert created.monitor_pid == int(pidfile.read_text()) and seen == [created.monitor_pid]
+        # told apart from a later process with the same pid
+        assert created.monitor_start_time == namespaces.process_start_time(created.monitor_pid)
+    finally:
+        import os
+        import signal
+        os.kill(created.monitor_pid, signal.SIGKILL)
+
+
+def test_release_of_a_conmon_that_died_first(tmp_path):
+    async def main() -> None:
+        p = await conmon.spawn(["/bin/false"], str(tmp_path))
+        await p.proc.wait()
+        with pytest.raises(Internal, match="exited"):
+            await conmon.release(p, str(tmp_path / "conmon.pid"))
+        assert p.start_fd == -1 and p.sync_fd == -1
+    asyncio.run(main())
 
 
 def test_runtime_messages_are_cleaned():

@@ -83,6 +83,16 @@ class V1Manager(CgroupManager):
         self.root = root
         self.hierarchies = find_hierarchies(root)
         self.unified = unified
+        # Each distinct hierarchy once ("cpu" and "cpuacct" may both be
+        # "cpu,cpuacct"), resolved once: every cgroup operation walks them,
+        # some (moving a process) on the way to a container's start.
+        self._distinct: list[Path] = []
+        resolved: set[Path] = set()
+        for p in self.hierarchies.values():
+            real = p.resolve()
+            if real not in resolved:
+                resolved.add(real)
+                self._distinct.append(p)
 
     @staticmethod
     def _live(base: Path) -> bool:
@@ -92,10 +102,7 @@ class V1Manager(CgroupManager):
 
     def _dirs(self) -> list[Path]:
         """Every distinct live hierarchy (co-mounted controllers once)."""
-        seen: list[Path] = []
-        for p in self.hierarchies.values():
-            if p.resolve() not in [s.resolve() for s in seen] and self._live(p):
-                seen.append(p)
+        seen = [p for p in self._distinct if self._live(p)]
         if self.unified is not None and self._live(self.unified):
             seen.append(self.unified)
         return seen
