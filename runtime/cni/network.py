@@ -184,7 +184,8 @@ class CniNetwork:
                 result = out
         return result
 
-    async def _delete(self, net: NetworkConfigList, args: CallArgs, prev: dict[str, Any] | None) -> None:
+    async def _delete(self, net: NetworkConfigList, args: CallArgs, prev: dict[str, Any] | None,
+                      paths: dict[str, str] | None = None) -> None:
         """DEL: every plugin in reverse order. A failing plugin does not stop
         the others from releasing what they hold; the first error is raised
         afterwards so the caller retries."""
@@ -192,7 +193,7 @@ class CniNetwork:
         for plugin in reversed(net.plugins):
             inv = invoke.build("DEL", net, plugin, args, prev, self._path)
             try:
-                await invoke.run(inv, self.bin_dirs, self.plugin_timeout)
+                await invoke.run(inv, self.bin_dirs, self.plugin_timeout, (paths or {}).get(inv.plugin_type))
             except PluginError as e:
                 log.warning("CNI DEL failed", extra={"fields": {"sandbox": args.container_id, "error": e.message}})
                 first = first or e
@@ -262,12 +263,23 @@ class CniNetwork:
         net, _ = self._usable()
         return net
 
+    def _plan_teardown(self, state: dict[str, Any], netns_path: str
+                       ) -> tuple[NetworkConfigList | None, str, dict[str, str]]:
+        """Blocking, one thread hop: the network to DEL from, the namespace
+        path if it still is one (else ""), and the plugins' binaries found
+        (a missing one is looked up again, and reported, when its turn comes)."""
+        net = self._network_for_teardown(state)
+        netns = netns_path if netns_path and is_netns(netns_path) else ""
+        if net is None:
+            return None, netns, {}
+        found = {t: invoke.find_plugin(t, self.bin_dirs) for t in dict.fromkeys(net.plugin_types)}
+        return net, netns, {t: p for t, p in found.items() if p}
+
     async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
         state = status.state or {}
         if state.get("loopbackOnly") or state.get("hostNetwork"):
             return  # lo goes away with the namespace; the host's network is not ours
-        net = await asyncio.to_thread(self._network_for_teardown, state)
-        netns = req.netns_path if req.netns_path and await asyncio.to_thread(is_netns, req.netns_path) else ""
+        net, netns, paths = await asyncio.to_thread(self._plan_teardown, state, req.netns_path)
         if net is None:
             log.warning("no CNI network to tear down pod network with",
                         extra={"fields": {"sandbox": req.sandbox_id}})
@@ -276,7 +288,7 @@ class CniNetwork:
         if caps is None:
             caps = capability_args(req)
         args = self._call_args(req, netns, state.get("ifname", self.ifname), caps)
-        await self._delete(net, args, state.get("result"))
+        await self._delete(net, args, state.get("result"), paths)
         if not netns and masq.needs_cleanup(list(net.plugins)):
             for problem in await masq.remove_rules(net.name, req.sandbox_id, self.plugin_timeout):
                 log.warning("could not remove a masquerade rule of a pod whose namespace is gone",
