@@ -160,8 +160,10 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
             user = spec["process"].get("user", {})
             ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
                         "supplemental_groups": user.get("additionalGids", [])}
-            created = await conmon.release(pending, str(bundle / "conmon.pid"),
-                                           on_monitor=lambda pid: mgr.join_pod_cgroup(pod, pid, "conmon"))
+            # The monitor is gone only if the create failed, which release reports.
+            created = await conmon.release(
+                pending, str(bundle / "conmon.pid"),
+                on_monitor=lambda pid: mgr.join_pod_cgroup(pod, pid, "conmon", gone_ok=True))
         finally:
             await asyncio.wait([early_join])  # never raises
         ctr.pid, ctr.conmon_pid, ctr.conmon_start_time = created.pid, created.monitor_pid, created.monitor_start_time
