@@ -179,16 +179,16 @@ class Created:
 
 
 async def release(p: PendingConmon, conmon_pidfile: str, timeout: float = 120.0,
-                  on_monitor: Callable[[int], Awaitable[None]] | None = None) -> Created:
+                  on_monitor: Callable[[int, int], Awaitable[None]] | None = None) -> Created:
     """Lets conmon run `<runtime> create` and returns once it has finished.
     Raises Internal with the runtime's message on failure.
 
-    `on_monitor(pid)` runs as soon as conmon's monitor exists, while the
-    runtime is still creating the container: the place to move it into
-    another cgroup. Moving it there instead of the process crispy started
-    (before letting it fork) keeps the move off the critical path: on
-    cgroup v1 a move waits for an RCU grace period, which then overlaps
-    with the runtime's own move of the container's process."""
+    `on_monitor(pid, start_time)` runs as soon as conmon's monitor exists,
+    while the runtime is still creating the container: the place to move it
+    into another cgroup (instead of the process crispy started, before
+    letting it fork: on cgroup v1 a move waits for an RCU grace period,
+    which then overlaps with the runtime's own move of the container's
+    process) and to record it."""
     try:
         os.write(p.start_fd, b"0")
     except BrokenPipeError:
@@ -210,7 +210,7 @@ async def release(p: PendingConmon, conmon_pidfile: str, timeout: float = 120.0,
             return 0, 0
         pid, start_time = await asyncio.to_thread(_read_monitor, conmon_pidfile)
         if pid and on_monitor is not None:
-            await on_monitor(pid)
+            await on_monitor(pid, start_time)
         return pid, start_time
 
     parser = SyncPipeParser()

@@ -130,6 +130,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
         systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd"))
     pending: conmon.PendingConmon | None = None
+    saving: asyncio.Future[None] | None = None
     try:
         # conmon starts first (it waits on its start pipe) so that its exec,
         # and its move below, overlap with mounting the rootfs and writing
@@ -160,19 +161,34 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
             user = spec["process"].get("user", {})
             ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
                         "supplemental_groups": user.get("additionalGids", [])}
-            # The monitor is gone only if the create failed, which release reports.
-            created = await conmon.release(
-                pending, str(bundle / "conmon.pid"),
-                on_monitor=lambda pid: mgr.join_pod_cgroup(pod, pid, "conmon", gone_ok=True))
+
+            async def monitor_up(pid: int, start_time: int) -> None:
+                # The record is written while the runtime creates the
+                # container, off the way to the reply: conmon's monitor is
+                # all a restarted crispy needs to find the container again
+                # (the container's pid it reads from the runtime's pid file).
+                # The monitor is gone only if the create failed, which
+                # release reports.
+                nonlocal saving
+                ctr.conmon_pid, ctr.conmon_start_time = pid, start_time
+                # Not cancelled half-way: an undo deletes the record after it.
+                saving = asyncio.ensure_future(mgr.store.save(ctr))
+                await asyncio.gather(mgr.join_pod_cgroup(pod, pid, "conmon", gone_ok=True), asyncio.shield(saving))
+            created = await conmon.release(pending, str(bundle / "conmon.pid"), on_monitor=monitor_up)
         finally:
             await asyncio.wait([early_join])  # never raises
-        ctr.pid, ctr.conmon_pid, ctr.conmon_start_time = created.pid, created.monitor_pid, created.monitor_start_time
-        await mgr.store.save(ctr)
+        if saving is None:  # cannot be: release saw the monitor; the reply needs the record
+            raise Internal(f"container {container_id[:13]} was created but not recorded")
+        await saving
+        ctr.pid = created.pid
     except BaseException:
         async def undo() -> None:
             if pending is not None:
                 await conmon.abort(pending)
             await _discard(mgr, ctr)
+            if saving is not None:
+                await asyncio.wait([saving])
+                await mgr.store.delete(ctr)
         await asyncio.shield(undo())
         raise
     return ctr
@@ -321,6 +337,14 @@ async def record_exit(mgr: "PodManager", ctr: ContainerRecord) -> None:
     log.info("container exited", extra={"fields": {"id": ctr.id, "exit_code": code, "reason": ctr.reason}})
 
 
+def _read_container_pid(ctr: ContainerRecord) -> int:
+    """Blocking: the container's pid from the runtime's pid file, 0 if none."""
+    try:
+        return conmon.read_pidfile(str(Path(ctr.bundle) / "pidfile"))
+    except (OSError, ValueError):
+        return 0
+
+
 def _read_exit(path: Path) -> tuple[int | None, int]:
     try:
         text = path.read_text().strip()
@@ -410,6 +434,9 @@ async def recover(mgr: "PodManager", ctr: ContainerRecord) -> None:
     if ctr.state == "exited":
         return
     if ctr.conmon_pid and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time:
+        if not ctr.pid:
+            # Recorded during the create, before the runtime wrote its pid file.
+            ctr.pid = await asyncio.to_thread(_read_container_pid, ctr)
         watch(mgr, ctr)
     else:
         await record_exit(mgr, ctr)

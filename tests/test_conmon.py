@@ -66,8 +66,9 @@ def test_release_reports_the_container_and_the_monitor(tmp_path):
     pidfile = tmp_path / "conmon.pid"
     seen: list[int] = []
 
-    async def on_monitor(pid: int) -> None:
+    async def on_monitor(pid: int, start_time: int) -> None:
         seen.append(pid)
+        assert start_time == namespaces.process_start_time(pid)
 
     async def main() -> conmon.Created:
         # bash: dash takes no file descriptor numbers above 9

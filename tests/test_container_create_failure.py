@@ -43,3 +43,33 @@ def test_refused_after_conmon_started_leaves_nothing(clean_pods):
         c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
         st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
         assert st.state == pb.CONTAINER_RUNNING
+
+
+def test_refused_by_the_runtime_leaves_nothing(clean_pods):
+    """The record is written while the runtime creates the container; when
+    the runtime then refuses, the record goes with everything else."""
+    d = clean_pods
+    load_image(d)
+    with d.client() as c:
+        cfg = pod_config("refused")
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+        before = {p for p, _ in leftover_processes([d.base])}
+        mounts_before = leftover_mounts([d.base])
+        # A well-formed CPU list naming a CPU this node lacks: only the
+        # kernel refuses it, when the runtime writes the container's cgroup.
+        bad = container_config("bad", ["sleep", "1000"])
+        bad.linux.resources.cpuset_cpus = f"{os.cpu_count() + 60}"
+        with pytest.raises(grpc.RpcError) as e:
+            c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=bad, sandbox_config=cfg))
+        assert e.value.code() == grpc.StatusCode.INTERNAL
+        assert "creating the container failed" in e.value.details()
+        assert {p for p, _ in leftover_processes([d.base])} == before
+        assert leftover_mounts([d.base]) == mounts_before
+        assert os.listdir(Path(d.state_root) / "containers") == []
+        assert os.listdir(Path(d.data_root) / "containers") == []
+        assert c.runtime.ListContainers(pb.ListContainersRequest()).containers == []
+        assert "could not move" not in d.log()
+    d.stop()
+    d.start()
+    with d.client() as c:
+        assert c.runtime.ListContainers(pb.ListContainersRequest()).containers == []

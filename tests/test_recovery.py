@@ -62,6 +62,12 @@ def test_containers_survive_daemon_kill(pod_daemon, tmp_path):
         r = c.runtime.ExecSync(pb.ExecSyncRequest(container_id=alive, cmd=["echo", "hi"]))
         assert r.stdout == b"hi\n"
         c.runtime.StartContainer(pb.StartContainerRequest(container_id=created))
+        # Its record was written during the create, before the runtime's pid
+        # file: the restarted daemon took the pid from there.
+        record = json.load(open(os.path.join(pod_daemon.data_root, "containers", f"{created}.json")))
+        bundle = json.loads(c.runtime.ContainerStatus(pb.ContainerStatusRequest(
+            container_id=created, verbose=True)).info["info"])["bundle"]
+        assert record["pid"] == int(open(os.path.join(bundle, "pidfile")).read()) > 0
         assert wait_state(c, created, pb.CONTAINER_EXITED).exit_code == 0
         c.runtime.StopContainer(pb.StopContainerRequest(container_id=alive, timeout=10))
         st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=alive)).status
