@@ -2,8 +2,8 @@
 
 The sandbox code calls `setup` after the pod's network namespace exists and
 `teardown` when the pod stops; the daemon asks `readiness` for Status. The
-CNI implementation lives in runtime/cni/; `LoopbackOnly` is what a node has
-until a network is configured: each pod gets its own namespace with lo up.
+CNI implementation lives in runtime/cni/. `lo` is not the provider's: every
+new pod network namespace comes with it up (runtime/namespaces.py).
 """
 
 from __future__ import annotations
@@ -54,29 +54,3 @@ class PodNetwork(Protocol):
     async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None: ...
 
     def readiness(self) -> Readiness: ...
-
-
-async def bring_up_loopback(netns_path: str) -> None:
-    # Not pyroute2's NetNS: it forks the daemon, and the forked child's
-    # signal wake-up fd is the daemon's own, so the child exiting reached
-    # crispy's event loop as a SIGTERM and shut the daemon down.
-    import asyncio
-
-    proc = await asyncio.create_subprocess_exec(
-        "nsenter", f"--net={netns_path}", "--", "ip", "link", "set", "lo", "up",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise OSError(f"bringing up lo in {netns_path} failed: {err.decode(errors='replace').strip()}")
-
-
-class LoopbackOnly:
-    async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus:
-        await bring_up_loopback(req.netns_path)
-        return PodNetworkStatus()
-
-    async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
-        return None
-
-    def readiness(self) -> Readiness:
-        return Readiness(False, "NetworkPluginNotReady", "no CNI network is configured; pods get loopback only")

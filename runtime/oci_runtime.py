@@ -31,6 +31,13 @@ def _not_found(stderr: str) -> bool:
     return "does not exist" in s or "not found" in s or "no such file" in s
 
 
+def _already_exited(stderr: str) -> bool:
+    # runc says "not running"/"process already finished"; crun 1.8 fails to
+    # open a pidfd for the exited init with ESRCH ("No such process").
+    s = stderr.lower()
+    return "not running" in s or "process already finished" in s or "no such process" in s
+
+
 @dataclass(frozen=True)
 class OciRuntime:
     path: str
@@ -79,7 +86,7 @@ class OciRuntime:
         rc, _, err = await self._run(*args)
         if rc == 0:
             return True
-        if _not_found(err) or "not running" in err.lower() or "process already finished" in err.lower():
+        if _not_found(err) or _already_exited(err):
             return False
         raise OciRuntimeError(f"{self.name} kill failed: {_clean(err)}", err)
 
