@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from runtime import namespaces, sandbox
 from runtime.cgroups import ProcessGone
+from runtime.cgroups.warmup import MigrationWarmup
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class PodManager:
         self._names: dict[Hashable, _Reservation] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.cgroups: Any = None
+        self.migration_warmup: MigrationWarmup | None = None
         # Per container: the task watching its conmon, and an event set once
         # its exit is recorded.
         self.watchers: dict[str, asyncio.Task[None]] = {}
@@ -71,6 +73,7 @@ class PodManager:
     async def open(self) -> None:
         await asyncio.to_thread(self._prepare_dirs)
         self.cgroups = _open_cgroups(self.daemon)
+        self.migration_warmup = MigrationWarmup(self.daemon.cgroup_layout)
         pods, ctrs = await asyncio.to_thread(self.store.load)
         for rec in pods:
             self.sandboxes[rec.id] = rec
