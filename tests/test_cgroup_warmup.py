@@ -37,16 +37,19 @@ def test_nothing_to_write_to() -> None:
     assert own_procs_file(CgroupLayout("v2", None), "", Path("/cg")) is None
 
 
+def wait_done(w: MigrationWarmup) -> None:
+    for _ in range(500):
+        if w._busy.acquire(blocking=False):
+            w._busy.release()
+            return
+        time.sleep(0.01)
+    raise AssertionError("the warm-up thread did not finish")
+
+
 def test_kick_on_a_tree_without_our_cgroup_is_harmless(tmp_path: Path) -> None:
     w = MigrationWarmup(CgroupLayout("v2", None), tmp_path)  # no cgroup.procs there
     w.kick()
-    for _ in range(200):
-        if w._busy.acquire(blocking=False):
-            break
-        time.sleep(0.01)
-    else:
-        raise AssertionError("the warm-up thread did not finish")
-    w._busy.release()
+    wait_done(w)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -55,11 +58,5 @@ def test_kick_on_this_host_keeps_us_in_our_cgroup() -> None:
     w = MigrationWarmup(detect_cgroup_layout())
     w.kick()
     w.kick()  # a second kick while one is in flight is dropped, not queued
-    for _ in range(500):
-        if w._busy.acquire(blocking=False):
-            break
-        time.sleep(0.01)
-    else:
-        raise AssertionError("the warm-up thread did not finish")
-    w._busy.release()
+    wait_done(w)
     assert Path("/proc/self/cgroup").read_text() == before
