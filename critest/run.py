@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results: Path = args.results.resolve()
     results.mkdir(parents=True, exist_ok=True)
+    # Before the stale results go: the committed summary is a tracked file,
+    # and deleting it made every run report "uncommitted changes".
+    revision = crispy_revision()
     for stale in ("junit.xml", "summary.md", "summary.json", "critest.log", "crispy.log"):
         (results / stale).unlink(missing_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     s = summary.summarise(junit, images.UNREPRODUCIBLE)
     context = [
-        f"{started:%Y-%m-%d %H:%M} UTC, critest {critest_version(args.critest)} (exit {rc}), crispy {crispy_revision()}",
+        f"{started:%Y-%m-%d %H:%M} UTC, critest {critest_version(args.critest)} (exit {rc}), crispy {revision}",
         f"critest flags: {' '.join(extra) or '(none)'}",
         f"images: built offline by critest/images.py ({busybox_kind}), served by a loopback "
         "docker-registry as mirror of " + ", ".join(images.MIRRORED_HOSTS),
