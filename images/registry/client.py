@@ -16,7 +16,7 @@ import logging
 import random
 import ssl
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, TypeVar
 
 import httpx
 
@@ -28,6 +28,8 @@ from images.registry.auth import Challenge, Credentials, Token, parse_challenges
 from images.registry.errors import AccessDenied, AuthenticationFailed, PullStalled, RegistryUnavailable
 from images.registry.hosts import Endpoint
 
+T = TypeVar("T")
+
 log = logging.getLogger("crispy.images.registry")
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -37,6 +39,19 @@ BACKOFF_MAX_S = 5.0
 WRITE_CHUNK = 1 << 20
 _TRANSIENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
               httpx.WriteError, httpx.WriteTimeout, httpx.PoolTimeout)
+
+
+async def settled_in_thread(fn: Callable[..., T], *args: object) -> T:
+    """asyncio.to_thread for work on a file the caller closes when it is
+    cancelled: a cancelled caller first waits for the thread to let go of
+    the file. Otherwise the cleanup could close the descriptor under the
+    thread, which would then write into whatever file gets that number next."""
+    job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        raise
 
 
 def backoff_delay(attempt: int) -> float:
@@ -290,13 +305,13 @@ class RegistryClient:
                 try:
                     async with self.open(t, f"/v2/{repo}/blobs/{digest}", headers, what) as resp:
                         if resp.status_code == 416 and w.offset:
-                            await asyncio.to_thread(w.restart)
+                            await settled_in_thread(w.restart)
                             continue
                         self.check_status(t, resp, what)
                         if resp.status_code == 200 and w.offset:
                             # The server ignored Range: start over.
                             on_bytes(-w.offset)
-                            await asyncio.to_thread(w.restart)
+                            await settled_in_thread(w.restart)
                         elif resp.status_code == 206 and not resp.headers.get("content-range", "").startswith(f"bytes {w.offset}-"):
                             raise RegistryUnavailable(f"registry {t.endpoint.host} answered a Range request for {what} "
                                                       f"with the wrong range ({resp.headers.get('content-range')})")
@@ -312,10 +327,10 @@ class RegistryClient:
                             pending_bytes += len(chunk)
                             on_bytes(len(chunk))
                             if pending_bytes >= WRITE_CHUNK:
-                                await asyncio.to_thread(w.write_chunks, pending)
+                                await settled_in_thread(w.write_chunks, pending)
                                 pending, pending_bytes = [], 0
                         if pending:
-                            await asyncio.to_thread(w.write_chunks, pending)
+                            await settled_in_thread(w.write_chunks, pending)
                 except httpx.ReadTimeout:
                     raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
                                       f"downloading {what} ({w.offset} of {size} bytes); pull cancelled "
@@ -337,7 +352,7 @@ class RegistryClient:
                     raise RegistryUnavailable(f"registry {t.endpoint.host} keeps ending {what} early "
                                               f"({w.offset} of {size} bytes)")
                 await asyncio.sleep(backoff_delay(attempt))
-            await asyncio.to_thread(w.commit)
+            await settled_in_thread(w.commit)
             ok = True
         finally:
             if not ok:
