@@ -11,9 +11,8 @@ import ctypes
 import errno
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+from runtime.libc import check, libc
+
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -28,16 +27,13 @@ _EINVAL_NOT_MOUNTED = (errno.EINVAL, errno.ENOENT)
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    rc = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                     data.encode() if data is not None else None)
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype or 'bind'} {source} on {target}: {os.strerror(err)}")
+    check(libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                     data.encode() if data is not None else None), f"mount {fstype or 'bind'} {source} on {target}")
 
 
 def umount(target: str, detach: bool = True) -> bool:
     """Unmounts `target`; False if nothing was mounted there (idempotent)."""
-    rc = _libc.umount2(target.encode(), MNT_DETACH if detach else 0)
+    rc = libc.umount2(target.encode(), MNT_DETACH if detach else 0)
     if rc != 0:
         err = ctypes.get_errno()
         if err in _EINVAL_NOT_MOUNTED:

@@ -26,7 +26,6 @@ operator can tell whose it is.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import os
 import re
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from cri.errors import InvalidArgument, Internal
 from runtime import kmount
+from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
 
 # Sysctl names: kernel-style dotted names or slash-separated paths.
 _SYSCTL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
@@ -47,13 +47,6 @@ NET_SYSCTL_PREFIXES = ("net.",)
 IPC_SYSCTL_PREFIXES = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 UTS_SYSCTLS = ("kernel.hostname", "kernel.domainname")
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.unshare.argtypes = (ctypes.c_int,)
-_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -173,7 +166,7 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
              | (CLONE_NEWUTS if req.uts else 0) | (CLONE_NEWPID if req.pod_pid else 0))
     try:
         try:
-            _check(_libc.unshare(flags), "unshare")
+            check(libc.unshare(flags), "unshare")
             for kind, wanted in (("net", req.net), ("ipc", req.ipc), ("uts", req.uts)):
                 if wanted:
                     path = str(pin_dir / kind)
@@ -182,7 +175,7 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
                     kmount.mount(f"/proc/thread-self/ns/{kind}", path, None, kmount.MS_BIND)
             if req.uts and req.hostname:
                 name = req.hostname.encode()
-                _check(_libc.sethostname(name, len(name)), "sethostname")
+                check(libc.sethostname(name, len(name)), "sethostname")
             if req.net:
                 _loopback_up()
         except OSError as e:
@@ -203,12 +196,6 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
         _discard_now(pinned)
         raise
     return pinned
-
-
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def _touch(path: str) -> None:

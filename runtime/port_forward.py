@@ -12,23 +12,18 @@ of serving other work from the wrong namespace.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import socket
 import threading
 
 from cri.errors import FailedPrecondition, NotFound
+from runtime.libc import CLONE_NEWNET, check, libc
 
-CLONE_NEWNET = 0x40000000
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _setns(fd: int, nstype: int) -> None:
-    if _libc.setns(fd, nstype) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"setns: {os.strerror(e)}")
+    check(libc.setns(fd, nstype), "setns")
 
 
 def socket_in_netns(netns_path: str, family: int = socket.AF_INET) -> socket.socket:
