@@ -90,17 +90,22 @@ def _has_containers(c) -> bool:
         raise
 
 
+def _running_container(d, c, pod_name: str, cfg: pb.ContainerConfig) -> str:
+    """A new pod on `d` with `cfg` created, started and seen running."""
+    if not _has_containers(c):
+        pytest.skip("containers are not implemented in this build yet")
+    load_image(d)
+    pod_cfg = pod_config(pod_name)
+    pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+    ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)).container_id
+    c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+    assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+    return ctr
+
+
 def test_exec_in_a_real_container(pod_daemon):
     with pod_daemon.client() as c:
-        if not _has_containers(c):
-            pytest.skip("containers are not implemented in this build yet")
-        load_image(pod_daemon)
-        pod_cfg = pod_config("ex")
-        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
-        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
-            pod_sandbox_id=pod, config=container_config("sh", ["sleep", "3600"]), sandbox_config=pod_cfg)).container_id
-        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
-        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        ctr = _running_container(pod_daemon, c, "ex", container_config("sh", ["sleep", "3600"]))
         url = c.runtime.Exec(pb.ExecRequest(container_id=ctr, cmd=["sh", "-c", "echo hi; exit 3"], stdout=True, stderr=True)).url
 
         async def run() -> tuple[str, dict]:
@@ -117,16 +122,9 @@ def test_exec_in_a_real_container(pod_daemon):
 
 def test_attach_and_tty_exec_in_a_real_container(pod_daemon):
     with pod_daemon.client() as c:
-        if not _has_containers(c):
-            pytest.skip("containers are not implemented in this build yet")
-        load_image(pod_daemon)
-        pod_cfg = pod_config("at")
-        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
         cfg = container_config("echo", ["sh", "-c", "echo started; while read l; do echo \"got $l\"; echo \"err $l\" >&2; done"])
         cfg.stdin = True
-        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)).container_id
-        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
-        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        ctr = _running_container(pod_daemon, c, "at", cfg)
         url = c.runtime.Attach(pb.AttachRequest(container_id=ctr, stdin=True, stdout=True, stderr=True)).url
 
         async def attach() -> tuple[str, str]:
@@ -161,17 +159,10 @@ def test_attach_and_tty_exec_in_a_real_container(pod_daemon):
 
 def test_attach_to_a_tty_container_with_resize(pod_daemon):
     with pod_daemon.client() as c:
-        if not _has_containers(c):
-            pytest.skip("containers are not implemented in this build yet")
-        load_image(pod_daemon)
-        pod_cfg = pod_config("tt")
-        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
         cfg = container_config("shell", ["sh"])
         cfg.stdin = True
         cfg.tty = True
-        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)).container_id
-        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
-        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        ctr = _running_container(pod_daemon, c, "tt", cfg)
         assert _code(lambda: c.runtime.Attach(pb.AttachRequest(container_id=ctr, stdout=True, stderr=True, tty=True))) \
             == grpc.StatusCode.INVALID_ARGUMENT
         url = c.runtime.Attach(pb.AttachRequest(container_id=ctr, stdin=True, stdout=True, tty=True)).url
@@ -194,15 +185,7 @@ def test_attach_to_a_tty_container_with_resize(pod_daemon):
 def test_daemon_stops_cleanly_with_a_stream_open(pod_daemon):
     from tests.pods_fixtures import remove_all_pods, start_pod_daemon
     with pod_daemon.client() as c:
-        if not _has_containers(c):
-            pytest.skip("containers are not implemented in this build yet")
-        load_image(pod_daemon)
-        pod_cfg = pod_config("st")
-        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
-        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
-            pod_sandbox_id=pod, config=container_config("s", ["sleep", "3600"]), sandbox_config=pod_cfg)).container_id
-        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
-        assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+        ctr = _running_container(pod_daemon, c, "st", container_config("s", ["sleep", "3600"]))
         url = c.runtime.Exec(pb.ExecRequest(container_id=ctr, cmd=["sh", "-c", "echo started; sleep 60"], stdout=True)).url
 
     async def hold_stream_while_stopping() -> tuple[int, bool]:

@@ -6,11 +6,12 @@ netns paths have their own integration tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
-from typing import Any
+from typing import Any, AsyncIterator
 
 from cri.errors import FailedPrecondition
 from cri.proto import api_pb2 as pb
@@ -220,16 +221,24 @@ def test_websocket_exec_binary_and_base64():
     run(body)
 
 
+@contextlib.asynccontextmanager
+async def echo_listener() -> AsyncIterator[int]:
+    """A TCP listener on loopback answering "echo:" + whatever it gets; yields its port."""
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(65536):
+            w.write(b"echo:" + data)
+            await w.drain()
+        w.close()
+    listener = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        yield listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+
+
 def test_port_forward_spdy_and_websocket_against_local_listener():
     async def body(server):
-        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            while data := await r.read(65536):
-                w.write(b"echo:" + data)
-                await w.drain()
-            w.close()
-        listener = await asyncio.start_server(echo, "127.0.0.1", 0)
-        port = listener.sockets[0].getsockname()[1]
-        try:
+        async with echo_listener() as port:
             url = server.issue("portforward", pb.PortForwardRequest(pod_sandbox_id="sb", port=[port]))
             status, headers, c = await SpdyClient.connect(url, ["portforward.k8s.io"])
             assert status == 101
@@ -261,8 +270,6 @@ def test_port_forward_spdy_and_websocket_against_local_listener():
             assert w.channel(0) == port.to_bytes(2, "little") + b"echo:ws"
             assert w.channel(1) == port.to_bytes(2, "little")
             await w.close()
-        finally:
-            listener.close()
     run(body)
 
 
@@ -312,14 +319,7 @@ def test_websocket_v5_close_signal_ends_stdin():
 
 def test_port_forward_spdy_tunnelled_in_websocket():
     async def body(server):
-        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            while data := await r.read(65536):
-                w.write(b"echo:" + data)
-                await w.drain()
-            w.close()
-        listener = await asyncio.start_server(echo, "127.0.0.1", 0)
-        port = listener.sockets[0].getsockname()[1]
-        try:
+        async with echo_listener() as port:
             url = server.issue("portforward", pb.PortForwardRequest(pod_sandbox_id="sb"))
             status, headers, w = await WsClient.connect(url, ["SPDY/3.1+portforward.k8s.io"])
             assert status == 101 and headers["sec-websocket-protocol"] == ["SPDY/3.1+portforward.k8s.io"]
@@ -347,8 +347,6 @@ def test_port_forward_spdy_tunnelled_in_websocket():
             assert data == b"echo:tunnel"
             assert {f.stream_id for f in frames if isinstance(f, spdy.SynReply)} == {1, 3}
             await w.close()
-        finally:
-            listener.close()
     run(body)
 
 
