@@ -106,7 +106,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
             raise FailedPrecondition(f"target container {nsopt.target_id!r} is not running")
         target_pid_ns = f"/proc/{target.pid}/ns/pid"
 
-    if mgr.migration_warmup is not None and mgr.cgroups is not None:
+    if mgr.migration_warmup is not None:
         mgr.migration_warmup.kick()  # see runtime/cgroups/warmup.py
     container_id = secrets.token_hex(32)
     bundle = bundle_dir(mgr, container_id)

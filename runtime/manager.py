@@ -60,6 +60,7 @@ class PodManager:
         self._names: dict[Hashable, _Reservation] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.cgroups: Any = None
+        # None without cgroups: then no process is ever moved.
         self.migration_warmup: MigrationWarmup | None = None
         # Per container: the task watching its conmon, and an event set once
         # its exit is recorded.
@@ -73,7 +74,8 @@ class PodManager:
     async def open(self) -> None:
         await asyncio.to_thread(self._prepare_dirs)
         self.cgroups = _open_cgroups(self.daemon)
-        self.migration_warmup = MigrationWarmup(self.daemon.cgroup_layout)
+        if self.cgroups is not None:
+            self.migration_warmup = MigrationWarmup(self.daemon.cgroup_layout)
         pods, ctrs = await asyncio.to_thread(self.store.load)
         for rec in pods:
             self.sandboxes[rec.id] = rec
@@ -202,9 +204,9 @@ class PodManager:
         """kubelet names the pod's cgroup in cgroup_parent (it made it and
         removes it); containers go right below it. A pod that names none
         (crictl, tests) gets its own cgroup under the configured default,
-        made here and removed with the pod. The infra process joins the
-        pod's cgroup: it belongs to the pod, not to crispy (whose service
-        cgroup a service manager may kill whole)."""
+        made here and removed with the pod. The infra process joins it once
+        both exist (sandbox._join_infra): it belongs to the pod, not to
+        crispy (whose service cgroup a service manager may kill whole)."""
         driver = self.daemon.config.runtime.cgroup_driver
         if requested_parent or driver != "cgroupfs" or self.cgroups is None:
             rec.cgroup_parent = requested_parent
@@ -212,9 +214,6 @@ class PodManager:
             path = "/" + "/".join(p for p in (*self.default_cgroup_parent.split("/"), f"pod-{rec.id}") if p)
             await asyncio.to_thread(self.cgroups.create, path)
             rec.cgroup_parent = rec.cgroup_path = path
-        pinned = sandbox.pinned_of(rec)
-        if pinned.infra_pid:
-            await self.join_pod_cgroup(rec, pinned.infra_pid, "infra")
 
     async def join_pod_cgroup(self, rec: SandboxRecord, pid: int, what: str, gone_ok: bool = False) -> None:
         """Best effort: a process left in crispy's cgroup still works.

@@ -100,7 +100,7 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
         host_network=nsopt.network == pb.NODE, host_ipc=nsopt.ipc == pb.NODE,
         pid_mode=_PID_MODES[nsopt.pid],
         request_digest=request_digest)
-    if rec.pid_mode == "pod" and mgr.cgroups is not None and mgr.migration_warmup is not None:
+    if rec.pid_mode == "pod" and mgr.migration_warmup is not None:
         # The infra process will be moved into the pod's cgroup: start the
         # kernel's wait for that now (runtime/cgroups/warmup.py).
         mgr.migration_warmup.kick()
