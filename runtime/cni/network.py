@@ -25,12 +25,12 @@ from runtime import atomicfile
 from runtime.cni import default_network, invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
 from runtime.cni.invoke import CallArgs, PluginError
+from runtime.libc import CLONE_NEWNET
 from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness
 
 log = logging.getLogger("crispy.cni")
 
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
-CLONE_NEWNET = 0x40000000
 POD_IFNAME = "eth0"
 
 
@@ -138,12 +138,16 @@ class CniNetwork:
         net = scan.network
         if net is None:
             return None, scan.problem(), {}
-        paths = {t: invoke.find_plugin(t, self.bin_dirs) for t in dict.fromkeys(net.plugin_types)}
+        paths = self._plugin_paths(net)
         missing = [t for t, path in paths.items() if path is None]
         if missing:
             return None, (f"CNI network {net.name!r} from {net.source} needs plugin(s) {', '.join(missing)}, "
                           f"not found in {', '.join(self.bin_dirs)}"), {}
         return net, "", {t: path for t, path in paths.items() if path}
+
+    def _plugin_paths(self, net: NetworkConfigList) -> dict[str, str | None]:
+        """Each plugin type of `net` (once) and its binary, None if missing."""
+        return {t: invoke.find_plugin(t, self.bin_dirs) for t in dict.fromkeys(net.plugin_types)}
 
     def readiness(self) -> Readiness:
         net, problem = self._usable()
@@ -161,10 +165,14 @@ class CniNetwork:
                 "invalidFiles": scan.invalid, "problem": self.readiness().message}
 
     def current_network(self) -> NetworkConfigList:
-        net, problem = self._usable()
+        return self._ready_network()[0]
+
+    def _ready_network(self) -> tuple[NetworkConfigList, dict[str, str]]:
+        """The usable network and its plugins' binaries, or FailedPrecondition."""
+        net, problem, paths = self._resolve()
         if net is None:
             raise FailedPrecondition(f"pod network is not ready: {problem}")
-        return net
+        return net, paths
 
     # ---- ADD / DEL / CHECK -------------------------------------------------
 
@@ -209,10 +217,7 @@ class CniNetwork:
         config exists at all, else the network and its plugins' binaries."""
         if self._no_network_at_all():
             return None, {}
-        net, problem, paths = self._resolve()
-        if net is None:
-            raise FailedPrecondition(f"pod network is not ready: {problem}")
-        return net, paths
+        return self._ready_network()
 
     async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus:
         net, paths = await asyncio.to_thread(self._plan_add)
@@ -272,8 +277,7 @@ class CniNetwork:
         netns = netns_path if netns_path and is_netns(netns_path) else ""
         if net is None:
             return None, netns, {}
-        found = {t: invoke.find_plugin(t, self.bin_dirs) for t in dict.fromkeys(net.plugin_types)}
-        return net, netns, {t: p for t, p in found.items() if p}
+        return net, netns, {t: p for t, p in self._plugin_paths(net).items() if p}
 
     async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None:
         state = status.state or {}
