@@ -1,6 +1,5 @@
 """The uncompressed tar stream of a layer, made from its compressed bytes as
-they come (from the stored blob, or straight off the download), hashed on
-the way for the diff ID.
+they are read from the stored blob, hashed on the way for the diff ID.
 
 Compression is sniffed from magic bytes, because registries label layers
 loosely. Work is done in big pieces (zlib and hashlib release the GIL for
