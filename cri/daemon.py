@@ -143,6 +143,8 @@ class Daemon:
             await self.streaming.stop()
             self.streaming = None
         Path(self.config.socket).unlink(missing_ok=True)
+        if getattr(self, "pods", None) is not None:
+            self.pods.close()
         for fd in self._lock_fds:
             os.close(fd)
         self._lock_fds.clear()

@@ -50,7 +50,7 @@ class ConmonCreate:
 def create_argv(c: ConmonCreate) -> list[str]:
     argv = [
         c.conmon, "--bundle", c.bundle, "--cid", c.container_id, "--cuuid", c.container_id, "--name", c.name,
-        "--runtime", c.runtime.path, "--runtime-arg", f"--root={c.runtime.root}",
+        "--runtime", c.runtime.executable, "--runtime-arg", f"--root={c.runtime.root}",
         "--log-path", f"k8s-file:{c.log_path}", "--exit-dir", c.exit_dir, "--persist-dir", c.persist_dir,
         "--container-pidfile", c.container_pidfile, "--conmon-pidfile", c.conmon_pidfile,
         "--socket-dir-path", c.socket_dir, "--log-level", c.log_level,

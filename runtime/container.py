@@ -51,7 +51,7 @@ def exit_file(ctr: ContainerRecord) -> Path:
 
 
 def runtime_of(mgr: "PodManager", ctr: ContainerRecord) -> OciRuntime:
-    return OciRuntime.under(ctr.oci_runtime, mgr.state_root)
+    return mgr.oci_runtime(ctr.oci_runtime)
 
 
 def sandbox_view(rec: SandboxRecord, config: pb.PodSandboxConfig | None = None) -> SandboxView:

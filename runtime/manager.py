@@ -23,6 +23,8 @@ from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal,
 from runtime import namespaces, sandbox
 from runtime.cgroups import ProcessGone
 from runtime.cgroups.warmup import MigrationWarmup
+from runtime.oci_runtime import OciRuntime
+from runtime.sealed_binary import SealedBinaries
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ class PodManager:
         self.exit_events: dict[str, asyncio.Event] = {}
         # Last CPU reading per container, for ContainerStats' CPU rate.
         self.cpu_samples: dict[str, Any] = {}
+        self.runtime_binaries = SealedBinaries()
 
     # ---- start-up --------------------------------------------------------
 
@@ -76,6 +79,9 @@ class PodManager:
         self.cgroups = _open_cgroups(self.daemon)
         if self.cgroups is not None:
             self.migration_warmup = MigrationWarmup(self.daemon.cgroup_layout)
+        if self.daemon.oci_runtime is not None:
+            # Copied now rather than on the first CreateContainer.
+            self.runtime_binaries.exe(self.daemon.oci_runtime.path)
         pods, ctrs = await asyncio.to_thread(self.store.load)
         for rec in pods:
             self.sandboxes[rec.id] = rec
@@ -174,6 +180,13 @@ class PodManager:
 
     def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
         return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
+
+    def oci_runtime(self, path: str) -> OciRuntime:
+        """The runtime installed at `path`, run from its sealed copy."""
+        return OciRuntime.under(path, self.state_root, self.runtime_binaries.exe(path))
+
+    def close(self) -> None:
+        self.runtime_binaries.close()
 
     def runtime_for_handler(self, handler: str) -> str:
         handlers = self.daemon.config.runtime.handlers

@@ -42,19 +42,25 @@ def _already_exited(stderr: str) -> bool:
 class OciRuntime:
     path: str
     root: str  # --root: the runtime's state directory
+    # What to execute: a sealed copy of `path` (runtime/sealed_binary.py), or `path`.
+    exe: str = ""
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
 
     @classmethod
-    def under(cls, path: str, state_root: Path) -> "OciRuntime":
+    def under(cls, path: str, state_root: Path, exe: str = "") -> "OciRuntime":
         """One state directory per runtime binary, so runc and crun never
         read each other's state."""
-        return cls(path, str(state_root / "oci" / os.path.basename(path)))
+        return cls(path, str(state_root / "oci" / os.path.basename(path)), exe)
+
+    @property
+    def executable(self) -> str:
+        return self.exe or self.path
 
     def global_args(self) -> list[str]:
-        return [self.path, "--root", self.root]
+        return [self.executable, "--root", self.root]
 
     async def _run(self, *args: str, stdin: bytes | None = None, timeout: float = 60.0) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(

@@ -90,5 +90,5 @@ def _known_runtimes(mgr: "PodManager") -> list[OciRuntime]:
         if path:
             paths.add(path)
     # Only runtimes that have a state directory can know the container.
-    return [OciRuntime.under(p, mgr.state_root) for p in sorted(paths)
+    return [mgr.oci_runtime(p) for p in sorted(paths)
             if os.path.isdir(mgr.state_root / "oci" / os.path.basename(p))]

@@ -27,6 +27,7 @@ from cri.servicers.streaming import StreamingRPCs
 from cri.streaming import remotecommand
 from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
+from runtime.oci_runtime import OciRuntime
 from runtime.store import ContainerRecord, SandboxRecord
 from tests.imagebuild import busybox_entries, make_layer
 from tests.streaming_client import SpdyClient, WsClient
@@ -46,6 +47,9 @@ class FakePods:
         self.state_root = state_root
         self.containers: dict[str, ContainerRecord] = {}
         self.sandboxes: dict[str, SandboxRecord] = {}
+
+    def oci_runtime(self, path: str) -> OciRuntime:
+        return OciRuntime.under(path, self.state_root)
 
     def container(self, ref: str) -> ContainerRecord:
         from cri.errors import NotFound

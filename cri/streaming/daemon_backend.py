@@ -61,7 +61,7 @@ class DaemonStreamBackend:
         """(binary, --root) of the OCI runtime that runs `ctr`."""
         from runtime import container
         rt = container.runtime_of(self.pods, ctr)
-        return rt.path, rt.root
+        return rt.executable, rt.root
 
     async def exec(self, request: pb.ExecRequest, io: ExecIO) -> int:
         ctr = self.running_container(request.container_id)
