@@ -47,28 +47,38 @@ class MigrationWarmup:
 
     def kick(self) -> None:
         """Returns at once; the write (and its wait) happens in a thread of
-        its own, never a pool thread another step may be waiting for."""
+        its own, never a pool thread another step may be waiting for. The
+        cgroup is looked up and opened here, a few quick syscalls, so that
+        the thread goes straight to the write once it gets the interpreter:
+        the wait starts ~0.25 ms after the kick instead of ~1 ms (each
+        syscall in the thread meant another wait for the GIL)."""
         if not self._busy.acquire(blocking=False):
             return
         try:
-            threading.Thread(target=self._write, name="cgroup-warmup", daemon=True).start()
+            fd = self._open_own_procs()
+        except OSError:
+            fd = -1  # a read-only or foreign cgroup tree: the later moves just wait
+        if fd < 0:
+            self._busy.release()
+            return
+        try:
+            threading.Thread(target=self._write, args=(fd,), name="cgroup-warmup", daemon=True).start()
         except RuntimeError:  # no thread to be had (interpreter shutting down)
+            os.close(fd)
             self._busy.release()
 
-    def _write(self) -> None:
+    def _open_own_procs(self) -> int:
+        # Read at each kick, not once at start: whoever manages crispy's own
+        # cgroup may have moved it since, and it must stay where it is.
+        with open("/proc/self/cgroup") as f:
+            procs = own_procs_file(self.layout, f.read(), self.root)
+        return os.open(procs, os.O_WRONLY | os.O_CLOEXEC) if procs is not None else -1
+
+    def _write(self, fd: int) -> None:
         try:
-            # Read now, not once at start: whoever manages crispy's own
-            # cgroup may have moved it since, and it must stay where it is.
-            with open("/proc/self/cgroup") as f:
-                procs = own_procs_file(self.layout, f.read(), self.root)
-            if procs is None:
-                return
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, str(os.getpid()).encode())
-            finally:
-                os.close(fd)
+            os.write(fd, str(os.getpid()).encode())
         except OSError:
-            pass  # a read-only or foreign cgroup tree: the later moves just wait
+            pass
         finally:
+            os.close(fd)
             self._busy.release()
