@@ -439,9 +439,27 @@ async def recover(mgr: "PodManager", ctr: ContainerRecord) -> None:
         if not ctr.pid:
             # Recorded during the create, before the runtime wrote its pid file.
             ctr.pid = await asyncio.to_thread(_read_container_pid, ctr)
+        if ctr.state == "created":
+            await _catch_up_start(mgr, ctr)
         watch(mgr, ctr)
     else:
         await record_exit(mgr, ctr)
+
+
+async def _catch_up_start(mgr: "PodManager", ctr: ContainerRecord) -> None:
+    """crispy stopped after the runtime started the container but before the
+    record said so. Left as "created", the container would be reported not
+    running and a retried StartContainer would fail on a running process.
+    The moment it started is lost; the time it is found running stands in."""
+    try:
+        state = await runtime_of(mgr, ctr).state(ctr.id)
+    except Internal:
+        return
+    if state is not None and state.get("status") == "running":
+        ctr.state, ctr.started_at = "running", time.time_ns()
+        await mgr.store.save(ctr)
+        log.warning("container was started just before crispy stopped; recorded as running now",
+                    extra={"fields": {"id": ctr.id}})
 
 
 # ---- status ------------------------------------------------------------------------

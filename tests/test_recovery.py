@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -91,6 +92,34 @@ def test_exit_while_daemon_down_after_graceful_stop(pod_daemon, tmp_path):
     with pod_daemon.client() as c:
         st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
         assert st.state == pb.CONTAINER_EXITED and st.exit_code == 0 and st.reason == "Completed"
+
+
+def test_started_just_before_the_daemon_died(pod_daemon, tmp_path):
+    """The runtime started the container but crispy died before recording
+    it: the restarted daemon finds it running, not created."""
+    load_image(pod_daemon)
+    cfg = pod_config("catchup", log_directory=str(tmp_path))
+    with pod_daemon.client() as c:
+        pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+        ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config("c", ["/bin/sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done"]),
+            sandbox_config=cfg)).container_id
+        runtime = json.loads(c.runtime.ContainerStatus(pb.ContainerStatusRequest(
+            container_id=ctr, verbose=True)).info["info"])["ociRuntime"]
+    pod_daemon.stop(signal.SIGKILL)
+    # What StartContainer had done when it died: the runtime's start, not the record's save.
+    root = os.path.join(pod_daemon.state_root, "oci", os.path.basename(runtime))
+    subprocess.run([runtime, "--root", root, "start", ctr], check=True, capture_output=True)
+    before = time.time_ns()
+    pod_daemon.start()
+    with pod_daemon.client() as c:
+        st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
+        assert st.state == pb.CONTAINER_RUNNING and st.started_at >= before
+        c.runtime.StopContainer(pb.StopContainerRequest(container_id=ctr, timeout=10))
+        st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
+        assert st.state == pb.CONTAINER_EXITED and st.exit_code == 7
+        c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+        c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
 
 
 def test_half_made_objects_are_swept_at_start(pod_daemon, tmp_path):
