@@ -84,49 +84,51 @@ def test_never_writes_into_something_that_is_not_a_fifo(state: Path) -> None:
     assert (state / "exec.fifo").read_bytes() == b"keep"
 
 
-def test_init_gone_between_open_and_write(state: Path, waiting_init: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def _break_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The init closes its end between our open and our write."""
     def broken(fd: int, data: bytes) -> int:
         raise BrokenPipeError(32, "Broken pipe")
     monkeypatch.setattr(crun_start.os, "write", broken)
+
+
+def test_init_gone_between_open_and_write(state: Path, waiting_init: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _break_write(monkeypatch)
     with pytest.raises(crun_start.InitGone, match="exited before it was started"):
         crun_start.release_init(str(state.parent), CID)
 
 
-def _fake_crun(tmp_path: Path) -> Path:
-    """A stand-in `crun` that records that it was run."""
+def _fake_runtime(tmp_path: Path, name: str = "crun") -> Path:
+    """A stand-in runtime binary that records its arguments in `calls`."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    script = bindir / "crun"
+    script = bindir / name
     script.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls'}\n")
     script.chmod(0o755)
     return script
 
 
 def test_oci_runtime_start_uses_the_fifo_for_crun(tmp_path: Path, state: Path, waiting_init: int) -> None:
-    rt = OciRuntime(str(_fake_crun(tmp_path)), str(state.parent))
+    rt = OciRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
     asyncio.run(rt.start(CID))
     assert os.read(waiting_init, 16) == b"\0"
     assert not (tmp_path / "calls").exists()
 
 
 def test_oci_runtime_start_falls_back_to_crun_start(tmp_path: Path, state: Path) -> None:
-    rt = OciRuntime(str(_fake_crun(tmp_path)), str(state.parent))
+    rt = OciRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
     asyncio.run(rt.start(CID))
     assert (tmp_path / "calls").read_text().split() == ["--root", str(state.parent), "start", CID]
 
 
 def test_oci_runtime_start_reports_an_init_that_went_away(tmp_path: Path, state: Path, waiting_init: int,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crun_start.os, "write", lambda fd, data: (_ for _ in ()).throw(BrokenPipeError(32, "Broken pipe")))
-    rt = OciRuntime(str(_fake_crun(tmp_path)), str(state.parent))
+    _break_write(monkeypatch)
+    rt = OciRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
     with pytest.raises(OciRuntimeError, match="crun start failed: the container's init exited"):
         asyncio.run(rt.start(CID))
 
 
 def test_runc_always_goes_through_its_cli(tmp_path: Path, state: Path, waiting_init: int) -> None:
-    script = tmp_path / "runc"
-    script.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls'}\n")
-    script.chmod(0o755)
-    asyncio.run(OciRuntime(str(script), str(state.parent)).start(CID))
+    asyncio.run(OciRuntime(str(_fake_runtime(tmp_path, "runc")), str(state.parent)).start(CID))
     assert (tmp_path / "calls").read_text().split() == ["--root", str(state.parent), "start", CID]
     assert os.read(waiting_init, 16) == b""

@@ -16,6 +16,7 @@ import pytest
 import zstandard
 
 from images.layer_stream import PIECE, TarStream, TruncatedLayer, decompressed
+from tests.imagebuild import compress
 
 
 def chunked(data: bytes, size: int) -> Iterator[bytes]:
@@ -28,14 +29,6 @@ def plain(data: bytes, size: int) -> bytes:
 
 
 PAYLOAD = os.urandom(300_000) + b"\0" * 300_000 + b"abc" * 100_000
-
-
-def compress(data: bytes, how: str) -> bytes:
-    if how == "gzip":
-        return gzip.compress(data, mtime=0)
-    if how == "zstd":
-        return zstandard.ZstdCompressor().compress(data)
-    return data
 
 
 @pytest.mark.parametrize("size", [1, 3, 4096, 1 << 20])
