@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := conmon crun runc catatonit containernetworking-plugins iptables \
-                docker-registry busybox-static containerd \
+# Everything the daemon and the tests run. Installed without recommends, so a
+# tool a package only recommends (iptables -> nftables' `nft`) is named here.
+APT_PACKAGES := conmon crun runc catatonit containernetworking-plugins iptables nftables \
+                iproute2 docker-registry busybox-static containerd \
                 gcc libc6-dev procps util-linux
 PROTO  := cri/proto/api.proto
 STUBS  := cri/proto/api_pb2.py cri/proto/api_pb2_grpc.py cri/proto/api_pb2.pyi

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -237,11 +238,59 @@ def load(args: argparse.Namespace | None = None, path: str | None = None) -> Con
     return cfg
 
 
+# Keys whose value must be one of a fixed set, and numeric keys with a floor
+# (and a ceiling): checked after the file, --set and flags are merged, so
+# every way of setting a key gets the same one-line refusal.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": ("debug", "info", "warning", "error", "critical"),
+    "log_format": ("text", "json"),
+    "runtime.cgroup_driver": ("cgroupfs", "systemd"),
+}
+_RANGES: dict[str, tuple[float, float | None]] = {
+    "shutdown_grace": (0, None),
+    "runtime.default_stop_timeout": (0, None),
+    "runtime.pids_limit": (0, None),
+    "cni.plugin_timeout": (0.001, None),
+    "images.max_concurrent_downloads": (1, None),
+    "images.pull_stall_timeout": (0.001, None),
+    "images.max_manifest_bytes": (1, None),
+    "images.max_config_bytes": (1, None),
+    "streaming.port": (0, 65535),
+    "streaming.creation_timeout": (0.001, None),
+    "streaming.idle_timeout": (0.001, None),
+}
+
+
+def _get_dotted(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def _validate(cfg: Config) -> None:
-    if cfg.log_format not in ("text", "json"):
-        raise InvalidArgument(f"config: log_format must be 'text' or 'json', got {cfg.log_format!r}")
-    if cfg.runtime.cgroup_driver not in ("cgroupfs", "systemd"):
-        raise InvalidArgument(f"config: runtime.cgroup_driver must be 'cgroupfs' or 'systemd', got {cfg.runtime.cgroup_driver!r}")
+    for key, allowed in _CHOICES.items():
+        value = _get_dotted(cfg, key)
+        if value not in allowed:
+            raise InvalidArgument(f"config: {key} must be one of {', '.join(allowed)}; got {value!r}")
+    for key, (low, high) in _RANGES.items():
+        value = _get_dotted(cfg, key)
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise InvalidArgument(f"config: {key} must be {bound}; got {value!r}")
     for key in ("socket", "data_root", "state_root"):
         if not Path(getattr(cfg, key)).is_absolute():
             raise InvalidArgument(f"config: {key} must be an absolute path")
+    if not cfg.runtime.oci_runtime:
+        raise InvalidArgument("config: runtime.oci_runtime must be 'auto', a runtime name on PATH or an absolute path")
+    for handler, runtime in cfg.runtime.handlers.items():
+        if not runtime:
+            raise InvalidArgument(f"config: runtime.handlers.{handler} must name an OCI runtime (a name on PATH or a path)")
+    if not cfg.runtime.default_cgroup_parent.startswith("/") and cfg.runtime.cgroup_driver == "cgroupfs":
+        raise InvalidArgument("config: runtime.default_cgroup_parent must be an absolute cgroup path such as /crispy "
+                              "with the cgroupfs driver")
+    try:
+        for cidr in cfg.cni.default_subnet.split(","):
+            ipaddress.ip_network(cidr.strip())
+    except ValueError as e:
+        raise InvalidArgument(f"config: cni.default_subnet must be a CIDR or two (IPv4,IPv6) separated by a comma: {e}") from None

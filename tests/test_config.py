@@ -47,6 +47,14 @@ def test_set_reaches_tables_of_tables():
     ("log_format = 'xml'", "log_format"),
     ("socket = 'relative.sock'", "absolute"),
     ("[runtime]\ncgroup_driver = 'nope'", "cgroup_driver"),
+    ("log_level = 'verbose'", "log_level must be one of debug, info, warning, error, critical"),
+    ("shutdown_grace = -1", "shutdown_grace must be at least 0"),
+    ("[images]\nmax_concurrent_downloads = 0", "max_concurrent_downloads must be at least 1"),
+    ("[streaming]\nport = 70000", "streaming.port must be between 0 and 65535"),
+    ("[cni]\ndefault_subnet = '10.88.0.0/33'", "cni.default_subnet"),
+    ("[runtime]\noci_runtime = ''", "runtime.oci_runtime"),
+    ("[runtime.handlers]\nfast = ''", "runtime.handlers.fast"),
+    ("[runtime]\ndefault_cgroup_parent = 'crispy'", "default_cgroup_parent"),
 ])
 def test_bad_values_are_refused_clearly(tmp_path, text, needle):
     f = tmp_path / "c.toml"
@@ -54,3 +62,17 @@ def test_bad_values_are_refused_clearly(tmp_path, text, needle):
     with pytest.raises(InvalidArgument) as e:
         config.load(_parse(["--config", str(f)]))
     assert needle in e.value.message
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--log-level", "verbose", "config"], "log_level must be one of"),
+    (["--log-format", "xml", "version"], "log_format must be one of text, json"),
+    (["--runtime-cgroup-driver", "cgroupv2", "config"], "runtime.cgroup_driver must be one of cgroupfs, systemd"),
+    (["--set", "images.pull_stall_timeout=0", "config"], "images.pull_stall_timeout must be at least"),
+])
+def test_the_command_refuses_bad_values_in_one_line_with_status_2(argv, needle, tmp_path, capsys):
+    from cri import cli
+    assert cli.main(["--config", "/dev/null", *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
