@@ -70,6 +70,10 @@ class ImagesConfig:
     max_concurrent_downloads: int = 3
     # Seconds a pull may receive no bytes before it is cancelled.
     pull_stall_timeout: float = 60.0
+    # Bytes/s a registry transfer must keep up, measured over
+    # pull_rate_window seconds, or it is cancelled (0 = no minimum).
+    pull_min_rate: int = 1024
+    pull_rate_window: float = 60.0
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_config_bytes: int = 8 * 1024 * 1024
     # Images reported as pinned, which kubelet's image GC never removes.
@@ -245,3 +249,6 @@ def _validate(cfg: Config) -> None:
     for key in ("socket", "data_root", "state_root"):
         if not Path(getattr(cfg, key)).is_absolute():
             raise InvalidArgument(f"config: {key} must be an absolute path")
+    if cfg.images.pull_min_rate < 0 or cfg.images.pull_rate_window <= 0:
+        raise InvalidArgument("config: images.pull_min_rate must be >= 0 (0 = no minimum) and "
+                              "images.pull_rate_window > 0 seconds")
