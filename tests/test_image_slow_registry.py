@@ -188,7 +188,8 @@ def test_redirect_loops_and_foreign_schemes_are_unavailable(registry, daemon):
     with StubRegistry(registry.url) as stub:
         ref = f"{stub.host}/app/healthy:v1"
         for location, words in [("SELF", "loop"), ("CHAIN", "more than 10"),
-                                ("file:///etc/passwd", "http and https"), ("ftp://127.0.0.1/x", "http and https")]:
+                                ("file:///etc/passwd", "http and https"), ("ftp://127.0.0.1/x", "http and https"),
+                                ("data:text/plain,hello", "http and https")]:
             stub.faults.redirect = {f"/blobs/{layer}": location}
             with pytest.raises(grpc.RpcError) as e:
                 c.image.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=60)

@@ -210,6 +210,8 @@ class RegistryClient:
             except httpx.ReadTimeout:
                 raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
                                   f"fetching {what or path}; pull cancelled (images.pull_stall_timeout)") from None
+            except httpx.UnsupportedProtocol as e:
+                raise RegistryUnavailable(f"registry {t.endpoint} cannot be reached: {clip(e)}") from None
             except _TRANSIENT as e:
                 if _is_certificate_error(e):
                     raise RegistryUnavailable(
@@ -248,7 +250,13 @@ class RegistryClient:
         Authorization dropped when the origin changes)."""
         seen = {str(req.url)}
         for _ in range(MAX_REDIRECTS + 1):
-            resp = await client.send(req, stream=True, follow_redirects=False)
+            try:
+                resp = await client.send(req, stream=True, follow_redirects=False)
+            except httpx.InvalidURL as e:
+                # httpx could not even build the next request (data:, javascript:, ...).
+                raise RegistryUnavailable(
+                    f"registry {t.endpoint.host} redirected {what} to a URL crispy cannot use ({clip(e)}); "
+                    f"crispy follows redirects to http and https URLs only") from None
             nxt = resp.next_request
             if nxt is None:
                 return resp
