@@ -71,6 +71,10 @@ class ImagesConfig:
     max_concurrent_downloads: int = 3
     # Seconds a pull may receive no bytes before it is cancelled.
     pull_stall_timeout: float = 60.0
+    # Bytes/s a registry transfer must keep up, measured over
+    # pull_rate_window seconds, or it is cancelled (0 = no minimum).
+    pull_min_rate: int = 1024
+    pull_rate_window: float = 60.0
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_config_bytes: int = 8 * 1024 * 1024
     # Images reported as pinned, which kubelet's image GC never removes.
@@ -253,6 +257,8 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "cni.plugin_timeout": (0.001, None),
     "images.max_concurrent_downloads": (1, None),
     "images.pull_stall_timeout": (0.001, None),
+    "images.pull_min_rate": (0, None),  # 0 = no minimum
+    "images.pull_rate_window": (0.001, None),
     "images.max_manifest_bytes": (1, None),
     "images.max_config_bytes": (1, None),
     "streaming.port": (0, 65535),

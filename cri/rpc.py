@@ -22,6 +22,22 @@ from cri.proto import api_pb2
 log = logging.getLogger("crispy.rpc")
 
 
+# Longest status message sent, in UTF-8 bytes. gRPC carries it percent-
+# encoded in a trailer, and clients refuse trailers over 8 KiB (with
+# RESOURCE_EXHAUSTED, hiding the real code); this leaves room for the
+# encoding's growth.
+MAX_STATUS_MESSAGE = 2048
+
+
+def bounded(msg: str, limit: int = MAX_STATUS_MESSAGE) -> str:
+    """`msg`, cut to at most `limit` UTF-8 bytes, saying how much was cut."""
+    raw = msg.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return msg
+    head = raw[:limit - 64].decode("utf-8", "ignore")
+    return f"{head}... ({len(raw) - len(head.encode())} more bytes; see the crispy log)"
+
+
 def _log_failure(name: str, exc: BaseException, elapsed_ms: float) -> tuple[grpc.StatusCode, str]:
     code, msg = status_for(exc)
     fields = {"rpc": name, "code": code.name, "error": msg, "ms": round(elapsed_ms, 2)}
@@ -29,7 +45,7 @@ def _log_failure(name: str, exc: BaseException, elapsed_ms: float) -> tuple[grpc
         log.error("rpc failed", exc_info=exc, extra={"fields": fields})
     else:
         log.info("rpc failed", extra={"fields": fields})
-    return code, msg
+    return code, bounded(msg)
 
 
 def _unary(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:

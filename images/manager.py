@@ -132,13 +132,29 @@ class ImageManager:
         finally:
             os.close(fd)
 
+    def _shared_lock(self) -> int:
+        fd = os.open(self.gc_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[None]:
         """Keeps garbage collection away from blobs and snapshots that an
         operation has written but not yet recorded."""
-        fd = await asyncio.to_thread(os.open, self.gc_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Opened and locked in one thread call: a pull cancelled meanwhile
+        # (its caller went away) closes the descriptor only once the thread
+        # is done with it, instead of leaking it or closing it under flock.
+        job = asyncio.ensure_future(asyncio.to_thread(self._shared_lock))
         try:
-            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_SH)
+            fd = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(lambda j: None if j.cancelled() or j.exception() else os.close(j.result()))
+            raise
+        try:
             yield
         finally:
             os.close(fd)

@@ -48,14 +48,33 @@ def select_manifest(manifests: list[dict[str, Any]], want: Platform, accepted_ty
     """The first entry for `want`, preferring an exact variant match. Entries
     of unknown media types (attestations, signatures) are ignored."""
     candidates = [d for d in manifests
-                  if d.get("mediaType", "") in accepted_types and isinstance(d.get("platform"), dict)
+                  if isinstance(d.get("mediaType"), str) and d["mediaType"] in accepted_types and isinstance(d.get("platform"), dict)
                   and _matches(want, d["platform"])]
     for d in candidates:
         if d["platform"].get("variant", "") == want.variant:
             return d
     if candidates:
         return candidates[0]
-    offered = sorted({"/".join(x for x in (d.get("platform", {}).get("os", "?"), d.get("platform", {}).get("architecture", "?"),
-                                           d.get("platform", {}).get("variant", "")) if x)
-                      for d in manifests if isinstance(d.get("platform"), dict)})
-    raise NotFound(f"{what} has no image for this host's platform {want} (it offers: {', '.join(offered) or 'nothing usable'})")
+    raise NotFound(f"{what} has no image for this host's platform {want} (it offers: {_summary(manifests)})")
+
+
+# How many of an index's platforms a "no matching platform" error names;
+# an index may list thousands, and a status message must stay small.
+OFFERED_SHOWN = 8
+
+
+def _name(p: dict[str, Any]) -> str:
+    parts = (p.get("os", "?"), p.get("architecture", "?"), p.get("variant", ""))
+    # Registry-controlled values: any JSON type, any length.
+    return "/".join(str(x)[:32] for x in parts if x)
+
+
+def _summary(manifests: list[dict[str, Any]]) -> str:
+    offered = sorted({_name(d["platform"]) for d in manifests
+                      if isinstance(d, dict) and isinstance(d.get("platform"), dict)})
+    if not offered:
+        return "nothing usable"
+    shown = ", ".join(offered[:OFFERED_SHOWN])
+    if len(offered) > OFFERED_SHOWN:
+        shown += f" and {len(offered) - OFFERED_SHOWN} more platforms"
+    return shown

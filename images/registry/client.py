@@ -5,7 +5,9 @@ manifests and blobs into the content store with size and digest checks.
 The auth logic itself (challenge parsing, token requests) is sans-IO in
 auth.py; this module only moves bytes. httpx's per-read timeout is the
 stall detector: a read that waits longer than images.pull_stall_timeout
-cancels the transfer."""
+cancels the transfer; the minimum-rate rule (rate.py) cancels one that
+drips. Redirects are followed here, hop by hop, so that loops and
+non-http(s) targets end in a clear error."""
 
 from __future__ import annotations
 
@@ -21,12 +23,14 @@ from typing import AsyncIterator, Callable, TypeVar
 import httpx
 
 from cri.errors import InvalidArgument, NotFound, ResourceExhausted
-from images.content_store import ContentStore
+from images.content_store import BlobWriter, ContentStore
 from images.digests import ContentMismatch
 from images.manifest import ACCEPT
 from images.registry.auth import Challenge, Credentials, Token, parse_challenges, parse_token_response, token_request
-from images.registry.errors import AccessDenied, AuthenticationFailed, PullStalled, RegistryUnavailable
+from images.registry.errors import (AccessDenied, AuthenticationFailed, PullStalled, PullTooSlow, RegistryUnavailable,
+                                    clip)
 from images.registry.hosts import Endpoint
+from images.registry.rate import RateGuard
 
 T = TypeVar("T")
 
@@ -37,6 +41,8 @@ MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 5.0
 WRITE_CHUNK = 1 << 20
+# Registries redirect blobs to storage (S3, a CDN) once, sometimes twice.
+MAX_REDIRECTS = 10
 _TRANSIENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
               httpx.WriteError, httpx.WriteTimeout, httpx.PoolTimeout)
 
@@ -81,8 +87,11 @@ class Target:
 class RegistryClient:
     """Long-lived: connection pools, schemes and tokens are shared by pulls."""
 
-    def __init__(self, stall_timeout: float, user_agent: str = "crispy") -> None:
+    def __init__(self, stall_timeout: float, user_agent: str = "crispy", min_rate: float = 0,
+                 rate_window: float = 60.0) -> None:
         self.stall_timeout = stall_timeout
+        self.min_rate = min_rate
+        self.rate_window = rate_window
         self.user_agent = user_agent
         self._clients: dict[tuple[bool, str], httpx.AsyncClient] = {}
         self._schemes: dict[str, str] = {}
@@ -107,7 +116,7 @@ class RegistryClient:
                     except (OSError, ssl.SSLError) as e:
                         raise InvalidArgument(f"registry ca_file {ca_file} cannot be loaded: {e}") from None
             timeout = httpx.Timeout(connect=30.0, read=self.stall_timeout, write=30.0, pool=None)
-            c = httpx.AsyncClient(verify=tls, timeout=timeout, follow_redirects=True,
+            c = httpx.AsyncClient(verify=tls, timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS,
                                   headers={"User-Agent": self.user_agent},
                                   limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
             self._clients[key] = c
@@ -154,13 +163,19 @@ class RegistryClient:
                 try:
                     resp = await client.request(req.method, req.url, headers=req.headers, content=req.body or None)
                 except _TRANSIENT + (httpx.ReadTimeout,) as e:
-                    raise RegistryUnavailable(f"token server {req.url.split('?')[0]} unreachable: {e}") from None
+                    raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} unreachable: {clip(e)}") from None
+                except httpx.TooManyRedirects:
+                    raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} redirected more than "
+                                              f"{MAX_REDIRECTS} times (a redirect loop?)") from None
+                except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+                    raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} sent crispy to a URL it "
+                                              f"does not fetch (only http and https are followed): {clip(e)}") from None
                 if resp.status_code in (401, 403):
                     raise AuthenticationFailed(
                         f"registry {t.endpoint.host} refused the credentials at its token server "
                         f"({resp.status_code}); check the username/password or token")
                 if resp.status_code != 200:
-                    raise RegistryUnavailable(f"token server {req.url.split('?')[0]} answered {resp.status_code}")
+                    raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} answered {resp.status_code}")
                 self._auth[key] = parse_token_response(resp.content)
                 return True
             if ch.scheme == "basic":
@@ -190,10 +205,13 @@ class RegistryClient:
             if authz:
                 hdrs["Authorization"] = authz
             try:
-                resp = await client.send(client.build_request("GET", url, headers=hdrs), stream=True)
+                resp = await self._send_following(t, client, client.build_request("GET", url, headers=hdrs),
+                                                  what or path)
             except httpx.ReadTimeout:
                 raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
                                   f"fetching {what or path}; pull cancelled (images.pull_stall_timeout)") from None
+            except httpx.UnsupportedProtocol as e:
+                raise RegistryUnavailable(f"registry {t.endpoint} cannot be reached: {clip(e)}") from None
             except _TRANSIENT as e:
                 if _is_certificate_error(e):
                     raise RegistryUnavailable(
@@ -202,7 +220,7 @@ class RegistryClient:
                 attempt += 1
                 if attempt >= MAX_ATTEMPTS:
                     raise RegistryUnavailable(f"registry {t.endpoint} unreachable after {attempt} attempts "
-                                              f"({type(e).__name__}: {e})") from None
+                                              f"({type(e).__name__}: {clip(e)})") from None
                 await asyncio.sleep(backoff_delay(attempt))
                 continue
             if resp.status_code == 401 and not answered and not t.creds.registry_token:
@@ -211,7 +229,7 @@ class RegistryClient:
                 if await self._answer_challenge(t, parse_challenges(resp.headers.get("www-authenticate", ""))):
                     continue
                 raise AuthenticationFailed(f"registry {t.endpoint.host} demands authentication crispy cannot provide "
-                                           f"({resp.headers.get('www-authenticate', 'no challenge')})")
+                                           f"({clip(resp.headers.get('www-authenticate', 'no challenge'))})")
             if resp.status_code in RETRY_STATUS and attempt + 1 < MAX_ATTEMPTS:
                 await resp.aclose()
                 attempt += 1
@@ -224,6 +242,37 @@ class RegistryClient:
             finally:
                 await resp.aclose()
             return
+
+    async def _send_following(self, t: Target, client: httpx.AsyncClient, req: httpx.Request,
+                              what: str) -> httpx.Response:
+        """Sends `req`, following up to MAX_REDIRECTS redirects to http(s)
+        URLs (httpx builds each next request: relative Locations, and
+        Authorization dropped when the origin changes)."""
+        seen = {str(req.url)}
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                resp = await client.send(req, stream=True, follow_redirects=False)
+            except httpx.InvalidURL as e:
+                # httpx could not even build the next request (data:, javascript:, ...).
+                raise RegistryUnavailable(
+                    f"registry {t.endpoint.host} redirected {what} to a URL crispy cannot use ({clip(e)}); "
+                    f"crispy follows redirects to http and https URLs only") from None
+            nxt = resp.next_request
+            if nxt is None:
+                return resp
+            await resp.aclose()
+            target = str(nxt.url)
+            if nxt.url.scheme not in ("http", "https"):
+                raise RegistryUnavailable(
+                    f"registry {t.endpoint.host} redirected {what} to {clip(target)}; crispy follows redirects "
+                    f"to http and https URLs only")
+            if target in seen:
+                raise RegistryUnavailable(f"registry {t.endpoint.host} redirected {what} in a loop "
+                                          f"(back to {clip(target)})")
+            seen.add(target)
+            req = nxt
+        raise RegistryUnavailable(f"registry {t.endpoint.host} redirected {what} more than {MAX_REDIRECTS} times "
+                                  f"(last to {clip(target)})")
 
     def check_status(self, t: Target, resp: httpx.Response, what: str) -> None:
         code = resp.status_code
@@ -244,15 +293,21 @@ class RegistryClient:
         if declared and declared.isdigit() and int(declared) > limit:
             raise ResourceExhausted(f"{what} is {declared} bytes, over the {limit}-byte limit ({setting})")
         buf = bytearray()
+        guard = self._rate_guard(int(declared) if declared and declared.isdigit() else None)
         try:
-            async for chunk in resp.aiter_raw():
-                buf += chunk
-                if len(buf) > limit:
-                    raise ResourceExhausted(f"{what} is over the {limit}-byte limit ({setting})")
+            async with asyncio.timeout(guard.deadline()) as window:
+                async for chunk in resp.aiter_raw():
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise ResourceExhausted(f"{what} is over the {limit}-byte limit ({setting})")
+                    guard.add(len(chunk), asyncio.get_running_loop().time())
+                    window.reschedule(guard.deadline())
+        except TimeoutError:
+            raise self._too_slow(t, guard, what, "") from None
         except httpx.ReadTimeout:
             raise PullStalled(f"registry {t.endpoint.host} stalled sending {what}; pull cancelled") from None
         except _TRANSIENT as e:
-            raise RegistryUnavailable(f"registry {t.endpoint.host} dropped the connection sending {what}: {e}") from None
+            raise RegistryUnavailable(f"registry {t.endpoint.host} dropped the connection sending {what}: {clip(e)}") from None
         return bytes(buf)
 
     async def get_manifest(self, t: Target, repo: str, ref: str, limit: int,
@@ -285,23 +340,35 @@ class RegistryClient:
             return data, media_type, digest
         raise AssertionError("unreachable")
 
+    def _rate_guard(self, remaining: int | None) -> RateGuard:
+        return RateGuard(self.min_rate, self.rate_window, remaining, asyncio.get_running_loop().time())
+
+    def _too_slow(self, t: Target, guard: RateGuard, what: str, detail: str) -> PullTooSlow:
+        now = asyncio.get_running_loop().time()
+        return PullTooSlow(
+            f"registry {t.endpoint.host} sent {what} at {guard.rate(now):.0f} B/s over the last {now - guard.started:.0f} s, "
+            f"below the minimum of {self.min_rate:g} B/s over {self.rate_window:g} s "
+            f"(images.pull_min_rate, images.pull_rate_window); download cancelled{detail}")
+
     async def fetch_blob(self, t: Target, repo: str, digest: str, size: int, store: ContentStore,
-                         on_bytes: Callable[[int], None]) -> None:
+                         at: Callable[[int], None]) -> None:
         """Downloads a blob into the store, resuming a partial download with
-        Range after a dropped connection (or from an earlier pull)."""
+        Range after a dropped connection (or from an earlier pull). `at` is
+        told how many bytes of the blob crispy has, as that grows."""
         what = f"blob {digest}"
-        w = await asyncio.to_thread(store.writer, digest, size)
+        w = await _open_writer(store, digest, size)
         if w.complete:
             w.finish_existing()
             return
         ok = False
         try:
             if w.offset:
-                on_bytes(w.offset)
+                at(w.offset)
                 log.info("resuming partial download", extra={"fields": {"blob": digest, "offset": w.offset, "size": size}})
             attempt = 0
             while w.offset < size or size == 0:
                 headers = {"Range": f"bytes={w.offset}-"} if w.offset else {}
+                guard: RateGuard | None = None
                 try:
                     async with self.open(t, f"/v2/{repo}/blobs/{digest}", headers, what) as resp:
                         if resp.status_code == 416 and w.offset:
@@ -310,27 +377,41 @@ class RegistryClient:
                         self.check_status(t, resp, what)
                         if resp.status_code == 200 and w.offset:
                             # The server ignored Range: start over.
-                            on_bytes(-w.offset)
                             await settled_in_thread(w.restart)
+                            at(0)
                         elif resp.status_code == 206 and not resp.headers.get("content-range", "").startswith(f"bytes {w.offset}-"):
                             raise RegistryUnavailable(f"registry {t.endpoint.host} answered a Range request for {what} "
-                                                      f"with the wrong range ({resp.headers.get('content-range')})")
-                        # Bytes still buffered when the connection drops are
-                        # simply fetched again: the resume offset is what was written.
+                                                      f"with the wrong range ({clip(resp.headers.get('content-range'))})")
+                        guard = self._rate_guard(size - w.offset if size else None)
                         # Chunks are joined in the writer thread, in one copy: every
                         # copy on the event loop's thread holds up the other
-                        # downloads (and the GIL).
+                        # downloads (and the GIL). What is buffered when the
+                        # transfer ends early is written too, so a resume
+                        # (by this pull or a later one) starts after it.
                         pending: list[bytes] = []
                         pending_bytes = 0
-                        async for chunk in resp.aiter_raw():
-                            pending.append(chunk)
-                            pending_bytes += len(chunk)
-                            on_bytes(len(chunk))
-                            if pending_bytes >= WRITE_CHUNK:
-                                await settled_in_thread(w.write_chunks, pending)
-                                pending, pending_bytes = [], 0
-                        if pending:
-                            await settled_in_thread(w.write_chunks, pending)
+                        try:
+                            async with asyncio.timeout(guard.deadline()) as window:
+                                async for chunk in resp.aiter_raw():
+                                    pending.append(chunk)
+                                    pending_bytes += len(chunk)
+                                    at(w.offset + pending_bytes)
+                                    guard.add(len(chunk), asyncio.get_running_loop().time())
+                                    window.reschedule(guard.deadline())
+                                    if pending_bytes >= WRITE_CHUNK:
+                                        batch, pending, pending_bytes = pending, [], 0
+                                        await settled_in_thread(w.write_chunks, batch)
+                            if pending:
+                                batch, pending = pending, []
+                                await settled_in_thread(w.write_chunks, batch)
+                        finally:
+                            if pending:
+                                batch, pending = pending, []
+                                await _write_leftover(w, batch)
+                except TimeoutError:
+                    if guard is None:
+                        raise
+                    raise self._too_slow(t, guard, what, f"; {w.offset} of {size} bytes kept to resume") from None
                 except httpx.ReadTimeout:
                     raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
                                       f"downloading {what} ({w.offset} of {size} bytes); pull cancelled "
@@ -339,7 +420,7 @@ class RegistryClient:
                     attempt += 1
                     if attempt >= MAX_ATTEMPTS:
                         raise RegistryUnavailable(f"download of {what} from {t.endpoint.host} kept failing "
-                                                  f"({type(e).__name__}: {e}); {w.offset} of {size} bytes kept for a retry") from None
+                                                  f"({type(e).__name__}: {clip(e)}); {w.offset} of {size} bytes kept for a retry") from None
                     log.info("blob download interrupted, resuming", extra={"fields": {
                         "blob": digest, "offset": w.offset, "size": size, "attempt": attempt, "error": str(e)}})
                     await asyncio.sleep(backoff_delay(attempt))
@@ -357,3 +438,25 @@ class RegistryClient:
         finally:
             if not ok:
                 w.close()
+
+
+async def _open_writer(store: ContentStore, digest: str, size: int) -> BlobWriter:
+    """store.writer in a thread (it may wait for another writer's lock);
+    a caller cancelled meanwhile leaves the writer to be closed when the
+    thread returns it, so the partial's lock is not held forever."""
+    job = asyncio.ensure_future(asyncio.to_thread(store.writer, digest, size))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(lambda j: None if j.cancelled() or j.exception() else j.result().close())
+        raise
+
+
+async def _write_leftover(w: BlobWriter, chunks: list[bytes]) -> None:
+    """Writes what arrived before a transfer ended early. Runs while an
+    exception (or a cancellation) is on its way: a failure here must not
+    replace it, the prefix is only an optimisation for the resume."""
+    try:
+        await settled_in_thread(w.write_chunks, chunks)
+    except (OSError, ContentMismatch) as e:
+        log.info("could not keep the partial download", extra={"fields": {"blob": w.digest, "error": str(e)}})

@@ -7,6 +7,15 @@ import grpc
 
 from cri.errors import CrispyError, DeadlineExceeded, Unavailable
 
+# Registry-controlled text (headers, URLs, error bodies) quoted in a message
+# is cut to this many characters: a status must stay well within gRPC's limits.
+QUOTE_MAX = 200
+
+
+def clip(text: object, limit: int = QUOTE_MAX) -> str:
+    s = str(text)
+    return s if len(s) <= limit else f"{s[:limit]}... ({len(s) - limit} more characters)"
+
 
 class AuthenticationFailed(CrispyError):
     code = grpc.StatusCode.UNAUTHENTICATED
@@ -17,8 +26,14 @@ class AccessDenied(CrispyError):
 
 
 class RegistryUnavailable(Unavailable):
-    """Network failures and 5xx that outlasted the retries."""
+    """Network failures and 5xx that outlasted the retries; redirect loops
+    and redirects crispy will not follow."""
 
 
 class PullStalled(DeadlineExceeded):
     """No bytes arrived for images.pull_stall_timeout seconds."""
+
+
+class PullTooSlow(DeadlineExceeded):
+    """Fewer bytes than images.pull_min_rate asks arrived over a window of
+    images.pull_rate_window seconds."""

@@ -1,10 +1,13 @@
 """PullImage: resolve a reference on the registry (mirrors first), pick
 this host's manifest from an index, fetch the config and the layers (in
-parallel, bounded daemon-wide by images.max_concurrent_downloads), unpack
-each layer as it arrives, then write the image record.
+parallel, bounded daemon-wide by images.max_concurrent_downloads and
+shared fairly among registries, slots.py), unpack each layer as it
+arrives, then write the image record.
 
 Two pulls of the same reference share one pull; two pulls needing the same
-blob share one download. Long pulls log their progress."""
+blob share one download. A pull (and a download) is cancelled once no
+caller waits for it any more; what was downloaded stays for the next try.
+Long pulls log their progress."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from cri.errors import CrispyError, ResourceExhausted
 from images import manifest as mf
@@ -24,6 +27,8 @@ from images.platform import select_manifest
 from images.registry.auth import Credentials, credentials_from, pull_scope
 from images.registry.client import RegistryClient, Target
 from images.registry.hosts import configured_credentials, endpoints_for
+from images.registry.shared import SharedWork
+from images.registry.slots import DownloadSlots
 
 if TYPE_CHECKING:
     from images.manager import AuthConfigLike, ImageManager
@@ -42,6 +47,17 @@ class Progress:
 
     def add(self, n: int) -> None:
         self.done += n
+
+    def blob(self) -> Callable[[int], None]:
+        """A callback for one blob's download, told how many of its bytes
+        crispy has (which can also go back, when a download starts over)."""
+        seen = 0
+
+        def at(n: int) -> None:
+            nonlocal seen
+            self.done += n - seen
+            seen = n
+        return at
 
     def fields(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -66,21 +82,15 @@ def _request_credentials(auth: "AuthConfigLike | None", domain: str) -> Credenti
     return creds
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    # Every waiter may have given up (RPC deadline); the outcome is logged
-    # by the pull itself, so mark it seen instead of warning at GC time.
-    if not fut.cancelled():
-        fut.exception()
-
-
 class Puller:
     def __init__(self, images: "ImageManager") -> None:
         self.images = images
         cfg = images.images_cfg
-        self.client = RegistryClient(cfg.pull_stall_timeout)
-        self.downloads = asyncio.Semaphore(max(1, cfg.max_concurrent_downloads))
-        self._pulls: dict[str, asyncio.Future[ImageRecord]] = {}
-        self._blobs: dict[str, asyncio.Future[None]] = {}
+        self.client = RegistryClient(cfg.pull_stall_timeout, min_rate=cfg.pull_min_rate,
+                                     rate_window=cfg.pull_rate_window)
+        self.slots = DownloadSlots(cfg.max_concurrent_downloads)
+        self._pulls: SharedWork[str, ImageRecord] = SharedWork()
+        self._blobs: SharedWork[str, None] = SharedWork()
 
     async def close(self) -> None:
         await self.client.close()
@@ -88,15 +98,9 @@ class Puller:
     async def pull(self, ref_str: str, auth: "AuthConfigLike | None") -> ImageRecord:
         ref = reference.parse(ref_str)
         key = str(ref)
-        fut = self._pulls.get(key)
-        if fut is None:
-            fut = asyncio.ensure_future(self._pull(ref, auth))
-            self._pulls[key] = fut
-            fut.add_done_callback(lambda f: (self._pulls.pop(key, None), _retrieve(f)))
-        else:
+        if self._pulls.running(key):
             log.info("joining a pull already under way", extra={"fields": {"ref": key}})
-        # Shielded: one caller giving up (deadline) must not cancel the others.
-        return await asyncio.shield(fut)
+        return await self._pulls.join(key, lambda: self._pull(ref, auth))
 
     def _targets(self, ref: reference.Reference, auth: "AuthConfigLike | None") -> list[Target]:
         registries = self.images.config.registries
@@ -135,6 +139,9 @@ class Puller:
                     last = type(last)(f"pulling {ref} failed on every endpoint: " + "; ".join(errors))
                 log.info("pull failed", extra={"fields": {**progress.fields(), "error": last.message}})
                 raise last
+        except asyncio.CancelledError:
+            log.info("pull cancelled: no caller waits for it any more", extra={"fields": progress.fields()})
+            raise
         finally:
             reporter.cancel()
 
@@ -203,24 +210,43 @@ class Puller:
         store = self.images.content
         if store.has(digest, size):
             return
-        fut = self._blobs.get(digest)
-        if fut is None:
-            fut = asyncio.ensure_future(self._download(order, repo, digest, size, progress))
-            self._blobs[digest] = fut
-            fut.add_done_callback(lambda f: (self._blobs.pop(digest, None), _retrieve(f)))
-        await asyncio.shield(fut)
+        await self._blobs.join(digest, lambda: self._download(order, repo, digest, size, progress))
 
     async def _download(self, order: list[Target], repo: str, digest: str, size: int, progress: Progress) -> None:
         last: CrispyError | None = None
-        async with self.downloads:
-            for t in order:
-                try:
-                    await self.client.fetch_blob(t, repo, digest, size, self.images.content, progress.add)
-                    return
-                except CrispyError as e:
-                    last = e
-                    if t is not order[-1]:
-                        log.info("blob download failed, trying the next endpoint",
-                                 extra={"fields": {"blob": digest, "endpoint": str(t.endpoint), "error": e.message}})
+        at = progress.blob()
+        for t in order:
+            try:
+                await self._fetch_in_slot(t, repo, digest, size, at)
+                return
+            except CrispyError as e:
+                last = e
+                if t is not order[-1]:
+                    log.info("blob download failed, trying the next endpoint",
+                             extra={"fields": {"blob": digest, "endpoint": str(t.endpoint), "error": e.message}})
         assert last is not None
         raise last
+
+    async def _fetch_in_slot(self, t: Target, repo: str, digest: str, size: int, at: Callable[[int], None]) -> None:
+        """fetch_blob while holding a download slot for the endpoint's host;
+        asked to yield the slot (another registry's turn), the download
+        stops and queues again, to resume where it stopped."""
+        host = t.endpoint.host
+        while True:
+            slot = await self.slots.acquire(host)
+            try:
+                fetch = asyncio.ensure_future(self.client.fetch_blob(t, repo, digest, size, self.images.content, at))
+                revoked = asyncio.ensure_future(slot.revoked.wait())
+                try:
+                    await asyncio.wait({fetch, revoked}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    revoked.cancel()
+                    if not fetch.done():
+                        fetch.cancel()
+                    await asyncio.wait({fetch, revoked})
+                if not fetch.cancelled():
+                    return fetch.result()
+                log.info("download yields its slot to another registry", extra={"fields": {
+                    "blob": digest, "registry": host}})
+            finally:
+                self.slots.release(slot)

@@ -1,7 +1,8 @@
 """A small HTTP server on 127.0.0.1 that stands in front of the real
 docker-registry to inject what a real registry rarely does on cue: Bearer
-token auth with a token endpoint, 5xx answers, stalls, truncated or
-corrupted blobs, dropped connections. Everything else is forwarded."""
+token auth with a token endpoint, 5xx answers, stalls, bodies dripped a
+byte at a time, truncated or corrupted blobs, dropped connections,
+redirects (loops, to other schemes). Everything else is forwarded."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ class Faults:
     # serve schema 1 for manifests
     schema1: bool = False
     ignore_range: bool = False
+    # path substring -> bytes per second the body is sent at, one byte at a
+    # time, after its first drip_head bytes went at full speed
+    drip: dict[str, float] = field(default_factory=dict)
+    drip_head: int = 0
+    # path substring -> Location of a 302 answer; "SELF" redirects to the
+    # same URL (a loop), "CHAIN" to the same path with an ever new query
+    redirect: dict[str, str] = field(default_factory=dict)
 
 
 class StubRegistry:
@@ -47,6 +55,9 @@ class StubRegistry:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.blobs_in_flight = 0
         self.max_blobs_in_flight = 0
+        # bodies being dripped now; drips the client ended by closing the connection
+        self.dripping = 0
+        self.drips_hung_up = 0
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -140,6 +151,14 @@ class StubRegistry:
                 for key, secs in f.stall.items():
                     if key in path and not f.stall_body:
                         time.sleep(secs)
+                for key, location in f.redirect.items():
+                    if key in path:
+                        if location == "SELF":
+                            location = path
+                        elif location == "CHAIN":
+                            base, _, hop = path.partition("?hop=")
+                            location = f"{base}?hop={int(hop or 0) + 1}"
+                        return self._send(302, b"", {"Location": location})
                 if f.schema1 and "/manifests/" in path:
                     return self._send(200, b'{"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}',
                                       {"Content-Type": "application/vnd.docker.distribution.manifest.v1+prettyjws"})
@@ -166,6 +185,9 @@ class StubRegistry:
                     self.wfile.flush()
                     self.close_connection = True
                     return
+                for key, rate in f.drip.items():
+                    if key in path:
+                        return self._drip(code, out, body, f.drip_head, rate)
                 for key, secs in f.stall.items():
                     if key in path and f.stall_body:
                         self.send_response(code)
@@ -179,6 +201,29 @@ class StubRegistry:
                         self.close_connection = True
                         return
                 self._send(code, body, out)
+
+            def _drip(self, code: int, headers: dict[str, str], body: bytes, head: int, rate: float) -> None:
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.close_connection = True
+                with stub.lock:
+                    stub.dripping += 1
+                try:
+                    self.wfile.write(body[:head])
+                    self.wfile.flush()
+                    for i in range(head, len(body)):
+                        time.sleep(1 / rate)
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                except OSError:
+                    with stub.lock:
+                        stub.drips_hung_up += 1
+                finally:
+                    with stub.lock:
+                        stub.dripping -= 1
 
             def _token(self) -> None:
                 q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
