@@ -72,6 +72,13 @@ class ImagesConfig:
     pull_stall_timeout: float = 60.0
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_config_bytes: int = 8 * 1024 * 1024
+    # Decompression bombs: a layer's uncompressed tar stream may be at most
+    # this many bytes (0 = no limit), and at most max_layer_expansion_ratio
+    # times its compressed size unless it stays within
+    # layer_expansion_floor_bytes (ratio 0 = no ratio limit).
+    max_layer_unpacked_bytes: int = 64 * 1024 ** 3
+    max_layer_expansion_ratio: float = 100.0
+    layer_expansion_floor_bytes: int = 512 * 1024 * 1024
     # Images reported as pinned, which kubelet's image GC never removes.
     pinned_images: list[str] = field(default_factory=list)
 
@@ -242,6 +249,9 @@ def _validate(cfg: Config) -> None:
         raise InvalidArgument(f"config: log_format must be 'text' or 'json', got {cfg.log_format!r}")
     if cfg.runtime.cgroup_driver not in ("cgroupfs", "systemd"):
         raise InvalidArgument(f"config: runtime.cgroup_driver must be 'cgroupfs' or 'systemd', got {cfg.runtime.cgroup_driver!r}")
+    for key in ("max_layer_unpacked_bytes", "max_layer_expansion_ratio", "layer_expansion_floor_bytes"):
+        if getattr(cfg.images, key) < 0:
+            raise InvalidArgument(f"config: images.{key} must be 0 (no limit) or more, got {getattr(cfg.images, key)!r}")
     for key in ("socket", "data_root", "state_root"):
         if not Path(getattr(cfg, key)).is_absolute():
             raise InvalidArgument(f"config: {key} must be an absolute path")
