@@ -212,3 +212,23 @@ def test_sparse_holes_do_not_count_against_the_limits(tmp):
     dest = tmp / "snap"
     unpack_layer(_blob(tmp, tar), dest, sha256_of(tar), limits=_limits(max_bytes=MiB, ratio=10, floor=MiB))
     assert os.stat(dest / "sparse.img").st_size == 2 * GiB
+
+
+def test_limit_keys_have_safe_defaults_and_refuse_negatives(tmp):
+    from cri import config
+    from cri.errors import InvalidArgument
+    cfg = config.Config()
+    limits = LayerLimits.from_config(cfg.images)
+    assert limits == LayerLimits(max_bytes=64 << 30, max_ratio=100, ratio_floor=512 * MiB)
+    # The attack in the report: ~2 MB of gzip unpacking to 2 GiB.
+    cap = limits.cap("sha256:x", 2 * MiB)
+    assert cap is not None and cap.limit == 512 * MiB
+    p = tmp / "c.toml"
+    p.write_text("[images]\nmax_layer_expansion_ratio = 20\nmax_layer_unpacked_bytes = 0\n")
+    loaded = config.load(path=str(p))
+    assert loaded.images.max_layer_expansion_ratio == 20.0 and loaded.images.max_layer_unpacked_bytes == 0
+    assert LayerLimits.from_config(loaded.images).cap("sha256:x", 100 * MiB).limit == 2000 * MiB
+    p.write_text("[images]\nlayer_expansion_floor_bytes = -1\n")
+    with pytest.raises(InvalidArgument) as e:
+        config.load(path=str(p))
+    assert "images.layer_expansion_floor_bytes" in e.value.message
