@@ -77,6 +77,13 @@ class ImagesConfig:
     pull_rate_window: float = 60.0
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_config_bytes: int = 8 * 1024 * 1024
+    # Decompression bombs: a layer's uncompressed tar stream may be at most
+    # this many bytes (0 = no limit), and at most max_layer_expansion_ratio
+    # times its compressed size unless it stays within
+    # layer_expansion_floor_bytes (ratio 0 = no ratio limit).
+    max_layer_unpacked_bytes: int = 64 * 1024 ** 3
+    max_layer_expansion_ratio: float = 100.0
+    layer_expansion_floor_bytes: int = 512 * 1024 * 1024
     # Images reported as pinned, which kubelet's image GC never removes.
     pinned_images: list[str] = field(default_factory=list)
 
@@ -259,6 +266,9 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "images.pull_stall_timeout": (0.001, None),
     "images.pull_min_rate": (0, None),  # 0 = no minimum
     "images.pull_rate_window": (0.001, None),
+    "images.max_layer_unpacked_bytes": (0, None),  # 0 = no limit, for these three
+    "images.max_layer_expansion_ratio": (0, None),
+    "images.layer_expansion_floor_bytes": (0, None),
     "images.max_manifest_bytes": (1, None),
     "images.max_config_bytes": (1, None),
     "streaming.port": (0, 65535),

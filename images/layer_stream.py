@@ -102,7 +102,8 @@ class TarStream:
     hashing every byte it takes from them (so the hash covers the whole
     stream once it is drained, whatever tarfile chose to read). seek()
     moves forward only, which is all tarfile needs to walk an archive
-    member by member; copy_to() writes file data straight from the pieces."""
+    member by member; copy_to() and take() hand file data on straight from
+    the pieces."""
 
     def __init__(self, pieces: Iterator[bytes]) -> None:
         self._pieces = pieces
@@ -187,6 +188,20 @@ class TarStream:
             self._pos += take
             done += take
         return done
+
+    def take(self, n: int) -> Iterator[tuple[bytes, int, int]]:
+        """The next `n` bytes as (piece, start, end) slices of the pieces
+        themselves, no copies; fewer in all at the end of the stream."""
+        while n > 0:
+            avail = len(self._buf) - self._pos
+            if not avail:
+                if not self._next_piece():
+                    return
+                continue
+            start = self._pos
+            self._pos += min(avail, n)
+            n -= self._pos - start
+            yield self._buf, start, self._pos
 
     def drain(self) -> None:
         self._base += len(self._buf)

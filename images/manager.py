@@ -29,6 +29,7 @@ from images.archive_import import ArchiveReader, ImportedImage
 from images.content_store import ContentStore
 from images.digests import ContentMismatch, chain_ids
 from images.image_store import ImageRecord, ImageStore
+from images.layer_limits import LayerLimits
 from images.manifest import parse_config
 from images.platform import Platform, host_platform
 from images.snapshots import SnapshotStore, disk_usage, pid_alive
@@ -74,6 +75,7 @@ class ImageManager:
         self.users_of = users_of
         self.content = ContentStore(self.root)
         self.snapshots = SnapshotStore(self.root)
+        self.layer_limits = LayerLimits.from_config(self.images_cfg)
         self.store = ImageStore(self.root)
         self.platform: Platform = host_platform()
         self.gc_lock_path = self.root / "gc.lock"
@@ -253,18 +255,19 @@ class ImageManager:
 
     # ---- building records ------------------------------------------------------------
 
-    async def _snapshot(self, chain_id: str, blob: Path, diff_id: str) -> Path:
+    async def _snapshot(self, chain_id: str, blob: Path, diff_id: str, layer_digest: str) -> Path:
         """One extraction per chain ID, however many pulls want it at once."""
         fut = self._snapshot_tasks.get(chain_id)
         if fut is None:
-            fut = asyncio.ensure_future(asyncio.to_thread(self.snapshots.ensure, chain_id, blob, diff_id))
+            fut = asyncio.ensure_future(asyncio.to_thread(self.snapshots.ensure, chain_id, blob, diff_id,
+                                                          layer_digest, self.layer_limits))
             self._snapshot_tasks[chain_id] = fut
             fut.add_done_callback(lambda f, c=chain_id: (self._snapshot_tasks.pop(c, None),
                                                          f.cancelled() or f.exception()))
         return await asyncio.shield(fut)
 
     async def unpack_layer(self, chain_id: str, layer_digest: str, diff_id: str) -> Path:
-        return await self._snapshot(chain_id, self.content.path(layer_digest), diff_id)
+        return await self._snapshot(chain_id, self.content.path(layer_digest), diff_id, layer_digest)
 
     async def commit(self, img: ImportedImage, pinned: bool = False) -> ImageRecord:
         """Unpacks whatever layers are not yet snapshots and writes the

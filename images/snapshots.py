@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from images.digests import hex_of
+from images.layer_limits import LayerLimits
 from images.unpack import unpack_layer
 
 log = logging.getLogger("crispy.images.snapshots")
@@ -45,12 +46,13 @@ class SnapshotStore:
     def has(self, chain_id: str) -> bool:
         return self.path(chain_id).is_dir()
 
-    def ensure(self, chain_id: str, blob: Path, diff_id: str) -> Path:
+    def ensure(self, chain_id: str, blob: Path, diff_id: str, name: str | None = None,
+               limits: LayerLimits | None = None) -> Path:
         final = self.path(chain_id)
         if final.is_dir():
             return final
         tmp = self.dir / f"{TMP_PREFIX}{hex_of(chain_id)}-{os.getpid()}-{os.urandom(4).hex()}"
-        unpack_layer(blob, tmp, diff_id)
+        unpack_layer(blob, tmp, diff_id, name=name, limits=limits)
         try:
             os.rename(tmp, final)
         except OSError as e:

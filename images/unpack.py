@@ -26,6 +26,8 @@ import zstandard
 
 from cri.errors import CrispyError
 from images.digests import ContentMismatch
+from images.holes import write_skipping_zeros
+from images.layer_limits import LayerLimits, bounded
 from images.layer_stream import TarStream, decompressed
 
 log = logging.getLogger("crispy.images.unpack")
@@ -173,19 +175,9 @@ class _Extractor:
         if m.isreg():
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                if m.sparse is None:
-                    # Straight from the decompressed pieces: tarfile's own
-                    # reader copies each byte four times on its way here.
-                    self.data.seek(m.offset_data)
-                    if self.data.copy_to(fd, m.size) != m.size:
-                        raise BadLayer(f"layer member {m.name!r} is cut short: the layer is truncated")
-                else:
-                    src = tar.extractfile(m)
-                    if src is not None:
-                        while chunk := src.read(1 << 20):
-                            view = memoryview(chunk)
-                            while view:
-                                view = view[os.write(fd, view):]
+                regions = [(0, m.size)] if m.sparse is None else _sparse_map(m, tar.offset)
+                if self._write_data(fd, m, regions) < m.size:
+                    os.ftruncate(fd, m.size)  # a hole at the end still counts in the length
                 self._owner_and_xattrs(p, m, fd=fd)
                 os.fchmod(fd, stat.S_IMODE(m.mode))  # after chown, which clears set-id bits
             finally:
@@ -218,6 +210,24 @@ class _Extractor:
         else:
             log.warning("skipping layer member of unknown type", extra={"fields": {"member": m.name, "type": repr(m.type)}})
 
+    def _write_data(self, fd: int, m: tarfile.TarInfo, regions: list[tuple[int, int]]) -> int:
+        """Writes the member's stored data, which is `regions` (file offset,
+        length) back to back, straight from the decompressed pieces;
+        tarfile's own reader would copy each byte four times and fill
+        sparse members' holes with written zeros. Returns the file's
+        length so far."""
+        self.data.seek(m.offset_data)
+        length_now = 0
+        for offset, length in regions:
+            done = 0
+            for buf, start, end in self.data.take(length):
+                if write_skipping_zeros(fd, buf, start, end, offset + done):
+                    length_now = offset + done + (end - start)
+                done += end - start
+            if done != length:
+                raise BadLayer(f"layer member {m.name!r} is cut short: the layer is truncated")
+        return length_now
+
     def finish(self) -> None:
         # Deepest first: setting a parent's mtime before its children are done
         # would be undone, and a read-only mode would block the children.
@@ -225,6 +235,25 @@ class _Extractor:
             p = self._abs(meta.rel)
             os.chmod(p, meta.mode)
             os.utime(p, ns=(meta.mtime_ns, meta.mtime_ns), follow_symlinks=False)
+
+
+def _sparse_map(m: tarfile.TarInfo, next_header: int) -> list[tuple[int, int]]:
+    """The data regions of a sparse member (any GNU sparse format), checked
+    so they cannot overlap, leave the file or claim more stored data than
+    the archive holds before the next header."""
+    regions: list[tuple[int, int]] = []
+    end = 0
+    for offset, length in m.sparse or []:
+        if length == 0:
+            continue  # padding entries and the end-of-file marker
+        if offset < end or length < 0 or offset + length > m.size:
+            raise BadLayer(f"layer member {m.name!r} has an invalid sparse map (region {offset}+{length} of a "
+                           f"{m.size}-byte file)")
+        regions.append((offset, length))
+        end = offset + length
+    if sum(length for _, length in regions) > next_header - m.offset_data:
+        raise BadLayer(f"layer member {m.name!r} has a sparse map claiming more data than the layer stores for it")
+    return regions
 
 
 @dataclass
@@ -238,20 +267,27 @@ def _file_chunks(raw: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def unpack_layer(blob: Path, dest: Path, expected_diff_id: str | None) -> UnpackResult:
+def unpack_layer(blob: Path, dest: Path, expected_diff_id: str | None, name: str | None = None,
+                 limits: LayerLimits | None = None) -> UnpackResult:
     """Extracts `blob` into `dest`, which must not exist yet. On any failure
-    `dest` is removed; nothing half-extracted is left behind."""
+    `dest` is removed; nothing half-extracted is left behind. `name` (the
+    layer's digest) is what errors call the layer."""
     with open(blob, "rb", buffering=0) as raw:
-        return unpack_stream(_file_chunks(raw), blob.name, dest, expected_diff_id)
+        return unpack_stream(_file_chunks(raw), name or blob.name, dest, expected_diff_id,
+                             limits=limits, compressed_size=os.fstat(raw.fileno()).st_size)
 
 
-def unpack_stream(chunks: Iterator[bytes], name: str, dest: Path, expected_diff_id: str | None) -> UnpackResult:
+def unpack_stream(chunks: Iterator[bytes], name: str, dest: Path, expected_diff_id: str | None,
+                  limits: LayerLimits | None = None, compressed_size: int = 0) -> UnpackResult:
     """Extracts the layer whose compressed bytes `chunks` yields into `dest`
-    (which must not exist yet) and checks its diff ID. On any failure `dest`
-    is removed; nothing half-extracted is left behind."""
+    (which must not exist yet) and checks its diff ID; refuses it with
+    LayerTooBig (RESOURCE_EXHAUSTED) once it unpacks to more than `limits`
+    allow for `compressed_size`. On any failure `dest` is removed; nothing
+    half-extracted is left behind."""
+    cap = limits.cap(name, compressed_size) if limits else None
     dest.mkdir(mode=0o755)
     try:
-        reader = TarStream(decompressed(chunks))
+        reader = TarStream(bounded(decompressed(chunks), cap))
         ex = _Extractor(dest, reader)
         try:
             # "r:" (not the stream mode "r|"): tarfile then reads headers
