@@ -104,6 +104,8 @@ class PodManager:
                   self.state_root / "sock", self.state_root / "oci", self.state_root / "exec",
                   self.daemon.data_root / "rootfs"):
             private_dirs.ensure_private(d)
+        for d in (self.state_root / "pods", self.state_root / "containers", self.daemon.data_root / "rootfs"):
+            private_dirs.tighten_children(d)
 
     async def _recover(self) -> None:
         for rec in list(self.sandboxes.values()):

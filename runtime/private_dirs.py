@@ -48,6 +48,22 @@ def ensure_root(path: str | os.PathLike[str]) -> bool:
     return _ensure(path, lambda mode: mode & ~ROOT_FORBIDDEN)
 
 
+def tighten_children(path: str | os.PathLike[str]) -> int:
+    """Start-up, for the per-object dirs an older crispy made loose (a pod's
+    dir, a container's scratch dir): each directory directly in `path`
+    becomes 0700 and ours; symlinks and files are left alone. Their parent
+    is private already; this is the second wall. Returns how many changed."""
+    changed = 0
+    with os.scandir(path) as entries:
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            st = e.stat(follow_symlinks=False)
+            if stat.S_IMODE(st.st_mode) != PRIVATE or st.st_uid != os.geteuid():
+                changed += _ensure(Path(e.path), lambda mode: PRIVATE)
+    return changed
+
+
 def make_private(path: str | os.PathLike[str]) -> None:
     """The per-object form (a container's scratch dir) for hot paths: one
     mkdir. The umask can only take bits away from 0700, so the result is

@@ -199,20 +199,25 @@ def _closed(path: Path) -> bool:
     return stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
 
 
-def test_every_directory_on_the_way_to_layers_and_roots_is_closed(scene: Scene) -> None:
-    """Walks both roots: every directory crispy made is 0700 (the roots
-    at least closed to others), and each layer, writable layer, mounted
-    root and pod dir sits below such directories only."""
-    # Content that is the image's or the container's, not crispy's.
-    content = set(scene.layers)
-    for ctr in (scene.writer, scene.nonroot):
-        content |= {scene.data / "rootfs" / ctr / "upper", scene.data / "rootfs" / ctr / "work",
-                    scene.state / "containers" / ctr / "rootfs"}
-    content.add(scene.state / "pods" / scene.pod_id / "shm")
-    runtime_state = scene.state / "oci"  # the OCI runtime's own layout below
-    opened = [f"{root} {stat.S_IMODE(os.stat(root).st_mode):04o}" for root in (scene.data, scene.state)
+def content_dirs(data: Path, state: Path, pods: list[str], containers: list[str]) -> set[Path]:
+    """What is the image's or a container's, not crispy's: the layers,
+    writable layers, mounted roots, pods' /dev/shm."""
+    snapshots = data / "images" / "snapshots"
+    content = {p for p in snapshots.iterdir() if len(p.name) == 64}
+    for ctr in containers:
+        content |= {data / "rootfs" / ctr / "upper", data / "rootfs" / ctr / "work", state / "containers" / ctr / "rootfs"}
+    content |= {state / "pods" / pod / "shm" for pod in pods}
+    return content
+
+
+def open_dirs(data: Path, state: Path, content: set[Path]) -> list[str]:
+    """Directories crispy made that are not 0700 (roots: that others or the
+    group may write or others enter), and content that is not below
+    closed directories only."""
+    runtime_state = state / "oci"  # the OCI runtime's own layout below
+    opened = [f"{root} {stat.S_IMODE(os.stat(root).st_mode):04o}" for root in (data, state)
               if stat.S_IMODE(os.stat(root).st_mode) & 0o027]
-    for root in (scene.data, scene.state):
+    for root in (data, state):
         for dirpath, dirnames, _ in os.walk(root):
             here = Path(dirpath)
             for name in list(dirnames):
@@ -222,10 +227,21 @@ def test_every_directory_on_the_way_to_layers_and_roots_is_closed(scene: Scene) 
                     continue
                 if not _closed(p):
                     opened.append(f"{p} {stat.S_IMODE(os.stat(p).st_mode):04o}")
-    assert not opened, "directories others can enter: " + ", ".join(opened)
     for target in content:
-        chain = [a for a in target.parents if scene.data in (a, *a.parents) or scene.state in (a, *a.parents)]
-        assert chain and all(_closed(a) for a in chain if a not in (scene.data, scene.state)), target
+        chain = [a for a in target.parents if data in (a, *a.parents) or state in (a, *a.parents)]
+        assert chain, target
+        opened += [f"{a} (above {target.name})" for a in chain if a not in (data, state) and not _closed(a)]
+    return opened
+
+
+def test_every_directory_on_the_way_to_layers_and_roots_is_closed(scene: Scene) -> None:
+    """Walks both roots: every directory crispy made is 0700 (the roots
+    at least closed to others), and each layer, writable layer, mounted
+    root and pod dir sits below such directories only."""
+    content = content_dirs(scene.data, scene.state, [scene.pod_id], [scene.writer, scene.nonroot])
+    assert len(content) == 2 + 3 * 2 + 1
+    opened = open_dirs(scene.data, scene.state, content)
+    assert not opened, "directories others can enter: " + ", ".join(opened)
 
 
 def test_log_directories_crispy_makes_are_not_writable_by_others(scene: Scene) -> None:
@@ -235,3 +251,66 @@ def test_log_directories_crispy_makes_are_not_writable_by_others(scene: Scene) -
     made = [scene.logs, scene.logs / "perms"]
     assert (made[-1] / "writer.log").exists()
     assert {str(p): f"{stat.S_IMODE(os.stat(p).st_mode):04o}" for p in made} == {str(p): "0755" for p in made}
+
+
+# What crispy made before #12.1 (0711 from mkdir(mode=0o711), 0755 from
+# mkdir(parents=True) under umask 022); relative to the base.
+OLD_MODES = {
+    "data": 0o711, "state": 0o711, "data/images": 0o711, "data/images/snapshots": 0o711,
+    "data/images/blobs": 0o755, "data/images/blobs/sha256": 0o755, "data/images/ingest": 0o755,
+    "data/images/records": 0o755, "data/pods": 0o755, "data/containers": 0o755, "data/rootfs": 0o755,
+    "state/pods": 0o711, "state/containers": 0o711, "state/exits": 0o711, "state/sock": 0o711, "state/oci": 0o711,
+}
+
+
+def test_an_older_nodes_loose_directories_are_tightened_at_start_up() -> None:
+    """A node whose directories an older crispy made loose, with a pod and a
+    running container on it: the restarted daemon closes everything before
+    serving, and the container is still there and usable."""
+    base = tmp_base()
+    os.chmod(base, 0o755)
+    state = base / "state"
+    d = start_pod_daemon(base, ["--state-root", str(state)])
+    try:
+        from tests.pods_fixtures import load_image
+        load_image(d)
+        with d.client() as c:
+            cfg = pod_config("old")
+            pod_id = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+            ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
+                pod_sandbox_id=pod_id, sandbox_config=cfg,
+                config=container_config("old", ["/bin/sh", "-c", "echo secret > /tmp/secret && exec sleep 1000"]))).container_id
+            c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+        data = Path(d.data_root)
+        upper = data / "rootfs" / ctr / "upper"
+        _wait_for(upper / "tmp" / "secret")
+        d.stop()  # containers keep running
+
+        for rel, m in OLD_MODES.items():
+            os.chmod(base / rel, m)
+        os.chmod(data / "rootfs" / ctr, 0o755)
+        os.chmod(state / "pods" / pod_id, 0o711)
+        layer = next(p for p in (data / "images" / "snapshots").iterdir() if len(p.name) == 64)
+        ops = [("plant in the layer's /tmp", "create", str(layer / "tmp" / "planted")),
+               ("read the container's secret", "read", str(upper / "tmp" / "secret")),
+               ("plant in the pod's /dev/shm", "create", str(state / "pods" / pod_id / "shm" / "planted"))]
+        # The loose node is as open as the issue says...
+        assert set(as_nobody(ops).values()) == {"ok"}
+        (layer / "tmp" / "planted").unlink()
+        (state / "pods" / pod_id / "shm" / "planted").unlink()
+
+        d.start()
+        # ... and closed once the restarted daemon serves.
+        assert as_nobody(ops) == {name: "EACCES" for name, _, _ in ops}
+        content = content_dirs(data, state, [pod_id], [ctr])
+        opened = open_dirs(data, state, content)
+        assert not opened, "directories others can enter: " + ", ".join(opened)
+        assert "tightened permissions of a crispy directory" in d.log()
+        with d.client() as c:
+            assert wait_state(c, ctr, pb.CONTAINER_RUNNING).state == pb.CONTAINER_RUNNING
+            r = c.runtime.ExecSync(pb.ExecSyncRequest(container_id=ctr, cmd=["cat", "/tmp/secret"], timeout=30))
+            assert (r.exit_code, r.stdout) == (0, b"secret\n")
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            remove_all_pods(d)
+            d.stop()
