@@ -28,7 +28,7 @@ from cri.servicers.runtime import RuntimeServicer
 from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
 from images.manager import ImageManager
-from runtime import atomicfile, host
+from runtime import atomicfile, host, private_dirs
 from runtime.manager import PodManager
 from runtime.cni import CniNetwork
 from runtime.network import PodNetwork
@@ -69,7 +69,7 @@ class Daemon:
 
     def _lock_roots(self) -> None:
         for root in (self.data_root, self.state_root):
-            root.mkdir(parents=True, exist_ok=True, mode=0o711)
+            private_dirs.ensure_root(root)
             fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,6 +103,11 @@ class Daemon:
         return str(path)
 
     async def start(self) -> None:
+        # Whatever shell or unit started us: what crispy, conmon, the OCI
+        # runtime and CNI plugins create without an explicit mode (a pod's
+        # log directory, a log file) must not come out group- or
+        # world-writable.
+        os.umask(0o022)
         self._lock_roots()
         self._load_state()
         await self._open_parts()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from images.digests import ContentMismatch, hex_of
+from runtime import private_dirs
 
 # Partial downloads older than this are not worth resuming.
 PARTIAL_MAX_AGE_S = 24 * 3600
@@ -27,7 +28,7 @@ class BlobWriter:
     def __init__(self, store: "ContentStore", digest: str, size: int | None) -> None:
         self.store, self.digest, self.size = store, digest, size
         self.path = store.ingest_dir / f"{hex_of(digest)}.partial"
-        store.ingest_dir.mkdir(parents=True, exist_ok=True)
+        store.ingest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         while True:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             # Another writer (a concurrent pull, or crispy load) may hold the
@@ -90,7 +91,7 @@ class BlobWriter:
                 raise ContentMismatch(f"blob {self.digest} has digest {actual}: the content is corrupt or was tampered with")
             os.fsync(self._fd)
             final = self.store.path(self.digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.rename(self.path, final)
             return final
         except ContentMismatch:
@@ -121,8 +122,9 @@ class ContentStore:
         self.ingest_dir = root / "ingest"
 
     def create_dirs(self) -> None:
-        self.blobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.ingest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Layer blobs of private images: root only.
+        for d in (self.blobs_dir.parent, self.blobs_dir, self.ingest_dir):
+            private_dirs.ensure_private(d)
 
     def path(self, digest: str) -> Path:
         return self.blobs_dir / hex_of(digest)
@@ -174,7 +176,7 @@ class ContentStore:
         """Stores a stream whose digest is not known in advance (layers in a
         `docker save` archive); returns (digest, size). The caller verifies
         the content by other means (the config's diff IDs)."""
-        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        self.ingest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.ingest_dir / f"import-{os.getpid()}-{os.urandom(6).hex()}.tmp"
         h = hashlib.sha256()
         size = 0
@@ -188,7 +190,7 @@ class ContentStore:
                 os.fsync(out.fileno())
             digest = "sha256:" + h.hexdigest()
             final = self.path(digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.rename(tmp, final)
             return digest, size
         finally:

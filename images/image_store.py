@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from runtime import atomicfile
+from runtime import atomicfile, private_dirs
 
 log = logging.getLogger("crispy.images.store")
 
@@ -69,7 +69,7 @@ class ImageStore:
         self._dirty = False
 
     def create_dirs(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs.ensure_private(self.dir)
 
     def _read_gen(self, fd: int | None = None) -> int:
         try:

@@ -33,6 +33,7 @@ from images.layer_limits import LayerLimits
 from images.manifest import parse_config
 from images.platform import Platform, host_platform
 from images.snapshots import SnapshotStore, disk_usage, pid_alive
+from runtime import private_dirs
 
 log = logging.getLogger("crispy.images")
 
@@ -100,7 +101,9 @@ class ImageManager:
         await self.collect_garbage()
 
     def _open_sync(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        # Also `crispy load`, which may run before any daemon made the root.
+        private_dirs.ensure_root(self.root.parent)
+        private_dirs.ensure_private(self.root)
         self.content.create_dirs()
         self.snapshots.create_dirs()
         self.store.create_dirs()

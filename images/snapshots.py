@@ -17,6 +17,7 @@ from pathlib import Path
 from images.digests import hex_of
 from images.layer_limits import LayerLimits
 from images.unpack import unpack_layer
+from runtime import private_dirs
 
 log = logging.getLogger("crispy.images.snapshots")
 
@@ -38,7 +39,10 @@ class SnapshotStore:
         self.dir = root / "snapshots"
 
     def create_dirs(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        # Layers keep the image's modes (setuid binaries, 1777 dirs): only
+        # root may reach them (runtime/private_dirs.py). Temp extractions
+        # live here too.
+        private_dirs.ensure_private(self.dir)
 
     def path(self, chain_id: str) -> Path:
         return self.dir / hex_of(chain_id)

@@ -30,6 +30,7 @@ from typing import Any
 from cri.errors import Internal
 from cri.streaming.backend import ExecIO, InputPipe, OutputSink
 from cri.streaming.remotecommand import TerminalSize
+from runtime import private_dirs
 
 CHUNK = 32 * 1024
 
@@ -133,7 +134,7 @@ async def run(target: ExecTarget, io: ExecIO, work_dir: Path, start_timeout: flo
     """Runs the exec to completion and returns its exit code. `work_dir`
     (per session, removed at the end) holds the process JSON and the
     console socket."""
-    work_dir.mkdir(parents=True, mode=0o700)
+    private_dirs.make_private(work_dir)
     try:
         spec_path = work_dir / "process.json"
         await asyncio.to_thread(spec_path.write_text, json.dumps(target.process))

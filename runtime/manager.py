@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
 from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal, InvalidArgument, NotFound
-from runtime import namespaces, sandbox
+from runtime import namespaces, private_dirs, sandbox
 from runtime.cgroups import ProcessGone
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.oci_runtime import OciRuntime
@@ -98,9 +98,14 @@ class PodManager:
 
     def _prepare_dirs(self) -> None:
         self.store.prepare()
+        # Pod dirs hold each pod's /dev/shm (1777), bundles each container's
+        # mounted root, rootfs/ each writable layer: see runtime/private_dirs.py.
         for d in (self.state_root / "pods", self.state_root / "containers", self.state_root / "exits",
-                  self.state_root / "sock", self.state_root / "oci"):
-            d.mkdir(parents=True, exist_ok=True, mode=0o711)
+                  self.state_root / "sock", self.state_root / "oci", self.state_root / "exec",
+                  self.daemon.data_root / "rootfs"):
+            private_dirs.ensure_private(d)
+        for d in (self.state_root / "pods", self.state_root / "containers", self.daemon.data_root / "rootfs"):
+            private_dirs.tighten_children(d)
 
     async def _recover(self) -> None:
         for rec in list(self.sandboxes.values()):

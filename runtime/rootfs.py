@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from cri.errors import InvalidArgument
-from runtime import kmount
+from runtime import kmount, private_dirs
 
 # overlayfs takes its options from one page.
 _MAX_OPTIONS = 4000
@@ -36,9 +36,21 @@ def mount(layers: list[str], target: str, scratch: Path) -> None:
     """Blocking. `scratch` (on the data root) holds upper/ and work/."""
     if not layers:
         raise InvalidArgument("the image has no layers to make a root filesystem from")
-    os.makedirs(target, mode=0o755, exist_ok=True)
+    os.makedirs(target, mode=0o755, exist_ok=True)  # in the 0700 bundle
     upper, work = scratch / "upper", scratch / "work"
-    upper.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        # What the container writes (setuid binaries too) lives below: no
+        # one but root may pass (runtime/private_dirs.py).
+        private_dirs.make_private(scratch)
+    except FileExistsError:
+        pass
+    try:
+        upper.mkdir(mode=0o755)
+        # overlayfs shows the upper dir's mode as the container's "/", which a
+        # non-root process must be able to search.
+        os.chmod(upper, 0o755)
+    except FileExistsError:
+        pass
     work.mkdir(mode=0o700, exist_ok=True)
     kmount.mount("overlay", target, "overlay", 0, overlay_options(layers, str(upper), str(work)))
 

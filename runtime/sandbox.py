@@ -108,7 +108,7 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
     join: asyncio.Future[None] | None = None
     try:
         # One mkdir on the state root (a tmpfs): not worth a thread hop.
-        pod_dir.mkdir(parents=True, mode=0o711)
+        pod_dir.mkdir(parents=True, mode=0o700)
         undo.push("pod dir", lambda: asyncio.to_thread(shutil.rmtree, pod_dir, True))
         # Host network means the node's hostname too (UTS goes with it).
         ns_req = namespaces.NamespaceRequest(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from runtime import atomicfile
+from runtime import atomicfile, private_dirs
 
 log = logging.getLogger("crispy.store")
 
@@ -121,8 +121,9 @@ class RecordStore:
         self._write_locks: dict[str, asyncio.Lock] = {}
 
     def prepare(self) -> None:
+        # Records hold container configs, environment (secrets) included.
         for d in (self.pods_dir, self.containers_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dirs.ensure_private(d)
 
     def _lock(self, record_id: str) -> asyncio.Lock:
         lk = self._write_locks.get(record_id)
