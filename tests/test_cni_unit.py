@@ -388,7 +388,8 @@ def test_cni_install_command(tmp_path):
     assert r.returncode == 0 and "10.244.7.0/24 (pod CIDR from UpdateRuntimeConfig)" in r.stdout
     (tmp_path / "data" / "runtime-config.json").unlink()
     r = crispy("--cni-conf-dir", str(tmp_path / "net3"), "--cni-default-subnet", "banana", "cni-install")
-    assert r.returncode == 1 and "'banana' is not a valid network" in r.stderr
+    # A malformed subnet is a config error, refused before any command runs (issue #11: exit 2).
+    assert r.returncode == 2 and "cni.default_subnet" in r.stderr and "'banana'" in r.stderr
 
 
 def test_retarget_only_crispys_own_untouched_default(tmp_path):
