@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crispy.pods")
 
+# Seconds from a mount table change to the scan of the pins.
+SCAN_DELAY = 0.02
+
 
 def _nsfs_dev() -> int:
     """The device number every nsfs file carries."""
@@ -198,21 +201,27 @@ class PodHealth:
     def _mounts_changed(self) -> None:
         if self._epoll is not None:
             self._epoll.poll(0)  # the outer poll usually consumed the event already
-        # Mounts come in bursts (a pod pins several namespaces): one scan per
-        # loop turn.
+        # Mounts come in bursts (a pod pins several namespaces, a container
+        # mounts its rootfs): one scan per burst.
         if not self._scan_pending and self._loop is not None:
             self._scan_pending = True
-            self._loop.call_soon(self._scan_pins)
+            self._loop.call_later(SCAN_DELAY, self._scan_pins)
 
     def _scan_pins(self) -> None:
+        """One stat per pin (a few microseconds each); the infra has its own pidfd."""
         self._scan_pending = False
-        for pod_id in list(self._tracked):
-            rec = self._mgr.sandboxes.get(pod_id)
-            if rec is None or rec.state != "ready":
-                continue
-            reason = self.problem(rec)
-            if reason:
-                self._schedule_mark(rec, reason)
+        for pod_id, t in list(self._tracked.items()):
+            for path, ino in t.pins.items():
+                try:
+                    st = os.stat(path)
+                    intact = st.st_dev == self._nsfs and st.st_ino == ino
+                except OSError:
+                    intact = False
+                if not intact:
+                    rec = self._mgr.sandboxes.get(pod_id)
+                    if rec is not None and rec.state == "ready":
+                        self._schedule_mark(rec, f"its pinned namespace {path} is no longer mounted")
+                    break
 
 
 def _log_failure(task: "asyncio.Future[None]") -> None:
