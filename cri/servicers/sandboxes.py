@@ -82,7 +82,7 @@ class SandboxRPCs:
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:
         pods = self.daemon.pods
         rec = pods.sandbox(request.pod_sandbox_id)
-        # Events mark a broken pod within a loop turn; this closes that turn.
+        # Events mark a broken pod a moment later; this covers the moment.
         await pods.health.refresh(rec)
         info = {}
         if request.verbose:
