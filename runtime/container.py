@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cri.errors import FailedPrecondition, Internal, InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import conmon, namespaces, rootfs, sandbox
+from runtime.crashpoints import crashpoint
 from runtime.oci_runtime import OciRuntime
 from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec
 from runtime.store import ContainerRecord, SandboxRecord
@@ -94,8 +95,10 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
     if not config.image.image:
         raise InvalidArgument("ContainerConfig.image.image is empty; name the image to run")
     pod = mgr.sandbox(req.pod_sandbox_id)
+    await mgr.health.refresh(pod)
     if not sandbox.is_ready(pod):
-        raise FailedPrecondition(f"pod sandbox {pod.id[:13]} is not ready; containers can only be created in a ready pod")
+        raise FailedPrecondition(f"pod sandbox {pod.id[:13]} is not ready; containers can only be created in a "
+                                 f"ready pod (stop and remove it, then run a new sandbox)")
     image = await mgr.daemon.images.get(config.image.image)
     layers = mgr.daemon.images.layer_dirs(image)
     target_pid_ns = None
@@ -143,6 +146,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         bundle.mkdir(parents=True, mode=0o700)
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         pending = await conmon.spawn(argv, str(bundle))
+        crashpoint("ctr.create.after_conmon_spawn")
         # conmon belongs in the pod's cgroup. Moving a process between
         # cgroups waits for an RCU grace period (the kernel's cgroup
         # threadgroup lock; ~10 ms here) unless another move happened just
@@ -173,9 +177,11 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
                 # release reports.
                 nonlocal saving
                 ctr.conmon_pid, ctr.conmon_start_time = pid, start_time
+                crashpoint("ctr.create.before_record_save")
                 # Not cancelled half-way: an undo deletes the record after it.
                 saving = asyncio.ensure_future(mgr.store.save(ctr))
                 await asyncio.gather(mgr.join_pod_cgroup(pod, pid, "conmon", gone_ok=True), asyncio.shield(saving))
+                crashpoint("ctr.create.after_record_save")
             created = await conmon.release(pending, str(bundle / "conmon.pid"), on_monitor=monitor_up)
         finally:
             await asyncio.wait([early_join])  # never raises
@@ -183,6 +189,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
             raise Internal(f"container {container_id[:13]} was created but not recorded")
         await saving
         ctr.pid = created.pid
+        crashpoint("ctr.create.after_runtime_create")
     except BaseException:
         async def undo() -> None:
             if pending is not None:
@@ -252,11 +259,15 @@ async def start(mgr: "PodManager", ctr: ContainerRecord) -> None:
     if ctr.state != "created":
         raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}, not created; only a created container can be started")
     pod = mgr.sandboxes.get(ctr.sandbox_id)
+    if pod is not None:
+        await mgr.health.refresh(pod)
     if pod is None or not sandbox.is_ready(pod):
-        raise FailedPrecondition(f"pod sandbox of container {ctr.id[:13]} is not ready")
+        raise FailedPrecondition(f"pod sandbox of container {ctr.id[:13]} is not ready (stop and remove it, "
+                                 f"then run a new sandbox)")
     # Taken before the process is let go: it may have exited (and its exit
     # been recorded) by the time `start` returns.
     started = time.time_ns()
+    crashpoint("ctr.start.before_runtime_start")
     try:
         await runtime_of(mgr, ctr).start(ctr.id)
     except Internal as e:
@@ -268,75 +279,180 @@ async def start(mgr: "PodManager", ctr: ContainerRecord) -> None:
             ctr.state, ctr.exit_code, ctr.finished_at = "exited", 128, time.time_ns()
         await mgr.store.save(ctr)
         raise
+    crashpoint("ctr.start.after_runtime_start")
     ctr.started_at = started
     if ctr.state == "created":
         ctr.state = "running"
     elif ctr.finished_at < started:
         ctr.finished_at = started
     await mgr.store.save(ctr)
+    crashpoint("ctr.start.after_record_save")
 
 
 def watch(mgr: "PodManager", ctr: ContainerRecord) -> None:
-    """Starts the exit watcher for a container whose conmon runs."""
-    if ctr.id in mgr.watchers:
+    """Starts the exit watcher of a container not yet known to have exited.
+    Idempotent; with conmon already gone, the watcher deals with the lost
+    monitor at once."""
+    if ctr.id in mgr.watchers or ctr.state == "exited":
         return
     mgr.exit_events.setdefault(ctr.id, asyncio.Event())
-    mgr.watchers[ctr.id] = asyncio.create_task(_watch(mgr, ctr), name=f"watch-{ctr.id[:12]}")
+    task = asyncio.create_task(_watch(mgr, ctr), name=f"watch-{ctr.id[:12]}")
+    mgr.watchers[ctr.id] = task
+
+    def _done(t: "asyncio.Task[None]") -> None:
+        if mgr.watchers.get(ctr.id) is t:
+            del mgr.watchers[ctr.id]
+        if not t.cancelled() and t.exception() is not None:
+            log.error("container exit watcher failed", extra={"fields": {"id": ctr.id, "error": str(t.exception())}})
+    task.add_done_callback(_done)
 
 
 async def _watch(mgr: "PodManager", ctr: ContainerRecord) -> None:
     try:
-        fd = os.pidfd_open(ctr.conmon_pid)
+        fd = os.pidfd_open(ctr.conmon_pid) if ctr.conmon_pid else -1
     except (ProcessLookupError, OSError):
         fd = -1
     try:
         # Checked after opening the pidfd: a pid reused since then would not
         # be the process the pidfd refers to.
         if fd >= 0 and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time:
-            loop = asyncio.get_running_loop()
-            gone = loop.create_future()
-            loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
-            try:
-                await gone
-            finally:
-                loop.remove_reader(fd)
+            await _readable(fd)
     finally:
         if fd >= 0:
             os.close(fd)
     await record_exit(mgr, ctr)
 
 
+async def _readable(fd: int, timeout: float | None = None) -> bool:
+    """Waits for a pidfd to turn readable (its process exited); False on timeout."""
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    try:
+        async with asyncio.timeout(timeout):
+            await gone
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
 async def record_exit(mgr: "PodManager", ctr: ContainerRecord) -> None:
     """conmon is gone: fill in how the container ended."""
-    mgr.watchers.pop(ctr.id, None)
     if ctr.state == "exited":
         mgr.exit_event(ctr.id).set()
         return
     code, finished = await asyncio.to_thread(_read_exit, exit_file(ctr))
-    if code is None:
-        state = None
-        try:
-            state = await runtime_of(mgr, ctr).state(ctr.id)
-        except Internal:
-            pass
-        if state and state.get("status") in ("running", "created", "paused"):
-            log.error("conmon is gone but the container still runs; it is no longer supervised",
-                      extra={"fields": {"id": ctr.id}})
-            return
-        code, finished = 255, time.time_ns()
-        ctr.message = "conmon exited without recording the container's exit status"
+    lost = code is None
+    never_started = False
+    if lost:
+        code, finished, ctr.message, status = await _monitor_lost(mgr, ctr)
+        never_started = ctr.state == "created" and status == "created"
+        # conmon may have written the exit file just before it died, after
+        # the first look.
+        late, late_finished = await asyncio.to_thread(_read_exit, exit_file(ctr))
+        if late is not None:
+            lost, code, finished, ctr.message = False, late, late_finished, ""
     oom = await asyncio.to_thread(_oom_killed, mgr, ctr)
     # The exit file's mtime comes from the kernel's coarse clock, which can
     # trail the start time taken just before.
     if ctr.started_at and finished < ctr.started_at:
         finished = ctr.started_at
     ctr.state, ctr.exit_code, ctr.finished_at = "exited", code, finished
-    if ctr.reason != "StartError":
+    if lost:
+        ctr.reason = MONITOR_LOST
+    elif ctr.reason != "StartError":
         ctr.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
     if ctr.id in mgr.containers:
         await mgr.store.save(ctr)
+        if never_started:
+            # Most likely a create that crispy's crash cut short (conmon dies
+            # when it cannot report the pid): a retried CreateContainer must
+            # make a fresh container, not get this dead one back.
+            mgr.release_name(("ctr", ctr.sandbox_id, ctr.name, ctr.attempt), ctr.id)
     mgr.exit_event(ctr.id).set()
     log.info("container exited", extra={"fields": {"id": ctr.id, "exit_code": code, "reason": ctr.reason}})
+
+
+# Reason of a container whose conmon died before it: its output and exit
+# status could no longer be collected, so crispy killed it.
+MONITOR_LOST = "MonitorLost"
+_KILLED_CODE = 128 + int(signal.SIGKILL)
+
+
+async def _monitor_lost(mgr: "PodManager", ctr: ContainerRecord) -> tuple[int, int, str, str]:
+    """conmon died without recording an exit (OOM killer, an operator, or
+    its sync pipe broken by a crispy crash during the create).
+
+    conmon cannot adopt a process that already runs, and nothing else holds
+    the container's stdio or would collect its exit status, so the
+    container is killed and reported exited, as containerd does when a
+    shim dies (SIGKILL, exit 137); kubelet then restarts it by its restart
+    policy, under a new monitor. The wait is on the container's own init
+    (a pidfd, else the runtime's state), never on conmon.
+
+    Returns exit code, time, message and the runtime's status when found."""
+    runtime = runtime_of(mgr, ctr)
+    pid = ctr.pid or await asyncio.to_thread(_read_container_pid, ctr)
+    fd = -1
+    if pid:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            fd = -1
+    try:
+        try:
+            state = await runtime.state(ctr.id)
+        except Internal:
+            state = None
+        status = state.get("status") if state else None
+        if status not in ("running", "created", "paused"):
+            return (255, time.time_ns(),
+                    "conmon, the container's monitor, exited without recording the container's exit status",
+                    status or "")
+        # The runtime checks the init's start time: the same pid, alive
+        # after the pidfd was opened, means the pidfd is the container's.
+        if fd >= 0 and int(state.get("pid") or 0) != pid:
+            os.close(fd)
+            fd = -1
+        log.error("conmon is gone but the container still runs; killing it", extra={"fields": {
+            "id": ctr.id, "status": status}})
+        try:
+            await runtime.kill(ctr.id, int(signal.SIGKILL), all_processes=True)
+        except Internal as e:
+            log.error("killing a container whose monitor is gone failed",
+                      extra={"fields": {"id": ctr.id, "error": e.message}})
+        if fd >= 0:
+            dead = await _readable(fd, KILL_WAIT)
+        else:
+            dead = await _wait_stopped(runtime, ctr.id, KILL_WAIT)
+        if not dead:
+            log.error("container whose monitor is gone did not die after SIGKILL", extra={"fields": {"id": ctr.id}})
+        return (_KILLED_CODE, time.time_ns(),
+                "conmon, the container's monitor, exited while the container ran; crispy killed the container "
+                "because its output and exit status could no longer be collected", status)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+async def _wait_stopped(runtime: OciRuntime, container_id: str, timeout: float) -> bool:
+    """Polls the runtime's state (no pid to wait on): True once not running."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.005
+    while True:
+        try:
+            state = await runtime.state(container_id)
+        except Internal:
+            state = None
+        if state is None or state.get("status") not in ("running", "created", "paused"):
+            return True
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _read_container_pid(ctr: ContainerRecord) -> int:
@@ -406,6 +522,10 @@ async def stop(mgr: "PodManager", ctr: ContainerRecord, timeout: float, skip_fut
     down), a signal the container's init would never see is not waited on."""
     if ctr.state not in ("created", "running"):
         return
+    # The exit is recorded by the watcher: from conmon's exit file, or, with
+    # conmon gone, after it has killed the container and waited on the
+    # container's own init. Started here if it somehow is not running.
+    watch(mgr, ctr)
     runtime = runtime_of(mgr, ctr)
     signum = signal_number(ctr.stop_signal)
     if skip_futile and ctr.pid and signal_is_futile(ctr.pid, signum):
@@ -432,18 +552,43 @@ async def remove(mgr: "PodManager", ctr: ContainerRecord) -> None:
 
 # ---- recovery ---------------------------------------------------------------------
 
-async def recover(mgr: "PodManager", ctr: ContainerRecord) -> None:
+async def recover(mgr: "PodManager", ctr: ContainerRecord) -> bool:
+    """False if the container was discarded: the caller forgets it."""
     if ctr.state == "exited":
-        return
+        return True
+    if not ctr.pid:
+        # Recorded during the create, before the runtime wrote its pid file.
+        ctr.pid = await asyncio.to_thread(_read_container_pid, ctr)
     if ctr.conmon_pid and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time:
-        if not ctr.pid:
-            # Recorded during the create, before the runtime wrote its pid file.
-            ctr.pid = await asyncio.to_thread(_read_container_pid, ctr)
         if ctr.state == "created":
             await _catch_up_start(mgr, ctr)
         watch(mgr, ctr)
-    else:
-        await record_exit(mgr, ctr)
+        return True
+    if ctr.state == "created" and not await _exit_recorded(ctr) and not await _runtime_started(mgr, ctr):
+        # Created, never started, and nothing supervises it: a create that
+        # crispy's crash cut short (conmon exits when it cannot report the
+        # container's pid). kubelet never got its id or retries the create;
+        # the retry must make a fresh, supervised container.
+        log.warning("discarding a created container whose monitor is gone", extra={"fields": {"id": ctr.id}})
+        await _discard(mgr, ctr)
+        await mgr.store.delete(ctr)
+        mgr.exit_events.pop(ctr.id, None)
+        return False
+    await record_exit(mgr, ctr)
+    return True
+
+
+async def _exit_recorded(ctr: ContainerRecord) -> bool:
+    code, _ = await asyncio.to_thread(_read_exit, exit_file(ctr))
+    return code is not None
+
+
+async def _runtime_started(mgr: "PodManager", ctr: ContainerRecord) -> bool:
+    try:
+        state = await runtime_of(mgr, ctr).state(ctr.id)
+    except Internal:
+        return False
+    return state is not None and state.get("status") in ("running", "paused")
 
 
 async def _catch_up_start(mgr: "PodManager", ctr: ContainerRecord) -> None:

@@ -71,6 +71,8 @@ class PodManager:
         # Last CPU reading per container, for ContainerStats' CPU rate.
         self.cpu_samples: dict[str, Any] = {}
         self.runtime_binaries = SealedBinaries()
+        from runtime.pod_health import PodHealth
+        self.health = PodHealth(self)
 
     # ---- start-up --------------------------------------------------------
 
@@ -94,6 +96,9 @@ class PodManager:
         await self._recover()
         from runtime import sandbox_orphans
         await sandbox_orphans.sweep(self)
+        self.health.open()
+        for rec in self.sandboxes.values():
+            self.health.track(rec)
         log.info("pods loaded", extra={"fields": {"pods": len(self.sandboxes), "containers": len(self.containers)}})
 
     def _prepare_dirs(self) -> None:
@@ -109,15 +114,16 @@ class PodManager:
 
     async def _recover(self) -> None:
         for rec in list(self.sandboxes.values()):
-            if rec.state == "ready" and rec.pid_mode == "pod" and not namespaces.infra_alive(sandbox.pinned_of(rec)):
-                # The pod's init died while we were away (or the node
-                # rebooted): its PID namespace cannot take new members.
-                log.warning("pod infra process is gone; marking the pod not ready", extra={"fields": {"id": rec.id}})
-                rec.state = "notready"
-                await self.store.save(rec)
+            # The pod's init died while we were away (or the node rebooted):
+            # its PID namespace cannot take new members; or a pin is gone.
+            await self.health.refresh(rec)
+        from runtime import container
         for ctr in list(self.containers.values()):
-            from runtime import container
-            await container.recover(self, ctr)
+            if not await container.recover(self, ctr):
+                # A created container whose monitor is gone: discarded, so
+                # that kubelet's retried CreateContainer makes a fresh one.
+                del self.containers[ctr.id]
+                self.release_name(("ctr", ctr.sandbox_id, ctr.name, ctr.attempt), ctr.id)
 
     # ---- names, locks, lookup ------------------------------------------
 
@@ -191,6 +197,7 @@ class PodManager:
         return OciRuntime.under(path, self.state_root, self.runtime_binaries.exe(path))
 
     def close(self) -> None:
+        self.health.close()
         self.runtime_binaries.close()
 
     def runtime_for_handler(self, handler: str) -> str:
@@ -274,6 +281,7 @@ class PodManager:
         async def work() -> str:
             rec = await sandbox.run(self, req, digest)
             self.sandboxes[rec.id] = rec
+            self.health.track(rec)
             return rec.id
         return await self.reserved(key, digest, f"pod sandbox name {md.name}_{md.namespace}_{md.uid}_{md.attempt}", work)
 
@@ -286,6 +294,7 @@ class PodManager:
         async def locked() -> None:
             async with self.lock(rec.id):
                 if rec.id in self.sandboxes:
+                    self.health.untrack(rec.id)
                     await sandbox.stop(self, rec)
         await _uncancellable(locked())
 
@@ -299,6 +308,7 @@ class PodManager:
             async with self.lock(rec.id):
                 if rec.id not in self.sandboxes:
                     return
+                self.health.untrack(rec.id)
                 await sandbox.remove(self, rec)
                 del self.sandboxes[rec.id]
                 self.cpu_samples.pop("pod:" + rec.id, None)

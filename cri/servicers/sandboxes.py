@@ -82,6 +82,8 @@ class SandboxRPCs:
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:
         pods = self.daemon.pods
         rec = pods.sandbox(request.pod_sandbox_id)
+        # Events mark a broken pod a moment later; this covers the moment.
+        await pods.health.refresh(rec)
         info = {}
         if request.verbose:
             info = {"info": json.dumps(sandbox.verbose_info(pods, rec), sort_keys=True)}
