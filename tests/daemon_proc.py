@@ -14,8 +14,12 @@ from cri.client import CRIClient
 
 
 class DaemonProcess:
-    def __init__(self, base: Path, extra_args: list[str] | None = None, config_text: str | None = None) -> None:
+    def __init__(self, base: Path, extra_args: list[str] | None = None, config_text: str | None = None,
+                 env: dict[str, str | None] | None = None) -> None:
         self.base = base
+        # Added to (or, with None values, removed from) the test's environment
+        # for every start; tests may change it between restarts.
+        self.env: dict[str, str | None] = dict(env or {})
         self.socket = str(base / "run" / "crispy.sock")
         self.data_root = str(base / "data")
         self.state_root = str(base / "run" / "state")
@@ -33,11 +37,18 @@ class DaemonProcess:
 
     def start(self, wait: bool = True) -> "DaemonProcess":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+        env = dict(os.environ)
+        for k, v in self.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         if wait:
             deadline = time.monotonic() + 30
             while not os.path.exists(self.socket):
                 if self.proc.poll() is not None:
+                    self._log.close()
                     raise RuntimeError(f"crispy exited {self.proc.returncode}:\n{self.log()}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"crispy did not create its socket:\n{self.log()}")
