@@ -24,6 +24,7 @@ from images.platform import select_manifest
 from images.registry.auth import Credentials, credentials_from, pull_scope
 from images.registry.client import RegistryClient, Target
 from images.registry.hosts import configured_credentials, endpoints_for
+from runtime.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from images.manager import AuthConfigLike, ImageManager
@@ -182,6 +183,7 @@ class Puller:
             if self.images.snapshots.has(chains[i]):
                 return  # already unpacked for another image: nothing to download
             await self._blob(blob_order, repo, d.digest, d.size, progress)
+            crashpoint("pull.after_layer_download")
             await self.images.unpack_layer(chains[i], d.digest, parsed.diff_ids[i])
 
         tasks = [asyncio.ensure_future(layer(i)) for i in range(len(man.layers))]
