@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,9 @@ class DaemonProcess:
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         if wait:
             deadline = time.monotonic() + 30
-            while not os.path.exists(self.socket):
+            # After a kill the old socket file is still there: wait for a
+            # daemon that answers on it, not for the file.
+            while not self._answers():
                 if self.proc.poll() is not None:
                     self._log.close()
                     raise RuntimeError(f"crispy exited {self.proc.returncode}:\n{self.log()}")
@@ -54,6 +57,16 @@ class DaemonProcess:
                     raise RuntimeError(f"crispy did not create its socket:\n{self.log()}")
                 time.sleep(0.05)
         return self
+
+    def _answers(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def client(self) -> CRIClient:
         c = CRIClient(self.socket, timeout=60)
