@@ -180,11 +180,19 @@ class CrashRig:
         for tool in ("iptables", "ip6tables"):
             for table in ("nat", "filter"):
                 save = subprocess.run([f"{tool}-save", "-t", table], capture_output=True, text=True).stdout
+                doomed = set(chains)
+                for line in save.splitlines():
+                    if line.startswith("-A ") and (net.name in line or prefix in line):
+                        words = line.split()
+                        # The per-pod chains the rule jumps to go too.
+                        if "-j" in words and words[words.index("-j") + 1].startswith("CNI-"):
+                            doomed.add(words[words.index("-j") + 1])
+                doomed -= set(SHARED_CHAINS)
                 for line in save.splitlines():
                     if line.startswith("-A ") and (net.name in line or prefix in line
-                                                   or any(c in line.split() for c in chains)):
+                                                   or any(c in line.split() for c in doomed)):
                         subprocess.run([tool, "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True)
-                for c in chains:
+                for c in doomed:
                     subprocess.run([tool, "-t", table, "-F", c], capture_output=True)
                     subprocess.run([tool, "-t", table, "-X", c], capture_output=True)
         for lease in net.leases():
