@@ -118,6 +118,11 @@ class CrashRig:
         try:
             self.stop()
         finally:
+            # A test that failed half-way must not leave NAT rules or
+            # addresses on the node.
+            left = self.leaks()
+            if left["iptables"] or left["ipam"] or left["bridge_ports"]:
+                self._clean_network()
             for z in self._zombies:
                 if z.returncode is None:
                     z.wait()
