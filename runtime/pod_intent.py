@@ -16,7 +16,9 @@ record exists it is no longer read.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,18 @@ def path_of(pod_dir: Path) -> Path:
 
 
 def write(pod_dir: Path, intent: PodIntent) -> None:
-    """Blocking; small and on the state root (a tmpfs), so cheap."""
-    atomicfile.write_json(path_of(pod_dir), dataclasses.asdict(intent))
+    """Blocking, but small. Written to a temp name and renamed, so a crash
+    mid-write leaves the previous intent, never a torn one. Not fsynced
+    (about 1 ms a write on a disk): the state root is meant to be a tmpfs,
+    whose content a crash of crispy keeps and a reboot loses anyway."""
+    path = path_of(pod_dir)
+    tmp = path.with_name(f".{FILE_NAME}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(dataclasses.asdict(intent)).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def with_network(intent: PodIntent, req: PodNetworkRequest, state: dict[str, Any]) -> PodIntent:
