@@ -155,3 +155,25 @@ def test_kill_during_pull(net, registry, step):
         rig.assert_no_leaks()
     finally:
         rig.close()
+
+
+def test_dangling_conmon_socket_links_are_swept(net):
+    """conmon links <state_root>/sock/<id> to the container's bundle; a
+    container crispy has no record of leaves a dangling link behind."""
+    rig = CrashRig(net)
+    try:
+        rig.stop()
+        sock_dir = os.path.join(rig.daemon.state_root, "sock")
+        link = os.path.join(sock_dir, "d" * 64)
+        os.symlink(os.path.join(rig.daemon.state_root, "containers", "d" * 64), link)
+        other = os.path.join(sock_dir, "not-an-id")  # not crispy's: left alone
+        os.symlink("/nonexistent", other)
+        rig.daemon.start()
+        with rig.client() as c:
+            c.version()
+        assert not os.path.lexists(link) and os.path.lexists(other)
+        os.unlink(other)
+        rig.stop()
+        rig.assert_no_leaks()
+    finally:
+        rig.close()
