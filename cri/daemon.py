@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import grpc
 
 from cri import rpc
 from cri.config import Config
-from cri.errors import FailedPrecondition, InvalidArgument
+from cri.errors import InvalidArgument
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
@@ -30,12 +31,20 @@ from cri.streaming.server import ServerOptions, StreamingServer
 from images.manager import ImageManager
 from runtime import atomicfile, host, private_dirs
 from runtime.manager import PodManager
-from runtime.cni import CniNetwork
+from runtime.cni import CniNetwork, invoke
 from runtime.network import PodNetwork
 
 log = logging.getLogger("crispy.daemon")
 
 LOCK_NAME = "crispy.lock"
+
+# Seconds that work still running after the shutdown grace (cancelled RPC
+# work, its undo steps, threads) gets to stop before the daemon ends it as a
+# crash would: what it left half done is recorded for the next start's sweep.
+SHUTDOWN_WIND_DOWN_S = 3.0
+# Past the grace and the wind-down, a watchdog ends the process whatever
+# the event loop is stuck in.
+SHUTDOWN_WATCHDOG_SLACK_S = 5.0
 
 
 class StartupError(Exception):
@@ -136,10 +145,21 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         await self._stopping.wait()
-        log.info("shutting down; containers keep running", extra={"fields": {"grace_s": self.config.shutdown_grace}})
-        await self.stop()
+        grace = max(0.0, float(self.config.shutdown_grace))
+        log.info("shutting down; containers keep running", extra={"fields": {"grace_s": grace}})
+        watchdog = threading.Timer(grace + SHUTDOWN_WIND_DOWN_S + SHUTDOWN_WATCHDOG_SLACK_S, _exit_now,
+                                   args=("the shutdown itself is stuck",))
+        watchdog.daemon = True
+        watchdog.start()
+        if not await self.stop():
+            _exit_now("work did not stop within the shutdown grace and wind-down")
+        watchdog.cancel()
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Stops serving, then ends the daemon's own work; the root locks are
+        released last, and only once that work has stopped (another crispy
+        must never start on the roots beside it). False if some work would
+        not stop: the caller then ends the process, which releases them."""
         if self._server is not None:
             # Stops accepting at once; in-flight calls get the grace period.
             await self._server.stop(self.config.shutdown_grace)
@@ -148,11 +168,15 @@ class Daemon:
             await self.streaming.stop()
             self.streaming = None
         Path(self.config.socket).unlink(missing_ok=True)
+        stopped = await _wind_down(SHUTDOWN_WIND_DOWN_S)
         if getattr(self, "pods", None) is not None:
             self.pods.close()
+        if not stopped:
+            return False
         for fd in self._lock_fds:
             os.close(fd)
         self._lock_fds.clear()
+        return True
 
     async def _open_parts(self) -> None:
         """Loads the stores and recovers pods, containers and networks, before
@@ -232,3 +256,43 @@ class Daemon:
     def check_usable(self) -> None:
         if self.config.runtime.cgroup_driver == "systemd" and not Path("/run/systemd/system").is_dir():
             raise StartupError("runtime.cgroup_driver is 'systemd' but systemd is not running on this host; use 'cgroupfs'")
+
+
+async def _wind_down(budget: float) -> bool:
+    """Cancels every other task (RPC work the grace did not cover, watchers)
+    and waits for them and for the thread pool's jobs, `budget` seconds in
+    all. True when everything stopped."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=budget)
+        if pending:
+            log.warning("work still running after the shutdown grace",
+                        extra={"fields": {"tasks": len(pending), "plugins": invoke.running()}})
+            return False
+    try:
+        # A cancelled task's thread (an unpack, a mount) runs on to its end.
+        await asyncio.wait_for(loop.shutdown_default_executor(), max(0.0, deadline - loop.time()))
+    except TimeoutError:
+        log.warning("threads still busy after the shutdown grace")
+        return False
+    return True
+
+
+def _exit_now(why: str) -> None:
+    """Ends the process as a crash would, minus what would outlive it: the
+    CNI plugins it started. Releasing the root locks is left to the kernel,
+    at the very end. From any thread."""
+    killed = invoke.kill_running()
+    log.error("exiting without finishing in-flight work; the next start cleans up after it",
+              extra={"fields": {"why": why, "plugins_killed": killed}})
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    os._exit(0)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from images import owner
 from images.digests import ContentMismatch, hex_of
 from runtime import private_dirs
 
@@ -177,7 +178,7 @@ class ContentStore:
         `docker save` archive); returns (digest, size). The caller verifies
         the content by other means (the config's diff IDs)."""
         self.ingest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.ingest_dir / f"import-{os.getpid()}-{os.urandom(6).hex()}.tmp"
+        tmp = self.ingest_dir / f"import-{owner.current()}-{os.urandom(6).hex()}.tmp"
         h = hashlib.sha256()
         size = 0
         try:

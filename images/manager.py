@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Protocol
 
 from cri.errors import FailedPrecondition, InvalidArgument, NotFound
-from images import reference
+from images import owner, reference
 from images.archive_import import ArchiveReader, ImportedImage
 from images.content_store import ContentStore
 from images.digests import ContentMismatch, chain_ids
@@ -32,8 +32,9 @@ from images.image_store import ImageRecord, ImageStore
 from images.layer_limits import LayerLimits
 from images.manifest import parse_config
 from images.platform import Platform, host_platform
-from images.snapshots import SnapshotStore, disk_usage, pid_alive
+from images.snapshots import SnapshotStore, disk_usage
 from runtime import private_dirs
+from runtime.crashpoints import crashpoint
 
 log = logging.getLogger("crispy.images")
 
@@ -110,13 +111,10 @@ class ImageManager:
         self.store.refresh(force=True)
         cleaned = self.snapshots.clean_abandoned() + self.content.clean_stale_partials()
         for name in os.listdir(self.content.ingest_dir):
-            # Imports of digest-less layers write import-<pid>-*.tmp.
+            # Imports of digest-less layers write import-<owner>-*.tmp.
             if name.startswith("import-"):
-                try:
-                    pid = int(name.split("-")[1])
-                except (IndexError, ValueError):
-                    pid = -1
-                if pid != os.getpid() and not pid_alive(pid):
+                parts = name.split("-")
+                if len(parts) < 3 or not owner.alive(parts[1]):
                     (self.content.ingest_dir / name).unlink(missing_ok=True)
                     cleaned += 1
         if cleaned:
@@ -292,6 +290,8 @@ class ImageManager:
             os=str(cfg.raw.get("os", "")), architecture=str(cfg.raw.get("architecture", "")),
             variant=str(cfg.raw.get("variant", "")), created=str(cfg.raw.get("created", "")),
         )
+
+        crashpoint("pull.before_record")
 
         def store() -> ImageRecord:
             with self.store.locked():

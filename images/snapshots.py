@@ -1,7 +1,8 @@
 """Unpacked layers, one directory per chain ID under `<images>/snapshots/<hex>`,
 each usable as an overlayfs lower dir.
 
-A layer is extracted into `.tmp-<hex>-<pid>-<rand>` and renamed into place
+A layer is extracted into `.tmp-<hex>-<owner>-<rand>` (images/owner.py) and
+renamed into place
 when complete, so a snapshot directory that exists is always whole. Another
 process extracting the same layer at the same time loses the rename race
 harmlessly. Blocking; run in threads."""
@@ -14,24 +15,16 @@ import os
 import shutil
 from pathlib import Path
 
+from images import owner
 from images.digests import hex_of
 from images.layer_limits import LayerLimits
 from images.unpack import unpack_layer
 from runtime import private_dirs
+from runtime.crashpoints import crashpoint
 
 log = logging.getLogger("crispy.images.snapshots")
 
 TMP_PREFIX = ".tmp-"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SnapshotStore:
@@ -55,8 +48,9 @@ class SnapshotStore:
         final = self.path(chain_id)
         if final.is_dir():
             return final
-        tmp = self.dir / f"{TMP_PREFIX}{hex_of(chain_id)}-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = self.dir / f"{TMP_PREFIX}{hex_of(chain_id)}-{owner.current()}-{os.urandom(4).hex()}"
         unpack_layer(blob, tmp, diff_id, name=name, limits=limits)
+        crashpoint("pull.after_unpack_tmp")
         try:
             os.rename(tmp, final)
         except OSError as e:
@@ -77,7 +71,7 @@ class SnapshotStore:
             return
         # Rename first so a crash mid-delete never leaves a partial snapshot
         # under its real name.
-        doomed = self.dir / f"{TMP_PREFIX}gc-{p.name}-{os.getpid()}-{os.urandom(4).hex()}"
+        doomed = self.dir / f"{TMP_PREFIX}gc-{p.name}-{owner.current()}-{os.urandom(4).hex()}"
         os.rename(p, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
@@ -91,13 +85,8 @@ class SnapshotStore:
         for name in names:
             if not name.startswith(TMP_PREFIX):
                 continue
-            try:
-                pid = int(name.rsplit("-", 2)[-2])
-            except (ValueError, IndexError):
-                pid = -1
-            if pid > 0 and pid != os.getpid() and pid_alive(pid):
-                continue
-            if pid == os.getpid():
+            parts = name.rsplit("-", 2)
+            if len(parts) == 3 and owner.alive(parts[1]):
                 continue
             shutil.rmtree(self.dir / name, ignore_errors=True)
             removed += 1

@@ -232,13 +232,27 @@ class PodManager:
         made here and removed with the pod. The infra process joins it once
         both exist (sandbox._join_infra): it belongs to the pod, not to
         crispy (whose service cgroup a service manager may kill whole)."""
-        driver = self.daemon.config.runtime.cgroup_driver
-        if requested_parent or driver != "cgroupfs" or self.cgroups is None:
+        path = self.pod_cgroup_path(rec.id, requested_parent)
+        if not path:
             rec.cgroup_parent = requested_parent
         else:
-            path = "/" + "/".join(p for p in (*self.default_cgroup_parent.split("/"), f"pod-{rec.id}") if p)
             await asyncio.to_thread(self.cgroups.create, path)
             rec.cgroup_parent = rec.cgroup_path = path
+
+    def pod_cgroup_path(self, sandbox_id: str, requested_parent: str) -> str:
+        """The cgroup crispy makes (and removes) for a pod; "" when it makes none."""
+        if requested_parent or self.daemon.config.runtime.cgroup_driver != "cgroupfs" or self.cgroups is None:
+            return ""
+        return "/" + "/".join(p for p in (*self.default_cgroup_parent.split("/"), f"pod-{sandbox_id}") if p)
+
+    async def remove_cgroup_path(self, path: str) -> None:
+        """Removes a pod cgroup crispy made, in every hierarchy mounted now."""
+        if path and self.cgroups is not None:
+            # A fresh look at the hierarchies: one mounted since crispy
+            # started (a v1 hugetlb, say) holds the pod's cgroup too, made
+            # there by the OCI runtime for the pod's containers.
+            cgroups = await asyncio.to_thread(_open_cgroups, self.daemon)
+            await asyncio.to_thread(cgroups.remove, path)
 
     async def join_pod_cgroup(self, rec: SandboxRecord, pid: int, what: str, gone_ok: bool = False) -> None:
         """Best effort: a process left in crispy's cgroup still works.
@@ -262,12 +276,7 @@ class PodManager:
                 "pod": rec.id, "process": what, "pid": pid, "error": getattr(e, "message", str(e))}})
 
     async def cgroups_remove_pod(self, rec: SandboxRecord) -> None:
-        if rec.cgroup_path and self.cgroups is not None:
-            # A fresh look at the hierarchies: one mounted since crispy
-            # started (a v1 hugetlb, say) holds the pod's cgroup too, made
-            # there by the OCI runtime for the pod's containers.
-            cgroups = await asyncio.to_thread(_open_cgroups, self.daemon)
-            await asyncio.to_thread(cgroups.remove, rec.cgroup_path)
+        await self.remove_cgroup_path(rec.cgroup_path)
 
     # ---- pods -------------------------------------------------------------
 

@@ -9,7 +9,7 @@ new pod network namespace comes with it up (runtime/namespaces.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 
 @dataclass
@@ -48,7 +48,10 @@ class Readiness:
 
 
 class PodNetwork(Protocol):
-    async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus: ...
+    # `before_add`, if given, is awaited with the teardown state before
+    # anything is set up (the caller persists it for crash recovery).
+    async def setup(self, req: PodNetworkRequest,
+                    before_add: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> PodNetworkStatus: ...
 
     # Idempotent; must work when the namespace is already gone.
     async def teardown(self, req: PodNetworkRequest, status: PodNetworkStatus) -> None: ...

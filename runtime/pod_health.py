@@ -196,7 +196,7 @@ class PodHealth:
         if rec is None:
             self.untrack(pod_id)
             return
-        self._schedule_mark(rec, f"its infra process (init of the pod's PID namespace) exited")
+        self._schedule_mark(rec, "its infra process (init of the pod's PID namespace) exited")
 
     def _mounts_changed(self) -> None:
         if self._epoll is not None:

@@ -2,7 +2,10 @@
 containers share, from RunPodSandbox to RemovePodSandbox.
 
 Every step of `run` registers its undo; a failure anywhere unwinds what was
-done, so a failed RunPodSandbox leaves nothing behind.
+done, so a failed RunPodSandbox leaves nothing behind. What a step's undo
+needs is persisted before the step (runtime/pod_intent.py), so a crash
+anywhere is undone by the next start's sweep. The `crashpoint`s name the
+windows between steps for the crash tests (runtime/crashpoints.py).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from google.protobuf import json_format
 
 from cri.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
-from runtime import kmount, namespaces, pod_files
+from runtime import kmount, namespaces, pod_files, pod_intent
 from runtime.cni import host_network_status
+from runtime.crashpoints import crashpoint
 from runtime.network import PodNetworkRequest, PodNetworkStatus, PortMapping
 from runtime.store import SandboxRecord
 
@@ -110,6 +114,12 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
         # One mkdir on the state root (a tmpfs): not worth a thread hop.
         pod_dir.mkdir(parents=True, mode=0o700)
         undo.push("pod dir", lambda: asyncio.to_thread(shutil.rmtree, pod_dir, True))
+        crashpoint("pod.after_dir")
+        # Before the cgroup exists: the sweep must know to remove it. A tiny
+        # file on the tmpfs, written inline like the mkdir.
+        intent = pod_intent.PodIntent(cgroup_path=mgr.pod_cgroup_path(sandbox_id, config.linux.cgroup_parent))
+        pod_intent.write(pod_dir, intent)
+        crashpoint("pod.after_intent")
         # Host network means the node's hostname too (UTS goes with it).
         ns_req = namespaces.NamespaceRequest(
             net=not rec.host_network, ipc=not rec.host_ipc, uts=not rec.host_network,
@@ -152,8 +162,15 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
             if isinstance(result, BaseException):
                 raise result
         assert isinstance(files_made, pod_files.PodFiles)
+        crashpoint("pod.after_namespaces")
         if not rec.host_network:
-            status = await mgr.daemon.network.setup(network_request(rec, config))
+            net_req = network_request(rec, config)
+
+            async def persist_network(state: dict[str, Any]) -> None:
+                pod_intent.write(pod_dir, pod_intent.with_network(intent, net_req, state))
+                crashpoint("pod.before_cni_add")
+            status = await mgr.daemon.network.setup(net_req, before_add=persist_network)
+            crashpoint("pod.after_cni_add")
             rec.network_status = dataclasses.asdict(status)
             undo.push("network", lambda: mgr.daemon.network.teardown(network_request(rec, config), status))
         else:
@@ -163,7 +180,9 @@ async def run(mgr: "PodManager", req: pb.RunPodSandboxRequest, request_digest: s
         rec.hostname_path, rec.hosts_path, rec.resolv_conf_path = (
             files_made.hostname, files_made.hosts, files_made.resolv_conf)
         # /etc/hosts goes in the same thread hop as the record, just before it.
+        crashpoint("pod.before_record")
         await mgr.store.save(rec, before=lambda: pod_files.write_hosts(files_made, config.hostname, pod_ips(rec)))
+        crashpoint("pod.after_record")
         # Done (it never raises) before the pod is handed out.
         await asyncio.wait([join])
     except BaseException:
@@ -249,12 +268,15 @@ async def stop(mgr: "PodManager", rec: SandboxRecord) -> None:
     for r in results:
         if isinstance(r, BaseException):
             raise r
+    crashpoint("pod.stop.after_containers")
     if rec.network_status is not None:
         status = PodNetworkStatus(**rec.network_status)
         await mgr.daemon.network.teardown(network_request(rec, config_of(rec)), status)
+        crashpoint("pod.stop.after_cni_del")
         rec.network_status = None
     await namespaces.kill_infra(pinned_of(rec))
     rec.state = "notready"
+    crashpoint("pod.stop.before_record")
     await mgr.store.save(rec)
 
 
@@ -266,11 +288,14 @@ async def remove(mgr: "PodManager", rec: SandboxRecord) -> None:
     pinned = pinned_of(rec)
     await namespaces.kill_infra(pinned)
     await namespaces.unpin(pinned)
+    crashpoint("pod.remove.after_unpin")
     if rec.shm_path:
         await asyncio.to_thread(kmount.umount_all, rec.shm_path)
     await mgr.cgroups_remove_pod(rec)
+    crashpoint("pod.remove.after_cgroup")
     if rec.pod_dir:
         await asyncio.to_thread(_remove_pod_dir, Path(rec.pod_dir))
+    crashpoint("pod.remove.before_record")
     await mgr.store.delete(rec)
     log.info("pod sandbox removed", extra={"fields": {"id": rec.id}})
 

@@ -1,6 +1,12 @@
 """What a crash in the middle of RunPodSandbox or CreateContainer leaves
 behind: state directories with no record (the record is written last).
-Found at start-up and removed, along with their mounts and processes."""
+Found at start-up and undone step by step: the pod's CNI attachment (DEL
+with the config persisted before ADD, runtime/pod_intent.py), its
+processes, mounts and cgroup, then the directory; a container's runtime
+state, mounts, directories and conmon socket link.
+
+A pod directory whose network could not be released keeps its intent file
+(its mounts are gone) so that the next start tries again."""
 
 from __future__ import annotations
 
@@ -8,11 +14,14 @@ import asyncio
 import logging
 import os
 import shutil
+import re
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime import kmount
+from runtime import kmount, pod_intent
+from runtime.network import PodNetworkStatus
 from runtime.oci_runtime import OciRuntime
 
 if TYPE_CHECKING:
@@ -33,32 +42,116 @@ def _pid_ns_members(ns_inode: int) -> list[int]:
     return out
 
 
-def _sweep_pod_dir(pod_dir: Path) -> None:
+# How long the sweep waits for killed processes to be gone before it
+# removes the cgroup they were in.
+EXIT_WAIT_S = 5.0
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:][:1] in ("Z", "X")
+
+
+def _kill_and_wait(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _strays(pods_dir: Path, sandbox_ids: set[str]) -> list[int]:
+    """Processes the dead daemon started for these pods that no pin leads
+    to: CNI plugins (they run in their own session and outlive it; one
+    finishing ADD after the sweep's DEL would leak what it reserved) and an
+    infra started but not yet pinned. Both name their pod in their
+    environment."""
+    wanted = {f"CNI_CONTAINERID={i}".encode() for i in sandbox_ids}
+    wanted |= {f"CRISPY_POD_DIR={pods_dir / i}".encode() for i in sandbox_ids}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if wanted.intersection(env):
+            found.append(int(entry))
+    return found
+
+
+def _kill_pod_processes(pod_dir: Path) -> None:
     pid_pin = pod_dir / "pid"
     try:
         if kmount.mounts_under(str(pid_pin)):
-            # Kill the infra process (and anything else) of the pinned PID namespace.
-            for pid in _pid_ns_members(os.stat(pid_pin).st_ino):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            # The infra process (and anything else) of the pinned PID namespace.
+            _kill_and_wait(_pid_ns_members(os.stat(pid_pin).st_ino))
     except OSError:
         pass
+
+
+def _unmount_and_remove(pod_dir: Path, keep_intent: bool) -> None:
     for point in kmount.mounts_under(str(pod_dir)):
         kmount.umount_all(point)
-    if not kmount.mounts_under(str(pod_dir)):
+    if kmount.mounts_under(str(pod_dir)):
+        return
+    if not keep_intent:
         shutil.rmtree(pod_dir, ignore_errors=True)
+        return
+    for entry in os.listdir(pod_dir):
+        if entry != pod_intent.FILE_NAME:
+            p = pod_dir / entry
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+async def _sweep_pod(mgr: "PodManager", pod_dir: Path) -> None:
+    intent = await asyncio.to_thread(pod_intent.read, pod_dir) or pod_intent.PodIntent()
+    released = True
+    req = intent.request()
+    if req is not None:
+        # DEL while the netns pin still holds the namespace: the plugins
+        # then remove the pod's interface and the rules keyed on its address.
+        try:
+            await mgr.daemon.network.teardown(req, PodNetworkStatus(state=intent.network_state))
+        except Exception as e:  # noqa: BLE001 - keep sweeping; retried next start
+            released = False
+            log.error("could not release the network of a half-made pod; will retry at the next start",
+                      extra={"fields": {"id": pod_dir.name, "error": getattr(e, "message", str(e))}})
+    await asyncio.to_thread(_kill_pod_processes, pod_dir)
+    if intent.cgroup_path:
+        try:
+            await mgr.remove_cgroup_path(intent.cgroup_path)
+        except Exception as e:  # noqa: BLE001 - keep sweeping
+            log.error("could not remove the cgroup of a half-made pod",
+                      extra={"fields": {"id": pod_dir.name, "cgroup": intent.cgroup_path,
+                                        "error": getattr(e, "message", str(e))}})
+    await asyncio.to_thread(_unmount_and_remove, pod_dir, not released)
 
 
 async def sweep(mgr: "PodManager") -> None:
     pods_dir = mgr.state_root / "pods"
-    for name in await asyncio.to_thread(os.listdir, pods_dir):
-        if name not in mgr.sandboxes:
-            log.warning("removing a pod left half-made by a crash", extra={"fields": {"id": name}})
-            await asyncio.to_thread(_sweep_pod_dir, pods_dir / name)
+    half_made = [n for n in await asyncio.to_thread(os.listdir, pods_dir) if n not in mgr.sandboxes]
+    if half_made:
+        await asyncio.to_thread(_kill_and_wait, await asyncio.to_thread(_strays, pods_dir, set(half_made)))
+    for name in half_made:
+        log.warning("removing a pod left half-made by a crash", extra={"fields": {"id": name}})
+        await _sweep_pod(mgr, pods_dir / name)
     ctrs_dir = mgr.state_root / "containers"
     orphans = [n for n in await asyncio.to_thread(os.listdir, ctrs_dir) if n not in mgr.containers]
+    await asyncio.to_thread(_remove_dangling_socket_links, mgr)
     if not orphans:
         return
     runtimes = _known_runtimes(mgr)
@@ -92,3 +185,14 @@ def _known_runtimes(mgr: "PodManager") -> list[OciRuntime]:
     # Only runtimes that have a state directory can know the container.
     return [mgr.oci_runtime(p) for p in sorted(paths)
             if os.path.isdir(mgr.state_root / "oci" / os.path.basename(p))]
+
+
+def _remove_dangling_socket_links(mgr: "PodManager") -> None:
+    """conmon links `<state_root>/sock/<id>` to the bundle; a container that
+    never got a record (or whose removal was cut short) leaves the link."""
+    sock_dir = mgr.state_root / "sock"
+    for name in os.listdir(sock_dir):
+        if _ID.fullmatch(name) and name not in mgr.containers:
+            p = sock_dir / name
+            if p.is_symlink():
+                p.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,8 +15,12 @@ from cri.client import CRIClient
 
 
 class DaemonProcess:
-    def __init__(self, base: Path, extra_args: list[str] | None = None, config_text: str | None = None) -> None:
+    def __init__(self, base: Path, extra_args: list[str] | None = None, config_text: str | None = None,
+                 env: dict[str, str | None] | None = None) -> None:
         self.base = base
+        # Added to (or, with None values, removed from) the test's environment
+        # for every start; tests may change it between restarts.
+        self.env: dict[str, str | None] = dict(env or {})
         self.socket = str(base / "run" / "crispy.sock")
         self.data_root = str(base / "data")
         self.state_root = str(base / "run" / "state")
@@ -33,16 +38,35 @@ class DaemonProcess:
 
     def start(self, wait: bool = True) -> "DaemonProcess":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+        env = dict(os.environ)
+        for k, v in self.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         if wait:
             deadline = time.monotonic() + 30
-            while not os.path.exists(self.socket):
+            # After a kill the old socket file is still there: wait for a
+            # daemon that answers on it, not for the file.
+            while not self._answers():
                 if self.proc.poll() is not None:
+                    self._log.close()
                     raise RuntimeError(f"crispy exited {self.proc.returncode}:\n{self.log()}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"crispy did not create its socket:\n{self.log()}")
                 time.sleep(0.05)
         return self
+
+    def _answers(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def client(self) -> CRIClient:
         c = CRIClient(self.socket, timeout=60)

@@ -187,12 +187,13 @@ def remove_all_pods(d: DaemonProcess) -> None:
             raise
 
 
-def start_pod_daemon(base: Path, extra_args: list[str] | None = None, config_text: str | None = None) -> DaemonProcess:
+def start_pod_daemon(base: Path, extra_args: list[str] | None = None, config_text: str | None = None,
+                     env: dict[str, str | None] | None = None, wait: bool = True) -> DaemonProcess:
     _BASES.append(base)
     # A short default grace: test containers are mostly `sleep` loops.
     args = ["--runtime-default-cgroup-parent", cgroup_parent_for(base), "--runtime-default-stop-timeout", "2",
             *(extra_args or [])]
-    return DaemonProcess(base, extra_args=args, config_text=config_text).start()
+    return DaemonProcess(base, extra_args=args, config_text=config_text, env=env).start(wait)
 
 
 def _daemon_fixture(extra_args: list[str] | None = None) -> Iterator[DaemonProcess]:

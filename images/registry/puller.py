@@ -29,6 +29,7 @@ from images.registry.client import RegistryClient, Target
 from images.registry.hosts import configured_credentials, endpoints_for
 from images.registry.shared import SharedWork
 from images.registry.slots import DownloadSlots
+from runtime.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from images.manager import AuthConfigLike, ImageManager
@@ -189,6 +190,7 @@ class Puller:
             if self.images.snapshots.has(chains[i]):
                 return  # already unpacked for another image: nothing to download
             await self._blob(blob_order, repo, d.digest, d.size, progress)
+            crashpoint("pull.after_layer_download")
             await self.images.unpack_layer(chains[i], d.digest, parsed.diff_ids[i])
 
         tasks = [asyncio.ensure_future(layer(i)) for i in range(len(man.layers))]

@@ -166,6 +166,29 @@ def find_plugin(plugin_type: str, bin_dirs: list[str]) -> str | None:
 
 # ---- asyncio shell ------------------------------------------------------
 
+# Plugins running now (each leads its own process group). A daemon that
+# must exit before they finish kills them: a plugin outliving crispy would
+# race the next crispy's clean-up of the same pod.
+_running: set[int] = set()
+
+
+def running() -> int:
+    return len(_running)
+
+
+def kill_running() -> int:
+    """SIGKILLs every running plugin with whatever it started; returns how
+    many. Safe from any thread."""
+    killed = 0
+    for pid in list(_running):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 async def run(inv: Invocation, bin_dirs: list[str], timeout: float, path: str | None = None) -> dict[str, Any] | None:
     """`path`: the plugin's binary when the caller looked it up already."""
     if path is None:
@@ -181,6 +204,7 @@ async def run(inv: Invocation, bin_dirs: list[str], timeout: float, path: str | 
             env=inv.env, start_new_session=True)
     except OSError as e:
         raise PluginError(f"{inv.describe()}: cannot run {path}: {e.strerror or e}") from None
+    _running.add(proc.pid)
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(inv.stdin), timeout)
     except TimeoutError:
@@ -190,6 +214,8 @@ async def run(inv: Invocation, bin_dirs: list[str], timeout: float, path: str | 
     except BaseException:
         await _kill(proc)
         raise
+    finally:
+        _running.discard(proc.pid)
     log.debug("CNI plugin call", extra={"fields": {
         "plugin": inv.plugin_type, "command": inv.command, "network": inv.network, "rc": proc.returncode,
         "ms": round((time.monotonic() - started) * 1000, 1), "stderr": _clip(stderr.strip(), 500)}})

@@ -18,10 +18,11 @@ import ipaddress
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from cri.errors import CrispyError, FailedPrecondition
 from runtime import atomicfile
+from runtime.crashpoints import crashpoint
 from runtime.cni import default_network, invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
 from runtime.cni.invoke import CallArgs, PluginError
@@ -190,6 +191,7 @@ class CniNetwork:
             out = await invoke.run(inv, self.bin_dirs, self.plugin_timeout, (paths or {}).get(inv.plugin_type))
             if command == "ADD":
                 result = out
+                crashpoint(f"cni.after_add.{inv.plugin_type}")
         return result
 
     async def _delete(self, net: NetworkConfigList, args: CallArgs, prev: dict[str, Any] | None,
@@ -219,7 +221,10 @@ class CniNetwork:
             return None, {}
         return self._ready_network()
 
-    async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus:
+    async def setup(self, req: PodNetworkRequest,
+                    before_add: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> PodNetworkStatus:
+        """`before_add` gets the teardown state (what DEL needs) before the
+        first plugin runs, so a crash mid-ADD can still be undone."""
         net, paths = await asyncio.to_thread(self._plan_add)
         if net is None:
             # Nothing configured yet (NetworkReady is false, so kubelet only
@@ -233,6 +238,8 @@ class CniNetwork:
         state: dict[str, Any] = {"network": net.name, "conflist": net.to_dict(), "source": net.source,
                                  "ifname": self.ifname, "capabilityArgs": caps}
         args = self._call_args(req, req.netns_path, self.ifname, caps)
+        if before_add is not None:
+            await before_add(state)
         try:
             result = await self._chain("ADD", net, args, paths=paths)
         except BaseException as e:
