@@ -36,6 +36,9 @@ class RuntimeConfig:
     default_stop_timeout: int = 10
     # Most processes a container may have (its cgroup's pids.max); 0 = no limit.
     pids_limit: int = 0
+    # Seconds CreateContainer may spend reading the image's /etc/passwd and
+    # /etc/group (in a thread of its own) before it fails with DEADLINE_EXCEEDED.
+    user_lookup_timeout: float = 30.0
     # runtime_handler name -> OCI runtime (name or path); "" is the default handler.
     handlers: dict[str, str] = field(default_factory=dict)
 
@@ -242,6 +245,8 @@ def _validate(cfg: Config) -> None:
         raise InvalidArgument(f"config: log_format must be 'text' or 'json', got {cfg.log_format!r}")
     if cfg.runtime.cgroup_driver not in ("cgroupfs", "systemd"):
         raise InvalidArgument(f"config: runtime.cgroup_driver must be 'cgroupfs' or 'systemd', got {cfg.runtime.cgroup_driver!r}")
+    if not cfg.runtime.user_lookup_timeout > 0:
+        raise InvalidArgument(f"config: runtime.user_lookup_timeout must be more than 0 seconds, got {cfg.runtime.user_lookup_timeout}")
     for key in ("socket", "data_root", "state_root"):
         if not Path(getattr(cfg, key)).is_absolute():
             raise InvalidArgument(f"config: {key} must be an absolute path")
