@@ -75,7 +75,12 @@ async def call(fn: Callable[..., T], *args: Any, what: str, timeout: float) -> T
 
     # A daemon thread: one stuck in a system call must not hold up the
     # daemon's exit either (the shared pool's threads are joined at exit).
-    threading.Thread(target=run, name="crispy-isolated", daemon=True).start()
+    try:
+        threading.Thread(target=run, name="crispy-isolated", daemon=True).start()
+    except BaseException:
+        with _lock:
+            _in_flight -= 1
+        raise
     try:
         return await asyncio.wait_for(asyncio.shield(done), timeout)
     except TimeoutError:
