@@ -81,8 +81,14 @@ async def call(fn: Callable[..., T], *args: Any, what: str, timeout: float) -> T
         with _lock:
             _in_flight -= 1
         raise
+
+    def expire() -> None:
+        if not done.done():
+            done.set_exception(DeadlineExceeded(
+                f"{what} did not finish within {timeout:g} seconds; "
+                "check the image and the filesystem under crispy's data root"))
+    timer = loop.call_later(timeout, expire)
     try:
-        return await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
-        raise DeadlineExceeded(f"{what} did not finish within {timeout:g} seconds; "
-                               "check the image and the filesystem under crispy's data root") from None
+        return await done
+    finally:
+        timer.cancel()
