@@ -37,6 +37,9 @@ class RuntimeConfig:
     default_stop_timeout: int = 10
     # Most processes a container may have (its cgroup's pids.max); 0 = no limit.
     pids_limit: int = 0
+    # Seconds CreateContainer may spend reading the image's /etc/passwd and
+    # /etc/group (in a thread of its own) before it fails with DEADLINE_EXCEEDED.
+    user_lookup_timeout: float = 30.0
     # runtime_handler name -> OCI runtime (name or path); "" is the default handler.
     handlers: dict[str, str] = field(default_factory=dict)
 
@@ -257,23 +260,26 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "runtime.cgroup_driver": ("cgroupfs", "systemd"),
 }
-_RANGES: dict[str, tuple[float, float | None]] = {
-    "shutdown_grace": (0, None),
-    "runtime.default_stop_timeout": (0, None),
-    "runtime.pids_limit": (0, None),
-    "cni.plugin_timeout": (0.001, None),
-    "images.max_concurrent_downloads": (1, None),
-    "images.pull_stall_timeout": (0.001, None),
-    "images.pull_min_rate": (0, None),  # 0 = no minimum
-    "images.pull_rate_window": (0.001, None),
-    "images.max_layer_unpacked_bytes": (0, None),  # 0 = no limit, for these three
-    "images.max_layer_expansion_ratio": (0, None),
-    "images.layer_expansion_floor_bytes": (0, None),
-    "images.max_manifest_bytes": (1, None),
-    "images.max_config_bytes": (1, None),
-    "streaming.port": (0, 65535),
-    "streaming.creation_timeout": (0.001, None),
-    "streaming.idle_timeout": (0.001, None),
+# key -> (floor, ceiling, whether the floor itself is allowed): a timeout of 0
+# would fire at once, so timeouts must be more than 0.
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "shutdown_grace": (0, None, True),
+    "runtime.default_stop_timeout": (0, None, True),
+    "runtime.pids_limit": (0, None, True),
+    "runtime.user_lookup_timeout": (0, None, False),
+    "cni.plugin_timeout": (0, None, False),
+    "images.max_concurrent_downloads": (1, None, True),
+    "images.pull_stall_timeout": (0, None, False),
+    "images.pull_min_rate": (0, None, True),  # 0 = no minimum
+    "images.pull_rate_window": (0, None, False),
+    "images.max_layer_unpacked_bytes": (0, None, True),  # 0 = no limit, for these three
+    "images.max_layer_expansion_ratio": (0, None, True),
+    "images.layer_expansion_floor_bytes": (0, None, True),
+    "images.max_manifest_bytes": (1, None, True),
+    "images.max_config_bytes": (1, None, True),
+    "streaming.port": (0, 65535, True),
+    "streaming.creation_timeout": (0, None, False),
+    "streaming.idle_timeout": (0, None, False),
 }
 
 
@@ -289,10 +295,13 @@ def _validate(cfg: Config) -> None:
         value = _get_dotted(cfg, key)
         if value not in allowed:
             raise InvalidArgument(f"config: {key} must be one of {', '.join(allowed)}; got {value!r}")
-    for key, (low, high) in _RANGES.items():
+    for key, (low, high, low_allowed) in _RANGES.items():
         value = _get_dotted(cfg, key)
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        if value < low or (value == low and not low_allowed) or (high is not None and value > high):
+            if high is not None:
+                bound = f"between {low} and {high}"
+            else:
+                bound = f"at least {low}" if low_allowed else f"more than {low}"
             raise InvalidArgument(f"config: {key} must be {bound}; got {value!r}")
     for key in ("socket", "data_root", "state_root"):
         if not Path(getattr(cfg, key)).is_absolute():

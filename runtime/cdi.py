@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cri.errors import InvalidArgument
+from runtime import untrusted_files
 
 DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 ANNOTATION_PREFIX = "cdi.k8s.io/"
@@ -49,10 +50,12 @@ def parse_qualified(name: str) -> tuple[str, str]:
 
 
 def _load_document(path: str) -> Any:
-    with open(path, "rb") as f:
-        data = f.read(MAX_SPEC_BYTES + 1)
-    if len(data) > MAX_SPEC_BYTES:
-        raise ValueError("larger than 4 MiB")
+    # Only a regular file: a FIFO among the specs would block every
+    # CreateContainer that asks for a CDI device.
+    try:
+        data = untrusted_files.read_host_file(path, MAX_SPEC_BYTES)
+    except untrusted_files.UnreadableFile as e:
+        raise ValueError(e.reason) from None
     if path.endswith(".json"):
         return json.loads(data)
     import yaml  # only CDI needs YAML; keep it off the daemon's start-up path

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from cri.errors import FailedPrecondition, Internal, InvalidArgument
 from cri.proto import api_pb2 as pb
-from runtime import conmon, namespaces, rootfs, sandbox
+from runtime import conmon, isolated, namespaces, rootfs, sandbox
 from runtime.crashpoints import crashpoint
 from runtime.oci_runtime import OciRuntime
-from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec
+from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec, resolve_user
 from runtime.store import ContainerRecord, SandboxRecord
 
 if TYPE_CHECKING:
@@ -162,7 +162,15 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
                 rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
                 cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns,
                 pids_limit=mgr.daemon.config.runtime.pids_limit)
-            spec = await asyncio.to_thread(_prepare_bundle, layers, root, scratch, spec_req, bundle / "config.json")
+            await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
+            # The image's /etc/passwd and /etc/group are read in a thread of
+            # their own, with a deadline: whatever the image holds, this
+            # request cannot take a thread of the shared pool for good, nor
+            # keep the pod's lock.
+            spec_req.user = await isolated.call(
+                resolve_user, spec_req, what="reading the image's /etc/passwd and /etc/group",
+                timeout=mgr.daemon.config.runtime.user_lookup_timeout)
+            spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json")
             ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
             user = spec["process"].get("user", {})
             ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
@@ -218,10 +226,8 @@ def _log_path(pod_config: pb.PodSandboxConfig, config: pb.ContainerConfig, bundl
     return str(bundle / "container.log")
 
 
-def _prepare_bundle(layers: list[str], root: Path, scratch: Path, spec_req: ContainerSpecRequest,
-                    spec_path: Path) -> dict[str, Any]:
-    """Blocking, one thread hop: the rootfs mounted, the spec built and written."""
-    rootfs.mount(layers, str(root), scratch)
+def _write_spec(spec_req: ContainerSpecRequest, spec_path: Path) -> dict[str, Any]:
+    """Blocking: the spec built and written."""
     spec = build_spec(spec_req)
     spec_path.write_text(json.dumps(spec))
     return spec

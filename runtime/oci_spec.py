@@ -20,7 +20,7 @@ from cri.proto import api_pb2 as pb
 from runtime import capabilities, cdi, seccomp, users
 from runtime.cgroups.paths import cgroups_path
 
-__all__ = ["SandboxView", "ContainerSpecRequest", "build_spec", "exec_process_spec", "cgroups_path",
+__all__ = ["SandboxView", "ContainerSpecRequest", "build_spec", "resolve_user", "exec_process_spec", "cgroups_path",
            "validate_sysctls", "NodeFacts"]
 
 OCI_VERSION = "1.0.2"
@@ -91,6 +91,10 @@ class ContainerSpecRequest:
     node: "NodeFacts | None" = None
     # Where CDI device specs are looked up (later directories win).
     cdi_spec_dirs: tuple[str, ...] = cdi.DEFAULT_SPEC_DIRS
+    # The user resolved ahead by `resolve_user` (CreateContainer reads the
+    # image's files apart from the rest, see runtime/isolated.py); None:
+    # build_spec reads them itself.
+    user: "users.ResolvedUser | None" = None
 
 
 @dataclass
@@ -163,7 +167,10 @@ def _env(config: pb.ContainerConfig, image: dict, hostname: str, tty: bool) -> l
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def _user(req: ContainerSpecRequest) -> users.ResolvedUser:
+def resolve_user(req: ContainerSpecRequest) -> users.ResolvedUser:
+    """Who the container runs as, from its security context and the image's
+    USER, looked up in the image's /etc/passwd and /etc/group (the only
+    files build_spec reads from the container root)."""
     sc = req.config.linux.security_context
     uid = sc.run_as_user.value if sc.HasField("run_as_user") else None
     gid = sc.run_as_group.value if sc.HasField("run_as_group") else None
@@ -642,7 +649,7 @@ def build_spec(req: ContainerSpecRequest) -> dict:
     else:
         caps = capabilities.effective_set(list(sc.capabilities.add_capabilities),
                                           list(sc.capabilities.drop_capabilities), node.capabilities)
-    user = _user(req)
+    user = req.user if req.user is not None else resolve_user(req)
     process = _process(req, user, caps, node)
 
     mounts, rootfs_propagation, missing_sources = _cri_mounts(req, node)

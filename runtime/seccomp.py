@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 from cri.errors import InvalidArgument
+from runtime import untrusted_files
 
 ACTIONS = {"SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
            "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY"}
@@ -36,6 +37,7 @@ _NATIVE_SCMP = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "p
                 "armv7l": "SCMP_ARCH_ARM"}
 
 DEFAULT_PROFILE_FILE = "seccomp_default.json"
+MAX_PROFILE_BYTES = 8 * 1024 * 1024
 
 
 def load_default() -> dict[str, Any]:
@@ -46,10 +48,13 @@ def load_file(path: str) -> dict[str, Any]:
     """A Localhost profile; InvalidArgument naming the path if it is missing
     or not a valid profile."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(8 * 1024 * 1024)
+        # Only a regular file: opening a FIFO put there would block the
+        # request (and a pool thread) until someone writes to it.
+        data = untrusted_files.read_host_file(path, MAX_PROFILE_BYTES)
     except FileNotFoundError:
         raise InvalidArgument(f"seccomp profile {path} does not exist; put the profile there or choose another localhost_ref") from None
+    except untrusted_files.UnreadableFile as e:
+        raise InvalidArgument(f"seccomp profile {path} {e.reason}; a profile must be a JSON file") from None
     except OSError as e:
         raise InvalidArgument(f"seccomp profile {path} cannot be read: {e.strerror}") from None
     try:

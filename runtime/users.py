@@ -3,20 +3,27 @@ container's own /etc/passwd and /etc/group, the way Docker and containerd do.
 
 The files belong to the image, so they are untrusted: paths are resolved
 inside the rootfs (an absolute symlink such as /etc/passwd -> /host/etc/passwd
-stays inside the container root) and malformed lines are skipped.
+stays inside the container root), only regular files of bounded size are
+read (runtime/untrusted_files.py), /etc/group only when a group name or a
+user's memberships must be looked up, and malformed lines are skipped.
+Both files must be regular (or absent) even when crispy does not read
+them, because the OCI runtime opens them as well.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 from dataclasses import dataclass, field
 
-from cri.errors import InvalidArgument
+from cri.errors import FailedPrecondition, InvalidArgument
+from runtime import untrusted_files
+from runtime.untrusted_files import resolve_in_root
 
-MAX_SYMLINKS = 40
-# A passwd/group file larger than this is not something we parse.
-MAX_FILE_BYTES = 16 * 1024 * 1024
+__all__ = ["PasswdEntry", "GroupEntry", "ResolvedUser", "resolve", "resolve_in_root", "read_passwd", "read_group", "check_files",
+           "parse_passwd", "parse_group", "MAX_FILE_BYTES"]
+
+# A passwd/group file larger than this is refused, not parsed: real ones
+# are kilobytes, even with thousands of users.
+MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -43,41 +50,47 @@ class ResolvedUser:
     home: str = "/"
 
 
-def resolve_in_root(root: str, path: str) -> str:
-    """The host path of `path` as seen from inside `root`, following
-    symlinks with `root` as "/" so nothing escapes it."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        host = os.path.join(root, *resolved, part)
+_WHAT_TO_DO = {
+    "/etc/passwd": "fix the image's /etc/passwd",
+    "/etc/group": "fix the image's /etc/group, or set supplemental_groups_policy Strict and name groups by number",
+}
+
+
+def _refusal(path: str, reason: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the image's {path} {reason}; the container's user and groups are looked up in it (by crispy, and by "
+        f"the OCI runtime when it starts the process), which needs a regular file of at most {MAX_FILE_BYTES} "
+        f"bytes: {_WHAT_TO_DO[path]}")
+
+
+def _loop(path: str) -> InvalidArgument:
+    return InvalidArgument(f"too many symbolic links resolving {path} in the container root; {_WHAT_TO_DO[path]}")
+
+
+def check_files(rootfs: str) -> None:
+    """Refuses an image whose /etc/passwd or /etc/group exists but is not a
+    regular file, whether or not crispy needs to read it: the OCI runtime
+    (runc) opens both in the container to set up the process, and its
+    open of a FIFO would never return."""
+    for path in _WHAT_TO_DO:
         try:
-            target = os.readlink(host)
-        except OSError as e:
-            if e.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
-                resolved.append(part)
-                continue
-            raise
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise InvalidArgument(f"too many symbolic links resolving {path} in the container root")
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return os.path.join(root, *resolved)
+            kind = untrusted_files.kind_in_root(rootfs, path)
+        except untrusted_files.SymlinkLoop:
+            raise _loop(path) from None
+        except untrusted_files.UnreadableFile as e:
+            raise _refusal(path, e.reason) from None
+        if kind:
+            raise _refusal(path, f"is {kind}, not a regular file")
 
 
 def _read_lines(rootfs: str, path: str) -> list[str]:
-    host = resolve_in_root(rootfs, path)
     try:
-        with open(host, "rb") as f:
-            data = f.read(MAX_FILE_BYTES)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        data = untrusted_files.read_in_root(rootfs, path, MAX_FILE_BYTES)
+    except untrusted_files.SymlinkLoop:
+        raise _loop(path) from None
+    except untrusted_files.UnreadableFile as e:
+        raise _refusal(path, e.reason) from None
+    if data is None:
         return []
     return data.decode("utf-8", "replace").splitlines()
 
@@ -141,8 +154,19 @@ def resolve(rootfs: str, user: str = "", uid: int | None = None, username: str =
     Additional groups are the user's memberships in /etc/group (unless
     `strict_groups`, the Strict supplemental-groups policy) plus `supplemental`.
     """
+    check_files(rootfs)
+    # A uid alone still needs /etc/passwd: its entry gives the primary
+    # group, the home directory and the name memberships are looked up by.
+    # /etc/group is read only for a group name or the user's memberships.
     passwd = read_passwd(rootfs)
-    groups = read_group(rootfs)
+    groups: list[GroupEntry] | None = None
+
+    def group_file() -> list[GroupEntry]:
+        nonlocal groups
+        if groups is None:
+            groups = read_group(rootfs)
+        return groups
+
     group_part = ""
     if uid is not None:
         entry = next((p for p in passwd if p.uid == uid), None)
@@ -170,7 +194,7 @@ def resolve(rootfs: str, user: str = "", uid: int | None = None, username: str =
         if group_part:
             as_gid = _as_id(group_part)
             if as_gid is None:
-                g = next((g for g in groups if g.name == group_part), None)
+                g = next((g for g in group_file() if g.name == group_part), None)
                 if g is None:
                     raise InvalidArgument(
                         f"group {group_part!r} is not in the image's /etc/group; use a numeric gid or a group the image defines")
@@ -180,7 +204,7 @@ def resolve(rootfs: str, user: str = "", uid: int | None = None, username: str =
         res.gid = gid
     extra: list[int] = []
     if res.username and not strict_groups:
-        extra = [g.gid for g in groups if res.username in g.members]
+        extra = [g.gid for g in group_file() if res.username in g.members]
     # The primary group leads the list, as in containerd, so the supplementary
     # groups the kernel reports (`id -G`) always include it.
     for g in [res.gid] + extra + list(supplemental or []):

@@ -78,7 +78,12 @@ class CharDevice:
     mode: int = 0o666
 
 
-Entry = Union[File, Dir, Symlink, Hardlink, CharDevice]
+@dataclass
+class Fifo:
+    mode: int = 0o644
+
+
+Entry = Union[File, Dir, Symlink, Hardlink, CharDevice, Fifo]
 
 MTIME = 1_700_000_000  # fixed, so layers are reproducible
 
@@ -105,6 +110,8 @@ def make_layer(entries: dict[str, Entry]) -> bytes:
                 info.type, info.linkname, info.mode = tarfile.LNKTYPE, entry.target, entry.mode
             elif isinstance(entry, CharDevice):
                 info.type, info.devmajor, info.devminor, info.mode = tarfile.CHRTYPE, entry.major, entry.minor, entry.mode
+            elif isinstance(entry, Fifo):
+                info.type, info.mode = tarfile.FIFOTYPE, entry.mode
             tar.addfile(info, payload)
     return buf.getvalue()
 

@@ -68,7 +68,7 @@ def test_bad_values_are_refused_clearly(tmp_path, text, needle):
     (["--log-level", "verbose", "config"], "log_level must be one of"),
     (["--log-format", "xml", "version"], "log_format must be one of text, json"),
     (["--runtime-cgroup-driver", "cgroupv2", "config"], "runtime.cgroup_driver must be one of cgroupfs, systemd"),
-    (["--set", "images.pull_stall_timeout=0", "config"], "images.pull_stall_timeout must be at least"),
+    (["--set", "images.pull_stall_timeout=0", "config"], "images.pull_stall_timeout must be more than 0"),
 ])
 def test_the_command_refuses_bad_values_in_one_line_with_status_2(argv, needle, tmp_path, capsys):
     from cri import cli
