@@ -22,6 +22,7 @@ import grpc
 from cri import rpc
 from cri.config import Config
 from cri.errors import FailedPrecondition, InvalidArgument
+from cri.limits import MAX_MESSAGE_BYTES
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
@@ -107,8 +108,8 @@ class Daemon:
         self._load_state()
         await self._open_parts()
         sock = self._prepare_socket()
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                                          ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                          ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
         api_pb2_grpc.add_RuntimeServiceServicer_to_server(rpc.bind(RuntimeServicer(self), "RuntimeService"), server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(rpc.bind(ImageServicer(self), "ImageService"), server)
         # The socket must never be reachable with wider permissions than 0660.
