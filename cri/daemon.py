@@ -29,7 +29,7 @@ from cri.servicers.runtime import RuntimeServicer
 from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
 from images.manager import ImageManager
-from runtime import atomicfile, host
+from runtime import atomicfile, host, libc
 from runtime.manager import PodManager
 from runtime.cni import CniNetwork
 from runtime.network import PodNetwork
@@ -104,6 +104,9 @@ class Daemon:
         return str(path)
 
     async def start(self) -> None:
+        # Large replies (ExecSync output, big lists) must not leave their
+        # memory with the daemon once sent (runtime/libc.py says why).
+        libc.pin_mmap_threshold(1024 * 1024)
         self._lock_roots()
         self._load_state()
         await self._open_parts()
