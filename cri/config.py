@@ -36,6 +36,9 @@ class RuntimeConfig:
     default_stop_timeout: int = 10
     # Most processes a container may have (its cgroup's pids.max); 0 = no limit.
     pids_limit: int = 0
+    # Containers that name no seccomp profile get RuntimeDefault instead of
+    # running unconfined (kubelet's --seccomp-default, for every client).
+    seccomp_default: bool = False
     # runtime_handler name -> OCI runtime (name or path); "" is the default handler.
     handlers: dict[str, str] = field(default_factory=dict)
 

@@ -7,3 +7,9 @@ from __future__ import annotations
 # kubelet's client accepts 16 MiB as well, so a bigger reply would fail on
 # its side even if ours let it out.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# Labels, annotations and metadata of one pod or container, as a List reply
+# carries them. Kubernetes allows 256 KiB of annotations per object; twice
+# that leaves room for labels and what kubelet adds, and still lets a List
+# hold 31 such objects before it needs a filter.
+MAX_OBJECT_METADATA_BYTES = 512 * 1024
