@@ -210,9 +210,9 @@ def _log_path(pod_config: pb.PodSandboxConfig, config: pb.ContainerConfig, bundl
             raise InvalidArgument(f"the pod's log_directory {pod_config.log_directory!r} is not absolute; "
                                   f"recreate the pod with an absolute one")
         if os.path.isabs(config.log_path) or ".." in Path(config.log_path).parts:
-            raise InvalidArgument(f"log_path {config.log_path!r} must be relative to the pod's log_directory")
+            raise InvalidArgument(f"log_path {sandbox.shown(config.log_path)} must be relative to the pod's log_directory")
         if config.log_path.endswith("/") or not Path(config.log_path).parts:
-            raise InvalidArgument(f"log_path {config.log_path!r} must name a file under the pod's log_directory")
+            raise InvalidArgument(f"log_path {sandbox.shown(config.log_path)} must name a file under the pod's log_directory")
         return os.path.join(pod_config.log_directory, config.log_path)
     # No log asked for: conmon still needs somewhere to write.
     return str(bundle / "container.log")
