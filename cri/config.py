@@ -40,6 +40,9 @@ class RuntimeConfig:
     # Seconds CreateContainer may spend reading the image's /etc/passwd and
     # /etc/group (in a thread of its own) before it fails with DEADLINE_EXCEEDED.
     user_lookup_timeout: float = 30.0
+    # Containers that name no seccomp profile get RuntimeDefault instead of
+    # running unconfined (kubelet's --seccomp-default, for every client).
+    seccomp_default: bool = False
     # runtime_handler name -> OCI runtime (name or path); "" is the default handler.
     handlers: dict[str, str] = field(default_factory=dict)
 

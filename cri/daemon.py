@@ -23,13 +23,14 @@ import grpc
 from cri import rpc
 from cri.config import Config
 from cri.errors import InvalidArgument
+from cri.limits import MAX_MESSAGE_BYTES
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
 from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
 from images.manager import ImageManager
-from runtime import atomicfile, host, private_dirs
+from runtime import atomicfile, host, libc, private_dirs
 from runtime.manager import PodManager
 from runtime.cni import CniNetwork, invoke
 from runtime.network import PodNetwork
@@ -117,12 +118,15 @@ class Daemon:
         # log directory, a log file) must not come out group- or
         # world-writable.
         os.umask(0o022)
+        # Large replies (ExecSync output, big lists) must not leave their
+        # memory with the daemon once sent (runtime/libc.py says why).
+        libc.pin_mmap_threshold(1024 * 1024)
         self._lock_roots()
         self._load_state()
         await self._open_parts()
         sock = self._prepare_socket()
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                                          ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                          ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
         api_pb2_grpc.add_RuntimeServiceServicer_to_server(rpc.bind(RuntimeServicer(self), "RuntimeService"), server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(rpc.bind(ImageServicer(self), "ImageService"), server)
         # The socket must never be reachable with wider permissions than 0660.

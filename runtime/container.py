@@ -161,7 +161,8 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
                 id=container_id, config=config, sandbox=sandbox_view(pod, pod_config), image_config=image.config or {},
                 rootfs=str(root), cgroup_version=mgr.daemon.cgroup_layout.version,
                 cgroup_driver=mgr.daemon.config.runtime.cgroup_driver, target_pid_ns=target_pid_ns,
-                pids_limit=mgr.daemon.config.runtime.pids_limit)
+                pids_limit=mgr.daemon.config.runtime.pids_limit,
+                seccomp_default=mgr.daemon.config.runtime.seccomp_default)
             await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
             # The image's /etc/passwd and /etc/group are read in a thread of
             # their own, with a deadline: whatever the image holds, this
@@ -219,8 +220,14 @@ def _conmon_path(mgr: "PodManager") -> str:
 
 def _log_path(pod_config: pb.PodSandboxConfig, config: pb.ContainerConfig, bundle: Path) -> str:
     if pod_config.log_directory and config.log_path:
+        if not os.path.isabs(pod_config.log_directory):
+            # A pod recorded before log directories were checked.
+            raise InvalidArgument(f"the pod's log_directory {pod_config.log_directory!r} is not absolute; "
+                                  f"recreate the pod with an absolute one")
         if os.path.isabs(config.log_path) or ".." in Path(config.log_path).parts:
-            raise InvalidArgument(f"log_path {config.log_path!r} must be relative to the pod's log_directory")
+            raise InvalidArgument(f"log_path {sandbox.shown(config.log_path)} must be relative to the pod's log_directory")
+        if config.log_path.endswith("/") or not Path(config.log_path).parts:
+            raise InvalidArgument(f"log_path {sandbox.shown(config.log_path)} must name a file under the pod's log_directory")
         return os.path.join(pod_config.log_directory, config.log_path)
     # No log asked for: conmon still needs somewhere to write.
     return str(bundle / "container.log")

@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cri.limits import MAX_MESSAGE_BYTES
 from runtime.oci_runtime import OciRuntime
 
-# Per stream; what a probe prints beyond this is dropped (CRI-O caps at 16 MiB too).
-MAX_OUTPUT = 16 * 1024 * 1024
+# stdout and stderr together. Both travel in one reply, which may not exceed
+# the gRPC message limit (kubelet's included); the rest of that megabyte is
+# room for the protobuf framing and the truncation markers. containerd and
+# CRI-O cap each stream at 16 MiB, so two full streams fail the reply there.
+OUTPUT_LIMIT = MAX_MESSAGE_BYTES - 1024 * 1024
+# What each stream may always keep however much the other printed first: a
+# flood on stdout must not hide the error a probe writes to stderr.
+STREAM_RESERVE = 1024 * 1024
+READ_CHUNK = 65536
 # After the process ends, how long to wait for output held open by children
 # it left behind.
 DRAIN_GRACE = 1.0
@@ -35,15 +43,56 @@ class ExecResult:
     stderr: bytes
     exit_code: int
     timed_out: bool = False
+    # Some output was dropped (and a marker line says so in that stream).
+    truncated: bool = False
 
 
-async def _collect(stream: asyncio.StreamReader, into: bytearray, limit: int) -> None:
+class OutputBudget:
+    """Keeps what two streams print within OUTPUT_LIMIT together, deciding
+    chunk by chunk as they arrive (sans-IO: `feed` what was read). Past its
+    share a stream's bytes are counted and dropped, never held."""
+
+    NAMES = ("stdout", "stderr")
+
+    def __init__(self, limit: int = OUTPUT_LIMIT, reserve: int = STREAM_RESERVE) -> None:
+        if 2 * reserve > limit:
+            raise ValueError("the reserves of both streams must fit in the limit")
+        self.limit, self.reserve = limit, reserve
+        self.kept = (bytearray(), bytearray())
+        self.dropped = [0, 0]
+
+    def feed(self, stream: int, chunk: bytes) -> None:
+        mine, other = self.kept[stream], self.kept[1 - stream]
+        room = self.limit - max(len(other), self.reserve) - len(mine)
+        keep = max(0, min(len(chunk), room))
+        if keep:
+            mine += chunk[:keep] if keep < len(chunk) else chunk
+        self.dropped[stream] += len(chunk) - keep
+
+    def output(self, stream: int) -> bytes:
+        """What the caller gets: the kept bytes, then, if any were dropped, a
+        line saying how many."""
+        data = self.kept[stream]
+        if self.dropped[stream]:
+            data += truncation_marker(self.NAMES[stream], len(data), self.dropped[stream])
+        out = bytes(data)
+        data.clear()  # the copy above is all that stays
+        return out
+
+
+def truncation_marker(name: str, kept: int, dropped: int) -> bytes:
+    return (f"\n[crispy: {name} truncated: kept the first {kept} bytes, dropped {dropped} more; "
+            f"ExecSync returns at most {OUTPUT_LIMIT} bytes of output in all]\n").encode()
+
+
+async def _collect(stream: asyncio.StreamReader, budget: OutputBudget, which: int) -> None:
+    # Reads on past the budget, discarding: a writer blocked on a full pipe
+    # would never exit.
     while True:
-        chunk = await stream.read(65536)
+        chunk = await stream.read(READ_CHUNK)
         if not chunk:
             return
-        if len(into) < limit:
-            into += chunk[: limit - len(into)]
+        budget.feed(which, chunk)
 
 
 async def exec_sync(runtime: OciRuntime, container_id: str, process: dict[str, Any], work_dir: Path,
@@ -58,8 +107,8 @@ async def exec_sync(runtime: OciRuntime, container_id: str, process: dict[str, A
             *runtime.exec_argv(container_id, str(process_file), str(pid_file)),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
-        out, err = bytearray(), bytearray()
-        readers = asyncio.gather(_collect(proc.stdout, out, MAX_OUTPUT), _collect(proc.stderr, err, MAX_OUTPUT))
+        budget = OutputBudget()
+        readers = asyncio.gather(_collect(proc.stdout, budget, 0), _collect(proc.stderr, budget, 1))
         timed_out = False
         try:
             async with asyncio.timeout(timeout if timeout > 0 else None):
@@ -79,7 +128,8 @@ async def exec_sync(runtime: OciRuntime, container_id: str, process: dict[str, A
             # Children of the process keep the pipes open; return what came.
             readers.cancel()
         code = proc.returncode if proc.returncode is not None else -1
-        return ExecResult(bytes(out), bytes(err), -1 if timed_out else code, timed_out)
+        return ExecResult(budget.output(0), budget.output(1), -1 if timed_out else code, timed_out,
+                          truncated=any(budget.dropped))
     finally:
         for f in (process_file, pid_file):
             try:

@@ -24,3 +24,22 @@ def check(rc: int, what: str) -> None:
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+M_MMAP_THRESHOLD = -3
+
+
+def pin_mmap_threshold(size: int) -> bool:
+    """Makes glibc serve every allocation of `size` bytes or more with its own
+    mmap, given back to the kernel when freed. By default the threshold
+    rises to the size of the largest block freed so far (up to 32 MiB): after
+    one 15 MiB ExecSync reply, later ones come from the heap, which keeps the
+    memory long after the replies are gone (measured: 245 MiB RSS left after
+    ten parallel 100 MB execs, 50 MiB with the threshold pinned). False where
+    mallopt is not glibc's."""
+    try:
+        mallopt = libc.mallopt
+    except AttributeError:
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(M_MMAP_THRESHOLD, size))

@@ -87,6 +87,9 @@ class ContainerSpecRequest:
     # A pids limit for the container cgroup (0 = none); Kubernetes sets pids
     # per pod, so this is for daemon-wide defaults.
     pids_limit: int = 0
+    # `[runtime] seccomp_default`: a container that names no seccomp profile
+    # gets RuntimeDefault instead of running unconfined.
+    seccomp_default: bool = False
     # Facts about the node; tests pass their own.
     node: "NodeFacts | None" = None
     # Where CDI device specs are looked up (later directories win).
@@ -223,7 +226,7 @@ def _process(req: ContainerSpecRequest, user: users.ResolvedUser, caps: list[str
     apparmor = _apparmor(sc, node)
     if apparmor:
         process["apparmorProfile"] = apparmor
-    label = _selinux_label(sc)
+    label = _selinux_label(sc) if node.selinux_enabled else ""
     if label:
         process["selinuxLabel"] = label
     return process
@@ -233,7 +236,7 @@ def _apparmor(sc: pb.LinuxContainerSecurityContext, node: NodeFacts) -> str | No
     if sc.privileged:
         return None
     if sc.HasField("apparmor"):
-        kind = pb.SecurityProfile.ProfileType.Name(sc.apparmor.profile_type)
+        kind = _profile_kind(sc.apparmor, "apparmor")
         ref = sc.apparmor.localhost_ref
     elif sc.apparmor_profile:
         p = sc.apparmor_profile
@@ -252,6 +255,14 @@ def _apparmor(sc: pb.LinuxContainerSecurityContext, node: NodeFacts) -> str | No
     if not node.apparmor_enabled:
         raise InvalidArgument(f"AppArmor profile {ref!r} was asked for, but AppArmor is not enabled on this node")
     return ref.removeprefix("localhost/")
+
+
+def _profile_kind(profile: pb.SecurityProfile, what: str) -> str:
+    try:
+        return pb.SecurityProfile.ProfileType.Name(profile.profile_type)
+    except ValueError:
+        raise InvalidArgument(f"{what} profile_type {profile.profile_type} is unknown; use RuntimeDefault (0), "
+                              f"Unconfined (1) or Localhost (2)") from None
 
 
 def _selinux_options(opts: pb.SELinuxOption) -> str:
@@ -604,8 +615,11 @@ def _seccomp(req: ContainerSpecRequest, caps: list[str]) -> dict[str, Any] | Non
     if sc.privileged:
         return None
     if sc.HasField("seccomp"):
-        kind = pb.SecurityProfile.ProfileType.Name(sc.seccomp.profile_type)
+        kind = _profile_kind(sc.seccomp, "seccomp")
         ref = sc.seccomp.localhost_ref
+    elif not sc.seccomp_profile_path and req.seccomp_default:
+        # kubelet's --seccomp-default, done by the runtime for every client.
+        kind, ref = "RuntimeDefault", ""
     else:
         # No profile asked for is Unconfined, as in containerd; kubelet
         # always says which it wants.
@@ -686,7 +700,9 @@ def build_spec(req: ContainerSpecRequest) -> dict:
             linux["seccomp"] = profile
     if rootfs_propagation:
         linux["rootfsPropagation"] = rootfs_propagation
-    if sc.HasField("selinux_options"):
+    # Without SELinux on the node there is nothing a label could mean, and
+    # runc refuses a spec that has one: ignored, as containerd does.
+    if sc.HasField("selinux_options") and node.selinux_enabled:
         label = _selinux_options(sc.selinux_options)
         if label:
             linux["mountLabel"] = label

@@ -63,6 +63,40 @@ def validate(config: pb.PodSandboxConfig) -> None:
     for pm in config.port_mappings:
         if pm.protocol not in _PROTOCOLS:
             raise InvalidArgument(f"port mapping protocol {pm.protocol} is unknown; use TCP, UDP or SCTP")
+    _validate_hostname(config.hostname)
+    if config.log_directory:
+        _validate_log_directory(config.log_directory)
+    if ".." in config.linux.cgroup_parent.split("/"):
+        raise InvalidArgument(f"cgroup_parent {shown(config.linux.cgroup_parent)} must not contain '..'; "
+                              f"name the cgroup by its path from the hierarchy's root")
+
+
+def shown(text: str, limit: int = 256) -> str:
+    """`text` quoted for an error message, cut short: the caller sent it and
+    may have sent megabytes."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+# The kernel's limit (HOST_NAME_MAX) for sethostname.
+MAX_HOSTNAME = 64
+
+
+def _validate_hostname(hostname: str) -> None:
+    if len(hostname.encode()) > MAX_HOSTNAME:
+        raise InvalidArgument(f"hostname {shown(hostname, MAX_HOSTNAME)} is {len(hostname.encode())} bytes; "
+                              f"the kernel allows at most {MAX_HOSTNAME}")
+    # It goes into /etc/hosts and /etc/hostname as a line of its own.
+    if any(ch.isspace() or not ch.isprintable() for ch in hostname):
+        raise InvalidArgument(f"hostname {hostname!r} must not contain whitespace or control characters")
+
+
+def _validate_log_directory(path: str) -> None:
+    # A relative one would land under crispy's working directory; '..'
+    # would let container log paths name files outside the pod's logs.
+    if not path.startswith("/"):
+        raise InvalidArgument(f"log_directory {shown(path)} must be an absolute path (kubelet uses /var/log/pods/...)")
+    if any(part in (".", "..") for part in path.split("/")):
+        raise InvalidArgument(f"log_directory {shown(path)} must not contain '.' or '..' components")
 
 
 def network_request(rec: SandboxRecord, config: pb.PodSandboxConfig) -> PodNetworkRequest:

@@ -373,6 +373,14 @@ def test_seccomp_unconfined(rootfs):
     assert seccomp_of(rootfs, pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined)) is None
 
 
+def test_seccomp_default_key_makes_runtime_default_the_default(rootfs):
+    assert seccomp_of(rootfs) is None
+    assert seccomp_of(rootfs, seccomp_default=True)["defaultAction"] == "SCMP_ACT_ERRNO"
+    # Asked for explicitly, Unconfined stays unconfined.
+    assert seccomp_of(rootfs, pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined), seccomp_default=True) is None
+    assert seccomp_of(rootfs, path="unconfined", seccomp_default=True) is None
+
+
 def test_seccomp_localhost(rootfs, tmp_path):
     prof = tmp_path / "prof.json"
     prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}')
@@ -404,12 +412,28 @@ def test_apparmor_and_selinux_pass_through(rootfs):
     sc.apparmor.profile_type = pb.SecurityProfile.Localhost
     sc.apparmor.localhost_ref = "my-profile"
     sc.selinux_options.CopyFrom(pb.SELinuxOption(user="u", role="r", type="t", level="s0:c1,c2"))
-    spec = build_spec(request(rootfs, config, facts=node(apparmor_enabled=True)))
+    spec = build_spec(request(rootfs, config, facts=node(apparmor_enabled=True, selinux_enabled=True)))
     assert spec["process"]["apparmorProfile"] == "my-profile"
     assert spec["process"]["selinuxLabel"] == "u:r:t:s0:c1,c2"
     assert spec["linux"]["mountLabel"] == "u:r:t:s0:c1,c2"
     with pytest.raises(InvalidArgument, match="AppArmor is not enabled"):
         build_spec(request(rootfs, config, facts=node(apparmor_enabled=False)))
+
+
+def test_selinux_options_ignored_on_a_node_without_selinux(rootfs):
+    # runc refuses a label when SELinux is off; containerd drops it too.
+    config = pb.ContainerConfig()
+    config.linux.security_context.selinux_options.CopyFrom(pb.SELinuxOption(type="spc_t"))
+    spec = build_spec(request(rootfs, config, facts=node(selinux_enabled=False)))
+    assert "selinuxLabel" not in spec["process"] and "mountLabel" not in spec["linux"]
+
+
+def test_unknown_profile_types_are_invalid_arguments(rootfs):
+    for field in ("seccomp", "apparmor"):
+        config = pb.ContainerConfig()
+        getattr(config.linux.security_context, field).profile_type = 99
+        with pytest.raises(InvalidArgument, match=f"{field} profile_type 99 is unknown"):
+            build_spec(request(rootfs, config, facts=node(apparmor_enabled=True)))
 
 
 def test_no_lsm_fields_when_unset(rootfs):

@@ -14,6 +14,7 @@ from cri.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
 from cri.servicers.summary_cache import SummaryCache
+from cri.validation import check_container_config, check_reply_size, check_request
 from runtime import container
 from runtime.store import ContainerRecord
 
@@ -121,6 +122,8 @@ class ContainerRPCs:
     async def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
         if not request.HasField("config"):
             raise InvalidArgument("CreateContainer needs a config")
+        check_request(request)
+        check_container_config(request.config)
         container_id = await self.daemon.pods.create_container(request)
         return pb.CreateContainerResponse(container_id=container_id)
 
@@ -146,7 +149,9 @@ class ContainerRPCs:
         if request.HasField("filter"):
             ctrs = [c for c in ctrs if matches(c, request.filter)]
         ctrs.sort(key=lambda c: c.created_at)
-        return pb.ListContainersResponse(containers=self.container_summaries.summaries(ctrs, len(everything)))
+        reply = pb.ListContainersResponse(containers=self.container_summaries.summaries(ctrs, len(everything)))
+        check_reply_size("ListContainers", reply, reply.containers, "containers")
+        return reply
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
         pods = self.daemon.pods
@@ -161,6 +166,7 @@ class ContainerRPCs:
             raise InvalidArgument("ExecSync needs a command")
         if request.timeout < 0:
             raise InvalidArgument("ExecSync timeout must not be negative")
+        check_request(request)
         result = await self.daemon.pods.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
         if result.timed_out:
             # kubelet's prober reads DEADLINE_EXCEEDED as a probe timeout.
@@ -171,6 +177,7 @@ class ContainerRPCs:
                                        context: Any) -> pb.UpdateContainerResourcesResponse:
         if not request.HasField("linux"):
             raise InvalidArgument("UpdateContainerResources needs linux resources (Windows is not supported)")
+        check_request(request)
         await self.daemon.pods.update_resources(request.container_id, request.linux)
         return pb.UpdateContainerResourcesResponse()
 
@@ -191,4 +198,6 @@ class ContainerRPCs:
         if request.HasField("filter"):
             ctrs = [c for c in ctrs if stats_matches(c, request.filter)]
         ctrs.sort(key=lambda c: c.created_at)
-        return pb.ListContainerStatsResponse(stats=[container_stats(c, await pods.container_usage(c)) for c in ctrs])
+        reply = pb.ListContainerStatsResponse(stats=[container_stats(c, await pods.container_usage(c)) for c in ctrs])
+        check_reply_size("ListContainerStats", reply, reply.stats, "containers")
+        return reply

@@ -11,6 +11,7 @@ from cri.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
 from cri.servicers.summary_cache import SummaryCache
+from cri.validation import check_pod_config, check_reply_size, check_request
 from runtime import sandbox
 from runtime.store import SandboxRecord
 
@@ -64,6 +65,8 @@ class SandboxRPCs:
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
         if not request.HasField("config"):
             raise InvalidArgument("RunPodSandbox needs a config")
+        check_request(request)
+        check_pod_config(request.config)
         sandbox_id = await self.daemon.pods.run_pod(request)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
 
@@ -95,7 +98,9 @@ class SandboxRPCs:
         if request.HasField("filter"):
             recs = [r for r in recs if matches(r, request.filter)]
         recs.sort(key=lambda r: r.created_at)
-        return pb.ListPodSandboxResponse(items=self.sandbox_summaries.summaries(recs, len(everything)))
+        reply = pb.ListPodSandboxResponse(items=self.sandbox_summaries.summaries(recs, len(everything)))
+        check_reply_size("ListPodSandbox", reply, reply.items, "pod sandboxes")
+        return reply
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
         pods = self.daemon.pods
@@ -109,7 +114,9 @@ class SandboxRPCs:
             f = request.filter
             recs = [r for r in recs if (not f.id or r.id.startswith(f.id))
                     and labels_match(r.config, f.label_selector)]
-        return pb.ListPodSandboxStatsResponse(stats=[await _pod_stats(pods, r) for r in recs])
+        reply = pb.ListPodSandboxStatsResponse(stats=[await _pod_stats(pods, r) for r in recs])
+        check_reply_size("ListPodSandboxStats", reply, reply.stats, "pod sandboxes")
+        return reply
 
 
 async def _pod_stats(pods: Any, rec: SandboxRecord) -> pb.PodSandboxStats:

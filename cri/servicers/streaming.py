@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from cri.errors import InvalidArgument, ResourceExhausted, Unavailable
 from cri.proto import api_pb2 as pb
 from cri.streaming.tokens import TooManyInFlight
+from cri.validation import check_request
 
 if TYPE_CHECKING:
     from cri.daemon import Daemon
@@ -39,6 +40,7 @@ class StreamingRPCs:
         check_stdio(request.stdin, request.stdout, request.stderr, request.tty)
         if not request.cmd:
             raise InvalidArgument("cmd is empty; name the command to run")
+        check_request(request)
         ctr = self._streaming().backend.running_container(request.container_id)
         saved = pb.ExecRequest()
         saved.CopyFrom(request)
