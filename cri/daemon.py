@@ -157,13 +157,18 @@ class Daemon:
         watchdog.start()
         if not await self.stop():
             _exit_now("work did not stop within the shutdown grace and wind-down")
-        watchdog.cancel()
+        # The watchdog stays armed: what follows (asyncio.run joining the
+        # thread pool, interpreter teardown) could still hang, and the root
+        # locks are only dropped when this process is gone.
 
     async def stop(self) -> bool:
-        """Stops serving, then ends the daemon's own work; the root locks are
-        released last, and only once that work has stopped (another crispy
-        must never start on the roots beside it). False if some work would
-        not stop: the caller then ends the process, which releases them."""
+        """Stops serving, then ends the daemon's own work. False if some work
+        would not stop: the caller then ends the process.
+
+        The root locks are never released here: the kernel drops them when
+        the process exits, after everything it ran (a release by hand left a
+        window, the interpreter's own teardown, in which a new crispy could
+        start beside this one)."""
         if self._server is not None:
             # Stops accepting at once; in-flight calls get the grace period.
             await self._server.stop(self.config.shutdown_grace)
@@ -175,12 +180,7 @@ class Daemon:
         stopped = await _wind_down(SHUTDOWN_WIND_DOWN_S)
         if getattr(self, "pods", None) is not None:
             self.pods.close()
-        if not stopped:
-            return False
-        for fd in self._lock_fds:
-            os.close(fd)
-        self._lock_fds.clear()
-        return True
+        return stopped
 
     async def _open_parts(self) -> None:
         """Loads the stores and recovers pods, containers and networks, before
