@@ -13,27 +13,14 @@ from __future__ import annotations
 
 import os
 
+from runtime import procfs
+
 _mine: tuple[int, str] | None = None
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of `pid`, None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and ')': fields follow the last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
-    try:
-        return fields[0], int(fields[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def token_of(pid: int) -> str:
     """`<pid>.<start time>` of a live process; `<pid>` alone if it is gone."""
-    st = _stat(pid)
+    st = procfs.state_and_start(pid)
     return f"{pid}.{st[1]}" if st is not None else str(pid)
 
 
@@ -58,7 +45,7 @@ def alive(token: str) -> bool:
         return False
     if pid <= 0:
         return False
-    st = _stat(pid)
+    st = procfs.state_and_start(pid)
     if st is None or st[0] in ("Z", "X"):
         return False
     return start is None or st[1] == start

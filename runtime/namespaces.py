@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri.errors import InvalidArgument, Internal
-from runtime import kmount
+from runtime import kmount, procfs
 from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
+from runtime.procfs import process_start_time
 
 # Sysctl names: kernel-style dotted names or slash-separated paths.
 _SYSCTL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
@@ -250,30 +251,11 @@ async def _discard(ns: PodNamespaces) -> None:
     await unpin(ns)
 
 
-def _state_and_start(pid: int) -> tuple[str, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses; fields follow the last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
-    return fields[0], int(fields[19])
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time (clock ticks since boot) of a live, non-zombie `pid`."""
-    st = _state_and_start(pid)
-    if st is None or st[0] in ("Z", "X"):
-        return None
-    return st[1]
-
-
 def _reap(ns: PodNamespaces) -> None:
     """Collects the exit of an infra this crispy started (a zombie child
     otherwise stays until crispy exits). Only our own zombie by pid and
     start time is waited for, never another child that got the pid."""
-    st = _state_and_start(ns.infra_pid) if ns.infra_pid else None
+    st = procfs.state_and_start(ns.infra_pid) if ns.infra_pid else None
     if st is None or st[0] != "Z" or st[1] != ns.infra_start_time:
         return
     try:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime import kmount, pod_intent
+from runtime import kmount, pod_intent, procfs
 from runtime.network import PodNetworkStatus
 from runtime.oci_runtime import OciRuntime
 
@@ -48,15 +48,6 @@ EXIT_WAIT_S = 5.0
 _ID = re.compile(r"[0-9a-f]{64}")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2:][:1] in ("Z", "X")
-
-
 def _kill_and_wait(pids: list[int]) -> None:
     for pid in pids:
         try:
@@ -64,7 +55,7 @@ def _kill_and_wait(pids: list[int]) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + EXIT_WAIT_S
-    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+    while not all(procfs.gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

@@ -22,6 +22,7 @@ from images.holes import STRIDE, write_skipping_zeros
 from images.layer_limits import LayerLimits, LayerTooBig
 from images.unpack import BadLayer, unpack_layer
 from tests import imagebuild as ib
+from tests.test_image_unpack import _blob
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -35,11 +36,6 @@ def tmp() -> Path:
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
-
-def _blob(tmp: Path, tar: bytes, how: str = "gzip") -> Path:
-    p = tmp / f"blob-{os.urandom(4).hex()}"
-    p.write_bytes(ib.compress(tar, how))
-    return p
 
 
 def sparse_tar(tmp: Path, fmt: str) -> bytes:

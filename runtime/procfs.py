@@ -1,0 +1,40 @@
+"""What /proc/<pid>/stat says about a process: its state and start time.
+
+A pid alone names a process only until it exits; the start time (field 22,
+clock ticks since boot) tells a process from a later one that got its pid,
+and the state tells a zombie, which `kill(pid, 0)` calls alive, from a
+running process.
+"""
+
+from __future__ import annotations
+
+DEAD_STATES = ("Z", "X")
+
+
+def state_and_start(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time) of `pid`, None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; fields follow the last ')'.
+    fields = stat[stat.rfind(")") + 2:].split()
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of a live, non-zombie `pid`; None otherwise."""
+    st = state_and_start(pid)
+    if st is None or st[0] in DEAD_STATES:
+        return None
+    return st[1]
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie counts as exited)."""
+    st = state_and_start(pid)
+    return st is None or st[0] in DEAD_STATES
