@@ -9,8 +9,11 @@ interface, port mappings) and the cgroup path. Each is persisted here
 before the step that makes it, so the start-up sweep
 (runtime/sandbox_orphans.py) can undo every step that may have happened.
 
-The file lives in the pod's state directory and goes with it; once the
-record exists it is no longer read.
+The file lives in the pod's state directory and goes with it. Once the
+record exists only `stopping` is read: StopPodSandbox sets it before it
+tears anything down and saves the record (NOT_READY) only at its end, so a
+crispy restarted in between learns from it that the pod may have no
+network or processes left and reports it NOT_READY (runtime/manager.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class PodIntent:
     # The provider's teardown state (PodNetworkStatus.state): for CNI, the
     # exact config ADD is about to use.
     network_state: dict[str, Any] = field(default_factory=dict)
+    # StopPodSandbox has begun tearing the pod down.
+    stopping: bool = False
 
     def request(self) -> PodNetworkRequest | None:
         if not self.network_request:
@@ -71,6 +76,19 @@ def write(pod_dir: Path, intent: PodIntent) -> None:
 
 def with_network(intent: PodIntent, req: PodNetworkRequest, state: dict[str, Any]) -> PodIntent:
     return dataclasses.replace(intent, network_request=dataclasses.asdict(req), network_state=dict(state))
+
+
+def mark_stopping(pod_dir: Path) -> None:
+    """Blocking, small (tens of microseconds on the tmpfs). Keeps what the
+    intent said: a sweep may still need it if the record goes missing."""
+    intent = read(pod_dir) or PodIntent()
+    if not intent.stopping:
+        write(pod_dir, dataclasses.replace(intent, stopping=True))
+
+
+def stopping(pod_dir: Path) -> bool:
+    intent = read(pod_dir)
+    return intent is not None and intent.stopping
 
 
 def read(pod_dir: Path) -> PodIntent | None:
