@@ -9,11 +9,16 @@ interface, port mappings) and the cgroup path. Each is persisted here
 before the step that makes it, so the start-up sweep
 (runtime/sandbox_orphans.py) can undo every step that may have happened.
 
-The file lives in the pod's state directory and goes with it. Once the
-record exists only `stopping` is read: StopPodSandbox sets it before it
-tears anything down and saves the record (NOT_READY) only at its end, so a
-crispy restarted in between learns from it that the pod may have no
-network or processes left and reports it NOT_READY (runtime/manager.py).
+The file lives in the pod's state directory and goes with it; once the
+record exists it is no longer read.
+
+StopPodSandbox's intent is an empty file of its own next to it, made before
+anything is torn down: the record (NOT_READY) is saved only at the stop's
+end, and a crispy restarted in between learns from the file that the pod
+may have lost its network or processes and reports it NOT_READY
+(runtime/manager.py). A file of its own because making an empty file costs
+~20 us, while rewriting intent.json (a rename over the old one) makes ext4
+flush it, ~0.3-0.7 ms here, on every StopPodSandbox.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from runtime.network import PodNetworkRequest, PortMapping
 log = logging.getLogger("crispy.sandbox")
 
 FILE_NAME = "intent.json"
+STOPPING_NAME = "stopping"
 
 
 @dataclass
@@ -44,8 +50,6 @@ class PodIntent:
     # The provider's teardown state (PodNetworkStatus.state): for CNI, the
     # exact config ADD is about to use.
     network_state: dict[str, Any] = field(default_factory=dict)
-    # StopPodSandbox has begun tearing the pod down.
-    stopping: bool = False
 
     def request(self) -> PodNetworkRequest | None:
         if not self.network_request:
@@ -79,16 +83,12 @@ def with_network(intent: PodIntent, req: PodNetworkRequest, state: dict[str, Any
 
 
 def mark_stopping(pod_dir: Path) -> None:
-    """Blocking, small (tens of microseconds on the tmpfs). Keeps what the
-    intent said: a sweep may still need it if the record goes missing."""
-    intent = read(pod_dir) or PodIntent()
-    if not intent.stopping:
-        write(pod_dir, dataclasses.replace(intent, stopping=True))
+    """Blocking, small. Raises FileNotFoundError if the pod's directory is gone."""
+    os.close(os.open(pod_dir / STOPPING_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
 def stopping(pod_dir: Path) -> bool:
-    intent = read(pod_dir)
-    return intent is not None and intent.stopping
+    return os.path.lexists(pod_dir / STOPPING_NAME)
 
 
 def read(pod_dir: Path) -> PodIntent | None:

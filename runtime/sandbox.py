@@ -320,7 +320,7 @@ async def stop(mgr: "PodManager", rec: SandboxRecord) -> None:
 
 
 def _mark_stopping(rec: SandboxRecord) -> None:
-    # Inline: one small file on the state root's tmpfs, cheaper than a hop.
+    # Inline: one empty file on the state root, cheaper than a thread hop.
     if not rec.pod_dir:
         return
     try:
