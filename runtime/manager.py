@@ -113,6 +113,11 @@ class PodManager:
             private_dirs.tighten_children(d)
 
     async def _recover(self) -> None:
+        from runtime import pod_intent
+        ready = [r for r in self.sandboxes.values() if r.state == "ready" and r.pod_dir]
+        stopping = await asyncio.to_thread(lambda: [r for r in ready if pod_intent.stopping(Path(r.pod_dir))])
+        for rec in stopping:
+            await self.health.mark_not_ready(rec, "crispy stopped while StopPodSandbox was tearing it down")
         for rec in list(self.sandboxes.values()):
             # The pod's init died while we were away (or the node rebooted):
             # its PID namespace cannot take new members; or a pin is gone.

@@ -11,6 +11,14 @@ before the step that makes it, so the start-up sweep
 
 The file lives in the pod's state directory and goes with it; once the
 record exists it is no longer read.
+
+StopPodSandbox's intent is an empty file of its own next to it, made before
+anything is torn down: the record (NOT_READY) is saved only at the stop's
+end, and a crispy restarted in between learns from the file that the pod
+may have lost its network or processes and reports it NOT_READY
+(runtime/manager.py). A file of its own because making an empty file costs
+~20 us, while rewriting intent.json (a rename over the old one) makes ext4
+flush it, ~0.3-0.7 ms here, on every StopPodSandbox.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from runtime.network import PodNetworkRequest, PortMapping
 log = logging.getLogger("crispy.sandbox")
 
 FILE_NAME = "intent.json"
+STOPPING_NAME = "stopping"
 
 
 @dataclass
@@ -71,6 +80,15 @@ def write(pod_dir: Path, intent: PodIntent) -> None:
 
 def with_network(intent: PodIntent, req: PodNetworkRequest, state: dict[str, Any]) -> PodIntent:
     return dataclasses.replace(intent, network_request=dataclasses.asdict(req), network_state=dict(state))
+
+
+def mark_stopping(pod_dir: Path) -> None:
+    """Blocking, small. Raises FileNotFoundError if the pod's directory is gone."""
+    os.close(os.open(pod_dir / STOPPING_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+def stopping(pod_dir: Path) -> bool:
+    return os.path.lexists(pod_dir / STOPPING_NAME)
 
 
 def read(pod_dir: Path) -> PodIntent | None:

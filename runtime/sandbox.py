@@ -293,6 +293,11 @@ def pod_ips(rec: SandboxRecord) -> list[str]:
 async def stop(mgr: "PodManager", rec: SandboxRecord) -> None:
     """Kills what runs in the pod and releases its network; the namespaces
     and files stay until RemovePodSandbox. Safe to repeat."""
+    if rec.state == "ready":
+        # NOT_READY from the first step on (the network may be gone before
+        # the record is saved at the end), and after a crash in between too.
+        _mark_stopping(rec)
+        rec.state = "notready"
     # kubelet has normally stopped each container with its own grace period
     # already; stragglers get the stop signal and runtime.default_stop_timeout,
     # all at once, then SIGKILL.
@@ -312,6 +317,19 @@ async def stop(mgr: "PodManager", rec: SandboxRecord) -> None:
     rec.state = "notready"
     crashpoint("pod.stop.before_record")
     await mgr.store.save(rec)
+
+
+def _mark_stopping(rec: SandboxRecord) -> None:
+    # Inline: one empty file on the state root, cheaper than a thread hop.
+    if not rec.pod_dir:
+        return
+    try:
+        pod_intent.mark_stopping(Path(rec.pod_dir))
+    except OSError as e:
+        # The stop itself must go on; only a crash before its end would then
+        # show the pod READY until kubelet's retried stop.
+        log.warning("could not note the stop in the pod's intent file",
+                    extra={"fields": {"id": rec.id, "error": str(e)}})
 
 
 async def remove(mgr: "PodManager", rec: SandboxRecord) -> None:

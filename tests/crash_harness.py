@@ -11,8 +11,9 @@ supervisor that has not reaped it yet), and `rig.leaks()` is the zero-leak
 inventory: mounts, processes, namespace pins, cgroups, IPAM reservations,
 bridge ports, iptables rules and state files that belong to the rig.
 
-Test modules parametrize over step names; container steps (CreateContainer,
-StartContainer) can be added the same way once they have crash points.
+Test modules parametrize over step names: pod and pull steps in
+tests/test_crash_pods.py, container steps and the faults (conmon, infra,
+namespace pin) in tests/test_crash_containers.py.
 """
 
 from __future__ import annotations
@@ -141,13 +142,14 @@ class CrashRig:
         rules = [r for r in iptables_rules() if net.name in r or prefix in r]
         new_chains = sorted(cni_chains() - self.chains_before)
         files = []
-        for sub in ("pods", "containers", "sock", "exits"):
+        for sub in ("pods", "containers", "sock", "exits", "exec"):
             p = state / sub
             files += [f"{p}/{n}" for n in (os.listdir(p) if p.is_dir() else [])]
         oci = state / "oci"
         for rt in (os.listdir(oci) if oci.is_dir() else []):
             files += [f"{oci}/{rt}/{n}" for n in os.listdir(oci / rt) if (oci / rt / n).is_dir()]
-        for sub in ("pods", "containers"):
+        # Records, and the containers' writable layers (upper/work dirs).
+        for sub in ("pods", "containers", "rootfs"):
             p = data / sub
             files += [f"{p}/{n}" for n in (os.listdir(p) if p.is_dir() else [])]
         snaps, ingest = data / "images" / "snapshots", data / "images" / "ingest"

@@ -23,3 +23,19 @@ def test_unreadable_intent_is_treated_as_empty(tmp_path):
     assert pod_intent.read(tmp_path) == pod_intent.PodIntent()
     pod_intent.path_of(tmp_path).write_text('["not", "an", "object"]')
     assert pod_intent.read(tmp_path) == pod_intent.PodIntent()
+
+
+
+def test_mark_stopping_leaves_the_intent_alone(tmp_path):
+    assert not pod_intent.stopping(tmp_path)
+    intent = pod_intent.PodIntent(cgroup_path="/crispy/pod-2")
+    pod_intent.write(tmp_path, intent)
+    pod_intent.mark_stopping(tmp_path)
+    pod_intent.mark_stopping(tmp_path)  # a retried stop
+    assert pod_intent.stopping(tmp_path)
+    assert pod_intent.read(tmp_path) == intent
+    # A pod with no intent file (made by an older crispy) is marked too.
+    other = tmp_path / "other"
+    other.mkdir()
+    pod_intent.mark_stopping(other)
+    assert pod_intent.stopping(other) and pod_intent.read(other) is None
