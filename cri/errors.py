@@ -10,57 +10,32 @@ from __future__ import annotations
 
 import grpc
 
-
-class CrispyError(Exception):
-    """Base of every error crispy reports to a CRI client."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+from runtime.errors import (  # noqa: F401 - re-exported while callers move to runtime.errors
+    AlreadyExists, CrispyError, DeadlineExceeded, ErrorKind, FailedPrecondition, Internal, InvalidArgument, NotFound,
+    ResourceExhausted, Unavailable, Unimplemented)
 
 
-class NotFound(CrispyError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class InvalidArgument(CrispyError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class AlreadyExists(CrispyError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-
-
-class FailedPrecondition(CrispyError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class DeadlineExceeded(CrispyError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class ResourceExhausted(CrispyError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class Unavailable(CrispyError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class Unimplemented(CrispyError):
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class Internal(CrispyError):
-    code = grpc.StatusCode.INTERNAL
+_CODES = {
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
+    ErrorKind.UNKNOWN: grpc.StatusCode.UNKNOWN,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client should see for `exc`."""
     if isinstance(exc, CrispyError):
-        return exc.code, exc.message
+        return _CODES[exc.kind], exc.message
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, f"operation timed out: {exc}" if str(exc) else "operation timed out"
     if isinstance(exc, PermissionError):

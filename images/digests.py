@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import hashlib
 
-import grpc
 
-from cri.errors import CrispyError
+from runtime.errors import CrispyError, ErrorKind
 
 
 class ContentMismatch(CrispyError):
     """Bytes that do not match their descriptor (digest or size): a corrupt
     or lying registry/archive. Never stored, never used."""
 
-    code = grpc.StatusCode.DATA_LOSS
+    kind = ErrorKind.DATA_LOSS
 
 
 def sha256_of(data: bytes) -> str:

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-import grpc
 import zstandard
 
-from cri.errors import CrispyError
+from runtime.errors import CrispyError, ErrorKind
 from images.digests import ContentMismatch
 from images.holes import write_skipping_zeros
 from images.layer_limits import LayerLimits, bounded
@@ -46,13 +45,13 @@ READ_CHUNK = 1 << 20
 class UnsafeLayer(CrispyError):
     """A layer member that would be written outside its layer directory."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    kind = ErrorKind.INVALID_ARGUMENT
 
 
 class BadLayer(CrispyError):
     """A layer that is not a readable tar stream."""
 
-    code = grpc.StatusCode.DATA_LOSS
+    kind = ErrorKind.DATA_LOSS
 
 
 @dataclass

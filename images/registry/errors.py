@@ -3,9 +3,8 @@ kubelet should see."""
 
 from __future__ import annotations
 
-import grpc
 
-from cri.errors import CrispyError, DeadlineExceeded, Unavailable
+from runtime.errors import CrispyError, DeadlineExceeded, ErrorKind, Unavailable
 
 # Registry-controlled text (headers, URLs, error bodies) quoted in a message
 # is cut to this many characters: a status must stay well within gRPC's limits.
@@ -18,11 +17,11 @@ def clip(text: object, limit: int = QUOTE_MAX) -> str:
 
 
 class AuthenticationFailed(CrispyError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    kind = ErrorKind.UNAUTHENTICATED
 
 
 class AccessDenied(CrispyError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    kind = ErrorKind.PERMISSION_DENIED
 
 
 class RegistryUnavailable(Unavailable):

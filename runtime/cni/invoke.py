@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 
-from cri.errors import CrispyError
+from runtime.errors import CrispyError, ErrorKind
 from runtime.cni.config import NetworkConfigList, version_at_least
 
 log = logging.getLogger("crispy.cni")
@@ -34,7 +33,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class PluginError(CrispyError):
     """A plugin failed; the message carries the plugin's own words."""
 
-    code = grpc.StatusCode.UNKNOWN
+    kind = ErrorKind.UNKNOWN
 
     def __init__(self, message: str, cni_code: int = 0) -> None:
         super().__init__(message)
@@ -42,11 +41,11 @@ class PluginError(CrispyError):
 
 
 class PluginTimeout(PluginError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    kind = ErrorKind.DEADLINE_EXCEEDED
 
 
 class PluginMissing(PluginError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    kind = ErrorKind.FAILED_PRECONDITION
 
 
 @dataclass
