@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import grpc
+
+from cri.errors import status_for
 import pytest
 
 from runtime.cni import config as cniconfig
@@ -191,7 +193,7 @@ def test_failure_is_reported_verbatim():
     inv = invoke.build("ADD", net, net.plugins[0], call_args())
     err = invoke.parse_failure(inv, 1, b'{"cniVersion":"1.0.0","code":11,"msg":"failed to allocate","details":"range is full"}', b"")
     assert str(err) == "CNI plugin bridge ADD (network net1) failed: failed to allocate: range is full"
-    assert err.cni_code == 11 and err.code == grpc.StatusCode.UNKNOWN
+    assert err.cni_code == 11 and status_for(err)[0] == grpc.StatusCode.UNKNOWN
     err = invoke.parse_failure(inv, 2, b"", b"panic: something odd\n")
     assert str(err) == "CNI plugin bridge ADD (network net1) failed (exit status 2): panic: something odd"
     with pytest.raises(PluginError, match="not JSON"):
@@ -246,7 +248,7 @@ def test_hung_plugin_is_killed_after_the_timeout(tmp_path):
 
     err, took = asyncio.run(go())
     assert "CNI plugin hang ADD (network n) did not finish within 1s and was killed" in str(err)
-    assert err.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert status_for(err)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     child = int(pidfile.read_text())
     for _ in range(50):
         if not os.path.exists(f"/proc/{child}") or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
