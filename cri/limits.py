@@ -5,7 +5,8 @@ from __future__ import annotations
 
 # The server's grpc.max_send_message_length and max_receive_message_length.
 # kubelet's client accepts 16 MiB as well, so a bigger reply would fail on
-# its side even if ours let it out.
+# its side even if ours let it out. ExecSync's output cap
+# (runtime.exec_sync.OUTPUT_LIMIT) stays a megabyte under it.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 # Labels, annotations and metadata of one pod or container, as a List reply

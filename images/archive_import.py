@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from images import manifest as mf
 from images.content_store import ContentStore
 from images.digests import ContentMismatch, hex_of, sha256_of, verify

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from cri.errors import ResourceExhausted
+from runtime.errors import ResourceExhausted
 
 
 class LayerTooBig(ResourceExhausted):

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Protocol
 
-from cri.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from images import owner, reference
 from images.archive_import import ArchiveReader, ImportedImage
 from images.content_store import ContentStore
@@ -32,6 +32,7 @@ from images.image_store import ImageRecord, ImageStore
 from images.layer_limits import LayerLimits
 from images.manifest import parse_config
 from images.platform import Platform, host_platform
+from images.registry.puller import Puller
 from images.snapshots import SnapshotStore, disk_usage
 from runtime import private_dirs
 from runtime.crashpoints import crashpoint
@@ -317,7 +318,6 @@ class ImageManager:
 
     async def pull(self, ref: str, auth: AuthConfigLike | None) -> ImageRecord:
         if self._registry is None:
-            from images.registry.puller import Puller
             self._registry = Puller(self)
         return await self._registry.pull(ref, auth)
 

@@ -7,7 +7,7 @@ import platform as _platform
 from dataclasses import dataclass
 from typing import Any
 
-from cri.errors import NotFound
+from runtime.errors import NotFound
 
 _ARCH = {
     "x86_64": ("amd64", ""), "amd64": ("amd64", ""),

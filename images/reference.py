@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 DEFAULT_DOMAIN = "docker.io"
 DEFAULT_TAG = "latest"

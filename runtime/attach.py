@@ -14,9 +14,8 @@ import errno
 import os
 import socket
 
-from cri.errors import FailedPrecondition
-from cri.streaming.backend import ExecIO
-from cri.streaming.remotecommand import TerminalSize
+from runtime.errors import FailedPrecondition
+from runtime.stream_io import ExecIO, TerminalSize
 
 STDOUT_PIPE = 2
 STDERR_PIPE = 3

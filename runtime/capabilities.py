@@ -6,7 +6,7 @@ any case ("NET_ADMIN", "cap_net_admin"); the OCI spec wants `CAP_NET_ADMIN`.
 
 from __future__ import annotations
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 # Index = capability number (linux/capability.h), up to CAP_CHECKPOINT_RESTORE.
 ALL_CAPABILITIES: tuple[str, ...] = (

@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from runtime import untrusted_files
 
 DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from cri.errors import Internal
+from runtime.errors import Internal
 from runtime.namespaces import process_start_time
 from runtime.oci_runtime import OciRuntime
 

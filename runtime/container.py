@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cri.errors import FailedPrecondition, Internal, InvalidArgument
+from runtime.errors import FailedPrecondition, Internal, InvalidArgument
 from cri.proto import api_pb2 as pb
-from runtime import conmon, isolated, namespaces, rootfs, sandbox
+from runtime import conmon, isolated, kmount, namespaces, rootfs, sandbox
 from runtime.crashpoints import crashpoint
 from runtime.oci_runtime import OciRuntime
 from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec, resolve_user
@@ -253,7 +253,6 @@ async def _remove_files(mgr: "PodManager", ctr: ContainerRecord) -> None:
     def _rm() -> None:
         rootfs.unmount(ctr.rootfs)
         if os.path.exists(ctr.bundle):
-            from runtime import kmount
             if kmount.mounts_under(ctr.bundle):
                 raise OSError(f"{ctr.bundle} still has mounts")
             shutil.rmtree(ctr.bundle, ignore_errors=True)

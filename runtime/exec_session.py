@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cri.errors import Internal
-from cri.streaming.backend import ExecIO, InputPipe, OutputSink
-from cri.streaming.remotecommand import TerminalSize
+from runtime.errors import Internal
 from runtime import private_dirs
+from runtime.stream_io import ExecIO, InputPipe, OutputSink, TerminalSize
 
 CHUNK = 32 * 1024
 

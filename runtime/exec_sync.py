@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cri.limits import MAX_MESSAGE_BYTES
 from runtime.oci_runtime import OciRuntime
 
-# stdout and stderr together. Both travel in one reply, which may not exceed
-# the gRPC message limit (kubelet's included); the rest of that megabyte is
-# room for the protobuf framing and the truncation markers. containerd and
-# CRI-O cap each stream at 16 MiB, so two full streams fail the reply there.
-OUTPUT_LIMIT = MAX_MESSAGE_BYTES - 1024 * 1024
+# stdout and stderr together. Both travel in one reply, which must fit the
+# transport's message limit (16 MiB for gRPC, kubelet's included: see
+# cri/limits.py, whose tests hold this under it); the megabyte left is room
+# for the protobuf framing and the truncation markers. containerd and CRI-O
+# cap each stream at 16 MiB, so two full streams fail the reply there.
+OUTPUT_LIMIT = 15 * 1024 * 1024
 # What each stream may always keep however much the other printed first: a
 # flood on stdout must not hide the error a probe writes to stderr.
 STREAM_RESERVE = 1024 * 1024

@@ -20,7 +20,7 @@ import asyncio
 import threading
 from typing import Any, Callable, TypeVar
 
-from cri.errors import DeadlineExceeded, Unavailable
+from runtime.errors import DeadlineExceeded, Unavailable
 
 __all__ = ["call", "in_flight", "MAX_IN_FLIGHT"]
 

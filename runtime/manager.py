@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
-from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal, InvalidArgument, NotFound
+from runtime.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from runtime import namespaces, private_dirs, sandbox
 from runtime.cgroups import ProcessGone
 from runtime.cgroups.warmup import MigrationWarmup

@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cri.errors import InvalidArgument, Internal
+from runtime.errors import InvalidArgument, Internal
 from runtime import kmount, procfs
 from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
 from runtime.procfs import process_start_time

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cri.errors import Internal
+from runtime.errors import Internal
 from runtime import crun_start
 
 

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from cri.errors import InvalidArgument, Unimplemented
+from runtime.errors import InvalidArgument, Unimplemented
 from cri.proto import api_pb2 as pb
 from runtime import capabilities, cdi, seccomp, users
 from runtime.cgroups.paths import cgroups_path

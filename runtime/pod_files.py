@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 

@@ -28,7 +28,7 @@ import select
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from runtime import namespaces
+from runtime import namespaces, sandbox
 
 if TYPE_CHECKING:
     from runtime.manager import PodManager
@@ -98,7 +98,6 @@ class PodHealth:
         """Watches a ready pod. A pod that is already broken is marked at once."""
         if rec.id in self._tracked or rec.state != "ready":
             return
-        from runtime import sandbox
         pinned = sandbox.pinned_of(rec)
         t = _Tracked()
         for path in (pinned.net, pinned.ipc, pinned.uts, pinned.pid):
@@ -137,7 +136,6 @@ class PodHealth:
 
     def problem(self, rec: "SandboxRecord") -> str:
         """Why a ready pod can no longer take containers, or ""."""
-        from runtime import sandbox
         pinned = sandbox.pinned_of(rec)
         if pinned.infra_pid and not namespaces.infra_alive(pinned):
             return f"its infra process (pid {pinned.infra_pid}, init of the pod's PID namespace) is gone"
@@ -178,7 +176,6 @@ class PodHealth:
 
     @staticmethod
     def _pinned(rec: "SandboxRecord") -> namespaces.PodNamespaces:
-        from runtime import sandbox
         return sandbox.pinned_of(rec)
 
     # ---- events ---------------------------------------------------------

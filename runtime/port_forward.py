@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 
-from cri.errors import FailedPrecondition, NotFound
+from runtime.errors import FailedPrecondition, NotFound
 from runtime.libc import CLONE_NEWNET, check, libc
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from runtime import kmount, private_dirs
 
 # overlayfs takes its options from one page.

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from google.protobuf import json_format
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument, Unimplemented
 from cri.proto import api_pb2 as pb
 from runtime import kmount, namespaces, pod_files, pod_intent
 from runtime.cni import host_network_status
 from runtime.crashpoints import crashpoint
 from runtime.network import PodNetworkRequest, PodNetworkStatus, PortMapping
-from runtime.store import SandboxRecord
+from runtime.store import SandboxRecord, from_dict
 
 if TYPE_CHECKING:
     from runtime.manager import PodManager
@@ -58,7 +58,6 @@ def validate(config: pb.PodSandboxConfig) -> None:
     if ns.pid == pb.TARGET:
         raise InvalidArgument("a pod sandbox cannot target another container's PID namespace; use POD, CONTAINER or NODE")
     if ns.HasField("userns_options") and ns.userns_options.mode == pb.POD:
-        from cri.errors import Unimplemented
         raise Unimplemented("user namespaces for pods are not supported by crispy yet; use the NODE user namespace")
     for pm in config.port_mappings:
         if pm.protocol not in _PROTOCOLS:
@@ -281,7 +280,6 @@ async def _drop_namespaces(pinned: namespaces.PodNamespaces) -> None:
 
 
 def pinned_of(rec: SandboxRecord) -> namespaces.PodNamespaces:
-    from runtime.store import from_dict
     return from_dict(namespaces.PodNamespaces, rec.namespaces or {})
 
 

@@ -17,7 +17,7 @@ import platform
 from importlib import resources
 from typing import Any
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from runtime import untrusted_files
 
 ACTIONS = {"SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",

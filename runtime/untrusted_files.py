@@ -17,7 +17,7 @@ import errno
 import os
 import stat
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 __all__ = ["UnreadableFile", "SymlinkLoop", "kind_in_root", "read_in_root", "read_host_file", "resolve_in_root"]
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from cri.errors import FailedPrecondition, NotFound
-from cri.streaming.backend import ExecIO, InputPipe
-from cri.streaming.remotecommand import TerminalSize
+from runtime.stream_io import ExecIO, InputPipe, TerminalSize
 from runtime import attach, port_forward
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 from cri.errors import FailedPrecondition
 from cri.proto import api_pb2 as pb
 from cri.streaming import remotecommand, spdy, websocket
-from cri.streaming.backend import ExecIO
+from runtime.stream_io import ExecIO
 from cri.streaming.server import ServerOptions, StreamingServer
 from tests.streaming_client import SpdyClient, WsClient
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from cri.errors import FailedPrecondition, Internal, Unimplemented
 from cri.proto import api_pb2 as pb
-from cri.streaming.backend import ExecIO
 from runtime import attach, exec_session, oci_spec, port_forward
+from runtime.stream_io import ExecIO
 
 log = logging.getLogger("crispy.streaming")
 

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Iterator
 
+from runtime.stream_io import TerminalSize
+
 V1 = "channel.k8s.io"
 V2 = "v2.channel.k8s.io"
 V3 = "v3.channel.k8s.io"
@@ -87,12 +89,6 @@ def error_stream_payload(protocol: str, status: dict) -> bytes:
     if status.get("status") == "Success":
         return b""
     return str(status.get("message", "")).encode()
-
-
-@dataclass(frozen=True)
-class TerminalSize:
-    width: int
-    height: int
 
 
 class ResizeDecoder:

@@ -15,10 +15,11 @@ from cri.errors import CrispyError
 from cri.proto import api_pb2 as pb
 from cri.streaming import http_upgrade, portforward, remotecommand, spdy, websocket
 from cri.streaming.ws_connection import ChannelStream, ConnectionClosed, WebSocketConnection, WebSocketTunnel
-from cri.streaming.backend import ExecIO, InputPipe, StreamBackend
+from cri.streaming.backend import StreamBackend
 from cri.streaming.http_upgrade import HttpError
 from cri.streaming.tokens import TokenCache
 from cri.streaming.shutdown import close_transport
+from runtime.stream_io import ExecIO, InputPipe
 
 log = logging.getLogger("crispy.streaming")
 

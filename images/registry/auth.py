@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

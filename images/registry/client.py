@@ -22,7 +22,7 @@ from typing import AsyncIterator, Callable, TypeVar
 
 import httpx
 
-from cri.errors import InvalidArgument, NotFound, ResourceExhausted
+from runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from images.content_store import BlobWriter, ContentStore
 from images.digests import ContentMismatch
 from images.manifest import ACCEPT

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from cri.errors import CrispyError, ResourceExhausted
+from runtime.errors import CrispyError, ResourceExhausted
 from images import manifest as mf
 from images import reference
 from images.archive_import import ImportedImage, LayerBlob

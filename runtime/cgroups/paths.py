@@ -7,7 +7,7 @@ which the OCI runtime turns into "<slice path>/crispy-<id>.scope".
 
 from __future__ import annotations
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 PREFIX = "crispy"
 

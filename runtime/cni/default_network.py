@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from runtime import atomicfile
 from runtime.cni.config import CONF_EXTENSIONS
 

@@ -20,11 +20,12 @@ import logging
 import os
 from typing import Any, Awaitable, Callable
 
-from cri.errors import CrispyError, FailedPrecondition
+from runtime.errors import CrispyError, FailedPrecondition
 from runtime import atomicfile
 from runtime.crashpoints import crashpoint
 from runtime.cni import default_network, invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
+from runtime.cni.hostip import host_primary_ip
 from runtime.cni.invoke import CallArgs, PluginError
 from runtime.libc import CLONE_NEWNET
 from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness
@@ -107,7 +108,6 @@ def _delete_link(name: str) -> None:
 async def host_network_status() -> PodNetworkStatus:
     """What a host-network pod reports: no CNI, the node's own address.
     Teardown of this status does nothing."""
-    from runtime.cni.hostip import host_primary_ip
     ip = await asyncio.to_thread(host_primary_ip)
     return PodNetworkStatus(ip=ip, state={"network": "", "hostNetwork": True})
 
