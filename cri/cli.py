@@ -9,7 +9,7 @@ import sys
 
 from cri import config as configmod
 from cri import logsetup
-from cri.errors import CrispyError
+from runtime.errors import CrispyError
 
 log = logging.getLogger("crispy")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 DEFAULT_CONFIG_PATH = Path("/etc/crispy/crispy.toml")
 

@@ -22,7 +22,7 @@ import grpc
 
 from cri import rpc
 from cri.config import Config
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from cri.limits import MAX_MESSAGE_BYTES
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer

@@ -1,9 +1,10 @@
 """Turns servicer objects into registered gRPC handlers.
 
 Every RPC of a service goes through `_unary` or `_stream` here: one debug
-line with its latency, crispy errors mapped to status codes (cri/errors.py),
-anything unexpected logged with its traceback but never sent to the client.
-RPCs a servicer does not define answer UNIMPLEMENTED naming the RPC.
+line with its latency, crispy's error kinds (runtime/errors.py) mapped to
+status codes, anything unexpected logged with its traceback but never sent
+to the client. RPCs a servicer does not define answer UNIMPLEMENTED naming
+the RPC. This is the one place that knows which gRPC code each kind is.
 """
 
 from __future__ import annotations
@@ -16,10 +17,40 @@ from typing import Any, Callable
 
 import grpc
 
-from cri.errors import status_for
 from cri.proto import api_pb2
+from runtime.errors import CrispyError, ErrorKind
 
 log = logging.getLogger("crispy.rpc")
+
+
+_CODES = {
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
+    ErrorKind.UNKNOWN: grpc.StatusCode.UNKNOWN,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a client should see for `exc`."""
+    if isinstance(exc, CrispyError):
+        return _CODES[exc.kind], exc.message
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"operation timed out: {exc}" if str(exc) else "operation timed out"
+    if isinstance(exc, PermissionError):
+        return grpc.StatusCode.PERMISSION_DENIED, f"permission denied: {exc}"
+    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"no space left: {exc}"
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the crispy log for details"
 
 
 # Longest status message sent, in UTF-8 bytes. gRPC carries it percent-

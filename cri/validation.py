@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from cri.errors import InvalidArgument, ResourceExhausted
+from runtime.errors import InvalidArgument, ResourceExhausted
 from cri.limits import MAX_MESSAGE_BYTES, MAX_OBJECT_METADATA_BYTES
 from cri.proto import api_pb2 as pb
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime.cgroups import (V1Manager, V2Manager, fs_path, open_layout, shares_to_weight, slice_path,
                              weight_to_shares)

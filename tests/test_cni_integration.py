@@ -391,7 +391,7 @@ def test_broken_config_is_not_ready_and_setup_fails_clearly(tmp_path, host_guard
     r = cni.readiness()
     assert not r.ready and r.reason == "NetworkPluginNotReady"
     assert f"invalid file {conf}/10-bad.conflist: not valid JSON" in r.message
-    from cri.errors import FailedPrecondition
+    from runtime.errors import FailedPrecondition
     with pytest.raises(FailedPrecondition, match="invalid file"):
         run(cni.setup(request(netns.new())))
     # A plugin that does not exist in the bin dirs.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from cri.errors import status_for
+from cri.rpc import status_for
 import pytest
 
 from runtime.cni import config as cniconfig
@@ -24,7 +24,7 @@ from runtime.cni.invoke import CallArgs, PluginError, PluginMissing, PluginTimeo
 from runtime.cni.network import CniNetwork, capability_args, cni_args, pod_ips
 from runtime.network import PodNetworkRequest, PortMapping
 
-from cri.errors import FailedPrecondition, InvalidArgument
+from runtime.errors import FailedPrecondition, InvalidArgument
 
 CONFLIST = {"cniVersion": "1.0.0", "name": "net1",
             "plugins": [{"type": "bridge", "bridge": "b0", "ipam": {"type": "host-local"}},

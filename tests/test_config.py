@@ -3,7 +3,7 @@ import argparse
 import pytest
 
 from cri import config
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 
 def _parse(argv):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import AlreadyExists, Internal, InvalidArgument
+from runtime.errors import AlreadyExists, Internal, InvalidArgument
 from runtime import conmon, cri_log, namespaces, pod_files, rootfs
 from runtime.oci_runtime import OciRuntime, _clean
 

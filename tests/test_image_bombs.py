@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from cri.errors import status_for
+from cri.rpc import status_for
 import pytest
 
 from images.digests import sha256_of
@@ -214,7 +214,7 @@ def test_sparse_holes_do_not_count_against_the_limits(tmp):
 
 def test_limit_keys_have_safe_defaults_and_refuse_negatives(tmp):
     from cri import config
-    from cri.errors import InvalidArgument
+    from runtime.errors import InvalidArgument
     cfg = config.Config()
     limits = LayerLimits.from_config(cfg.images)
     assert limits == LayerLimits(max_bytes=64 << 30, max_ratio=100, ratio_floor=512 * MiB)

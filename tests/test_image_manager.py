@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cri.config import Config
-from cri.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from images.digests import ContentMismatch
 from images.manager import ImageManager
 from tests import imagebuild as ib

@@ -3,7 +3,7 @@
 import pytest
 
 from cri.config import RegistryHostConfig
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from images.registry.hosts import endpoints_for
 
 

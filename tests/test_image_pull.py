@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from cri.config import Config, RegistryHostConfig
-from cri.errors import FailedPrecondition, NotFound, ResourceExhausted
+from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from images.digests import ContentMismatch
 from images.manager import ImageManager
 from images.registry.errors import AuthenticationFailed, PullStalled, RegistryUnavailable

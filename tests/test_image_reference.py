@@ -1,6 +1,6 @@
 import pytest
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from images import reference
 from images.digests import chain_ids, sha256_of
 

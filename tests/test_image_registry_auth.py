@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cri.config import RegistryHostConfig
-from cri.errors import FailedPrecondition, InvalidArgument
+from runtime.errors import FailedPrecondition, InvalidArgument
 from images import manifest as mf
 from images.platform import Platform, host_platform, select_manifest
 from images.registry.auth import (Challenge, Credentials, credentials_from, credentials_from_json, parse_challenges,

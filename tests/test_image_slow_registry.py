@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from cri.errors import status_for
+from cri.rpc import status_for
 import pytest
 
 from cri.config import Config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import DeadlineExceeded, Unavailable
+from runtime.errors import DeadlineExceeded, Unavailable
 from runtime import isolated
 
 
@@ -95,7 +95,7 @@ def test_the_deadline_is_configured(tmp_path):
     import argparse
 
     from cri import config
-    from cri.errors import InvalidArgument
+    from runtime.errors import InvalidArgument
     empty = tmp_path / "crispy.toml"
     empty.write_text("")
     assert config.load(path=str(empty)).runtime.user_lookup_timeout == 30.0

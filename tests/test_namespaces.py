@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from runtime import namespaces
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument, Unimplemented
+from runtime.errors import InvalidArgument, Unimplemented
 from cri.proto import api_pb2 as pb
 from runtime import capabilities
 from runtime.oci_spec import (DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, ContainerSpecRequest, NodeFacts,

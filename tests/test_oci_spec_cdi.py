@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import cdi
 from runtime.oci_spec import build_spec

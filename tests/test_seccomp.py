@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from runtime import capabilities, seccomp
 
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from cri.errors import FailedPrecondition
+from runtime.errors import FailedPrecondition
 from cri.proto import api_pb2 as pb
 from cri.servicers.streaming import StreamingRPCs
 from cri.streaming import remotecommand
@@ -52,14 +52,14 @@ class FakePods:
         return OciRuntime.under(path, self.state_root)
 
     def container(self, ref: str) -> ContainerRecord:
-        from cri.errors import NotFound
+        from runtime.errors import NotFound
         for key, rec in self.containers.items():
             if ref in (key, rec.id):
                 return rec
         raise NotFound(f"container {ref!r} not found")
 
     def sandbox(self, ref: str) -> SandboxRecord:
-        from cri.errors import NotFound
+        from runtime.errors import NotFound
         for key, rec in self.sandboxes.items():
             if ref in (key, rec.id):
                 return rec
@@ -211,7 +211,7 @@ def test_exec_over_websocket(container):
 
 def test_rpc_validation(container):
     async def body(server, rpcs):
-        from cri.errors import InvalidArgument, NotFound
+        from runtime.errors import InvalidArgument, NotFound
         with pytest.raises(InvalidArgument):
             await rpcs.Exec(pb.ExecRequest(container_id="c1", cmd=["true"], tty=True, stderr=True), None)
         with pytest.raises(InvalidArgument):

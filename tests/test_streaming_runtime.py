@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import FailedPrecondition, NotFound
+from runtime.errors import FailedPrecondition, NotFound
 from runtime.stream_io import ExecIO, InputPipe, TerminalSize
 from runtime import attach, port_forward
 

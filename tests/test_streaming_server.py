@@ -13,7 +13,7 @@ import os
 import subprocess
 from typing import Any, AsyncIterator
 
-from cri.errors import FailedPrecondition
+from runtime.errors import FailedPrecondition
 from cri.proto import api_pb2 as pb
 from cri.streaming import remotecommand, spdy, websocket
 from runtime.stream_io import ExecIO

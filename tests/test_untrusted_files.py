@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from cri.errors import FailedPrecondition, InvalidArgument
+from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime import cdi, seccomp, untrusted_files, users
 
 

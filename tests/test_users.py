@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from runtime import users
 
 

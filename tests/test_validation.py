@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.validation import check_request
 from runtime import sandbox

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from cri.errors import DeadlineExceeded, InvalidArgument
+from runtime.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
 from cri.servicers.summary_cache import SummaryCache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 
 if TYPE_CHECKING:

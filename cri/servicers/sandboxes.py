@@ -7,7 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from cri.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
 from cri.servicers.summary_cache import SummaryCache

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cri.errors import InvalidArgument, ResourceExhausted, Unavailable
+from runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
 from cri.proto import api_pb2 as pb
 from cri.streaming.tokens import TooManyInFlight
 from cri.validation import check_request

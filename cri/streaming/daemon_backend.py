@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cri.errors import FailedPrecondition, Internal, Unimplemented
+from runtime.errors import FailedPrecondition, Internal, Unimplemented
 from cri.proto import api_pb2 as pb
 from runtime import attach, exec_session, oci_spec, port_forward
 from runtime.stream_io import ExecIO

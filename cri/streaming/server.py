@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from cri.errors import CrispyError
+from runtime.errors import CrispyError
 from cri.proto import api_pb2 as pb
 from cri.streaming import http_upgrade, portforward, remotecommand, spdy, websocket
 from cri.streaming.ws_connection import ChannelStream, ConnectionClosed, WebSocketConnection, WebSocketTunnel

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from cri.errors import NotFound
+from runtime.errors import NotFound
 from cri.rpc import MAX_STATUS_MESSAGE, bounded
 from images.platform import Platform, select_manifest
 from images.registry.rate import RateGuard
