@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 from cri.proto import api_pb2 as pb
 from cri.streaming.remotecommand import TerminalSize
@@ -81,5 +81,3 @@ class StreamBackend(Protocol):
     async def open_port(self, sandbox_id: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A TCP connection to localhost:`port` inside the pod's network."""
 
-
-Runner = Callable[[ExecIO], Awaitable[int | None]]
