@@ -206,12 +206,6 @@ class ContentStore:
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
 
-    def size_of(self, digest: str) -> int:
-        try:
-            return self.path(digest).stat().st_size
-        except FileNotFoundError:
-            return 0
-
     def clean_stale_partials(self, max_age: float = PARTIAL_MAX_AGE_S) -> int:
         """Removes partial downloads too old to be worth resuming."""
         removed = 0

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from images import owner, reference
@@ -126,15 +126,6 @@ class ImageManager:
             await self._registry.close()
 
     # ---- leases and garbage collection -------------------------------------------
-
-    @contextlib.contextmanager
-    def _lease_sync(self) -> Iterator[None]:
-        fd = os.open(self.gc_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
 
     def _shared_lock(self) -> int:
         fd = os.open(self.gc_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -39,12 +39,6 @@ def is_digest(value: str) -> bool:
     return False
 
 
-def check_digest(value: str, what: str = "digest") -> str:
-    if not is_digest(value):
-        raise InvalidArgument(f"{what} {value!r} is not a valid digest (want sha256:<64 hex digits>)")
-    return value
-
-
 def is_hex_id(value: str) -> bool:
     return bool(_HEX64.match(value))
 
@@ -84,9 +78,6 @@ class Reference:
 
     def with_digest(self, digest: str) -> "Reference":
         return Reference(self.domain, self.path, "", digest)
-
-    def with_tag(self, tag: str) -> "Reference":
-        return Reference(self.domain, self.path, tag, "")
 
 
 def _split_domain(name: str) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from runtime.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
+from cri.servicers.stats import container_stats
 from cri.servicers.summary_cache import SummaryCache
 from cri.validation import check_container_config, check_reply_size, check_request
 from runtime import container
@@ -64,36 +65,6 @@ def container_status(ctr: ContainerRecord, live: pb.LinuxContainerResources | No
         message=ctr.message, labels=labels, annotations=annotations,
         mounts=[json_format.ParseDict(m, pb.Mount(), ignore_unknown_fields=True) for m in ctr.mounts],
         log_path=ctr.log_path, resources=resources, image_id=ctr.image_id, user=user, stop_signal=stop_signal)
-
-
-def _u64(value: int | None) -> pb.UInt64Value | None:
-    return pb.UInt64Value(value=max(int(value), 0)) if value is not None else None
-
-
-def container_stats(ctr: ContainerRecord, usage: Any) -> pb.ContainerStats:
-    labels, annotations = _labels(ctr)
-    out = pb.ContainerStats(attributes=pb.ContainerAttributes(
-        id=ctr.id, metadata=pb.ContainerMetadata(name=ctr.name, attempt=ctr.attempt),
-        labels=labels, annotations=annotations))
-    ts = usage.timestamp_ns
-    cg = usage.cgroup
-    if cg is not None:
-        out.cpu.CopyFrom(pb.CpuUsage(timestamp=ts, usage_core_nano_seconds=_u64(cg.cpu_usage_ns),
-                                     usage_nano_cores=_u64(usage.nano_cores)))
-        available = None
-        if cg.memory_limit_bytes is not None and cg.memory_working_set_bytes is not None:
-            available = cg.memory_limit_bytes - cg.memory_working_set_bytes
-        out.memory.CopyFrom(pb.MemoryUsage(
-            timestamp=ts, working_set_bytes=_u64(cg.memory_working_set_bytes), available_bytes=_u64(available),
-            usage_bytes=_u64(cg.memory_usage_bytes), rss_bytes=_u64(cg.memory_rss_bytes),
-            page_faults=_u64(cg.page_faults), major_page_faults=_u64(cg.major_page_faults)))
-        if cg.swap_usage_bytes is not None:
-            out.swap.CopyFrom(pb.SwapUsage(timestamp=ts, swap_usage_bytes=_u64(cg.swap_usage_bytes)))
-    if usage.layer is not None:
-        out.writable_layer.CopyFrom(pb.FilesystemUsage(
-            timestamp=ts, fs_id=pb.FilesystemIdentifier(mountpoint=usage.layer_mountpoint),
-            used_bytes=_u64(usage.layer.used_bytes), inodes_used=_u64(usage.layer.inodes_used)))
-    return out
 
 
 def stats_matches(ctr: ContainerRecord, f: pb.ContainerStatsFilter) -> bool:

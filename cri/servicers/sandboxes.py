@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.filters import labels_match
+from cri.servicers.stats import container_stats, pod_sandbox_stats
 from cri.servicers.summary_cache import SummaryCache
 from cri.validation import check_pod_config, check_reply_size, check_request
 from runtime import sandbox
@@ -120,30 +121,8 @@ class SandboxRPCs:
 
 
 async def _pod_stats(pods: Any, rec: SandboxRecord) -> pb.PodSandboxStats:
-    from cri.servicers.containers import _u64, container_stats
-    labels, annotations = _labels(rec)
-    out = pb.PodSandboxStats(attributes=pb.PodSandboxAttributes(id=rec.id, metadata=_metadata(rec), labels=labels,
-                                                                annotations=annotations))
     usage = await pods.pod_usage(rec)
-    cg, ts = usage.cgroup, usage.timestamp_ns
-    if cg is not None:
-        out.linux.cpu.CopyFrom(pb.CpuUsage(timestamp=ts, usage_core_nano_seconds=_u64(cg.cpu_usage_ns),
-                                           usage_nano_cores=_u64(usage.nano_cores)))
-        out.linux.memory.CopyFrom(pb.MemoryUsage(
-            timestamp=ts, working_set_bytes=_u64(cg.memory_working_set_bytes), usage_bytes=_u64(cg.memory_usage_bytes),
-            rss_bytes=_u64(cg.memory_rss_bytes), page_faults=_u64(cg.page_faults),
-            major_page_faults=_u64(cg.major_page_faults)))
-        out.linux.process.CopyFrom(pb.ProcessUsage(timestamp=ts, process_count=_u64(usage.process_count)))
-    ifaces = await pods.pod_network_usage(rec)
-    if ifaces is not None:
-        def one(i: Any) -> pb.NetworkInterfaceUsage:
-            return pb.NetworkInterfaceUsage(name=i.name, rx_bytes=_u64(i.rx_bytes), rx_errors=_u64(i.rx_errors),
-                                            tx_bytes=_u64(i.tx_bytes), tx_errors=_u64(i.tx_errors))
-        # CNI names the pod's interface eth0.
-        default = next((i for i in ifaces if i.name == "eth0"), ifaces[0] if ifaces else None)
-        out.linux.network.CopyFrom(pb.NetworkUsage(timestamp=ts, default_interface=one(default) if default else None,
-                                                   interfaces=[one(i) for i in ifaces]))
-    for ctr in pods.containers_of(rec.id):
-        if ctr.state == "running":
-            out.linux.containers.append(container_stats(ctr, await pods.container_usage(ctr)))
-    return out
+    interfaces = await pods.pod_network_usage(rec)
+    containers = [container_stats(ctr, await pods.container_usage(ctr))
+                  for ctr in pods.containers_of(rec.id) if ctr.state == "running"]
+    return pod_sandbox_stats(rec, usage, interfaces, containers)

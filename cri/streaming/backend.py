@@ -5,7 +5,7 @@ runtime/stream_io.py: the protocol shells (SPDY, WebSocket) fill it."""
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 from cri.proto import api_pb2 as pb
 from runtime.stream_io import ExecIO
@@ -22,5 +22,3 @@ class StreamBackend(Protocol):
     async def open_port(self, sandbox_id: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A TCP connection to localhost:`port` inside the pod's network."""
 
-
-Runner = Callable[[ExecIO], Awaitable[int | None]]

@@ -89,13 +89,6 @@ class PairTracker:
             del self.pending[p.request_id]
         return old
 
-    def discard_stream(self, stream_id: int) -> StreamPair | None:
-        for rid, p in list(self.pending.items()):
-            if stream_id in (p.data_id, p.error_id):
-                del self.pending[rid]
-                return p
-        return None
-
 
 # ---- WebSocket variant -----------------------------------------------------
 

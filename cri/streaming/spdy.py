@@ -458,9 +458,6 @@ class SpdySession:
         self.open_streams.discard(stream_id)
         self._out += self.framer.serialize(RstStream(stream_id, status))
 
-    def forget(self, stream_id: int) -> None:
-        self.open_streams.discard(stream_id)
-
     def goaway(self, status: int = 0) -> None:
         if not self.goaway_sent:
             self.goaway_sent = True

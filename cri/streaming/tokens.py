@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-TOKEN_LEN = 8
 TTL_SECONDS = 60.0
 MAX_IN_FLIGHT = 1000
 
