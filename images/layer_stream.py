@@ -23,7 +23,9 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 # Upper bound of one decompressed piece: bounds memory for highly
 # compressible layers while keeping per-piece Python overhead negligible.
-PIECE = 1 << 20
+# Below the daemon's mmap threshold (runtime/libc.py), so pieces reuse heap
+# memory: at 1 MiB each one was a fresh mmap, faulted in page by page.
+PIECE = 512 * 1024
 
 
 class TruncatedLayer(EOFError):
