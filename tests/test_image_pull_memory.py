@@ -15,7 +15,6 @@ import httpcore
 import pytest
 
 from images import layer_stream, unpack
-from images.registry import client
 from runtime import libc
 from tests import imagebuild as ib
 from tests.registry import LocalRegistry
@@ -65,9 +64,8 @@ def test_pull_buffers_stay_well_below_the_daemons_mmap_threshold():
     quarter = libc.MMAP_THRESHOLD // 4
     assert layer_stream.PIECE <= quarter
     assert unpack.READ_CHUNK <= quarter
-    # A write batch ends with the network read that took it past WRITE_CHUNK.
-    net_read = httpcore._async.http11.AsyncHTTP11Connection.READ_NUM_BYTES
-    assert client.WRITE_CHUNK + net_read <= 2 * quarter
+    # Write batches are not joined; each of their pieces is one network read.
+    assert httpcore._async.http11.AsyncHTTP11Connection.READ_NUM_BYTES <= quarter
 
 
 @pytest.fixture
@@ -92,3 +90,26 @@ def test_cold_pull_reuses_memory_under_the_daemons_malloc_policy(registry):
     # more pages than it downloads (~1.7 per page before the fix).
     pages = pulled // 4096
     assert min(res["faults"][1:]) < pages // 2, (res["faults"], pages)
+
+
+def test_blob_writer_writes_batches_without_joining_them(tmp_path):
+    import hashlib
+
+    from images.content_store import ContentStore
+    from images.digests import ContentMismatch
+
+    (tmp_path / "images").mkdir()
+    store = ContentStore(tmp_path / "images")
+    store.create_dirs()
+    chunks = [os.urandom(n) for n in (65536, 1, 4096, 65536, 300_000)]
+    data = b"".join(chunks)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    w = store.writer(digest, len(data))
+    w.write_chunks(chunks[:2])
+    w.write_chunks(chunks[2:])
+    assert w.offset == len(data)
+    assert w.commit().read_bytes() == data
+
+    w = store.writer("sha256:" + "0" * 64, 10)
+    with pytest.raises(ContentMismatch, match="larger than the 10 bytes"):
+        w.write_chunks([b"12345", b"678901"])

@@ -40,11 +40,9 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 5.0
-# Downloaded bytes are joined and written in batches of about this many; a
-# batch (plus one network read) stays well below the daemon's mmap threshold
-# (runtime/libc.py, layer_stream.PIECE says why), so it reuses heap memory
-# instead of faulting in a fresh mapping.
-WRITE_CHUNK = 256 * 1024
+# Downloaded bytes are written (one writev, no join: BlobWriter.write_chunks)
+# in batches of about this many, one thread hop each.
+WRITE_CHUNK = 1 << 20
 # Registries redirect blobs to storage (S3, a CDN) once, sometimes twice.
 MAX_REDIRECTS = 10
 _TRANSIENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
