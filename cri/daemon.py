@@ -120,7 +120,7 @@ class Daemon:
         os.umask(0o022)
         # Large replies (ExecSync output, big lists) must not leave their
         # memory with the daemon once sent (runtime/libc.py says why).
-        libc.pin_mmap_threshold(1024 * 1024)
+        libc.pin_mmap_threshold(libc.MMAP_THRESHOLD)
         self._lock_roots()
         self._load_state()
         await self._open_parts()

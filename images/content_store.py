@@ -80,7 +80,26 @@ class BlobWriter:
         self.offset += len(data)
 
     def write_chunks(self, chunks: list[bytes]) -> None:
-        self.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        """Writes the chunks in one writev, not joined first: a joined batch
+        of 1 MiB or more would be a fresh mapping under the daemon's pinned
+        mmap threshold (runtime/libc.py), faulted in page by page."""
+        total = sum(len(c) for c in chunks)
+        if self.size is not None and self.offset + total > self.size:
+            self.discard()
+            raise ContentMismatch(f"blob {self.digest} is larger than the {self.size} bytes its descriptor says")
+        done = os.writev(self._fd, chunks)
+        if done < total:  # a short write: the rest one chunk at a time
+            for c in chunks:
+                if done >= len(c):
+                    done -= len(c)
+                    continue
+                view = memoryview(c)[done:]
+                done = 0
+                while view:
+                    view = view[os.write(self._fd, view):]
+        for c in chunks:
+            self._hash.update(c)
+        self.offset += total
 
     def commit(self) -> Path:
         """Verifies and publishes the blob; a mismatch deletes the partial."""

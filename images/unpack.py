@@ -38,8 +38,10 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 # metacopy, whiteouts) and would let an image reach outside its layers.
 _FORBIDDEN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
-# Compressed bytes are read from the blob in pieces this big.
-READ_CHUNK = 1 << 20
+# Compressed bytes are read from the blob in pieces this big: well below the
+# daemon's mmap threshold (runtime/libc.py, layer_stream.PIECE says why), so
+# each read reuses heap memory instead of faulting in a fresh mapping.
+READ_CHUNK = 256 * 1024
 
 
 class UnsafeLayer(CrispyError):

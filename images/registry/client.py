@@ -40,6 +40,8 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 5.0
+# Downloaded bytes are written (one writev, no join: BlobWriter.write_chunks)
+# in batches of about this many, one thread hop each.
 WRITE_CHUNK = 1 << 20
 # Registries redirect blobs to storage (S3, a CDN) once, sometimes twice.
 MAX_REDIRECTS = 10
