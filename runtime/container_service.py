@@ -22,8 +22,16 @@ from cri.proto import api_pb2 as pb
 from runtime import conmon, exec_sync, isolated, kmount, rootfs
 from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
-from runtime.container_config import (log_path as _log_path, read_spec, require_running, sandbox_view,
-                                      signal_is_futile, signal_number, stop_signal_of, write_spec as _write_spec)
+from runtime.container_config import log_path as _log_path
+from runtime.container_config import (
+    read_spec,
+    require_running,
+    sandbox_view,
+    signal_is_futile,
+    signal_number,
+    stop_signal_of,
+)
+from runtime.container_config import write_spec as _write_spec
 from runtime.crashpoints import crashpoint
 from runtime.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from runtime.exits import KILL_WAIT, ExitWatcher

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import re
+import shutil
 import signal
 import time
 from pathlib import Path

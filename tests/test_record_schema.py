@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runtime.states import ContainerState, PodState
-from runtime.store import SCHEMA, ContainerRecord, RecordStore, SandboxRecord
+from runtime.store import SCHEMA, RecordStore
 
 P, C = "p" * 64, "c" * 64
 

@@ -8,8 +8,14 @@ import itertools
 import pytest
 
 from runtime.errors import Internal
-from runtime.states import (ContainerState, PodState, container_can_move, pod_can_move, set_container_state,
-                            set_pod_state)
+from runtime.states import (
+    ContainerState,
+    PodState,
+    container_can_move,
+    pod_can_move,
+    set_container_state,
+    set_pod_state,
+)
 from runtime.store import ContainerRecord, SandboxRecord
 
 C, P = ContainerState, PodState
