@@ -31,9 +31,25 @@ from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
 from images.manager import ImageManager
 from runtime import atomicfile, host, libc, private_dirs
-from runtime.manager import PodManager
+from runtime.cgroups import open_layout
+from runtime.cgroups.warmup import MigrationWarmup
 from runtime.cni import CniNetwork, invoke
+from runtime.container_service import ContainerService
+from runtime.exits import ExitWatcher
+from runtime.handlers import RuntimeHandlers
+from runtime.index import RecordIndex
+from runtime.locks import ObjectLocks
 from runtime.network import PodNetwork
+from runtime.pod_cgroups import PodCgroups
+from runtime.pod_health import PodHealth
+from runtime.pod_service import PodService
+from runtime.recovery import StartupRecovery
+from runtime.reservations import Reservations
+from runtime.runtime_factory import RuntimeFactory
+from runtime.sandbox_orphans import OrphanSweep
+from runtime.settings import LifecycleSettings
+from runtime.store import RecordStore
+from runtime.usage import UsageSampler
 
 log = logging.getLogger("crispy.daemon")
 
@@ -72,8 +88,49 @@ class Daemon:
         self.network: PodNetwork = CniNetwork.from_config(config.cni)
         self._lock_fds: list[int] = []
         self._server: grpc.aio.Server | None = None
-        self.streaming: StreamingServer | None = None
         self._stopping = asyncio.Event()
+        self._build_parts()
+
+    def _build_parts(self) -> None:
+        """Every long-lived part, each given exactly what it uses. Nothing
+        here touches the roots: start() opens and recovers, under the lock."""
+        rc = self.config.runtime
+        settings = LifecycleSettings(
+            state_root=self.state_root, data_root=self.data_root, cgroup_layout=self.cgroup_layout,
+            cgroup_driver=rc.cgroup_driver, default_cgroup_parent=rc.default_cgroup_parent,
+            default_stop_timeout=float(rc.default_stop_timeout), pids_limit=rc.pids_limit,
+            seccomp_default=rc.seccomp_default, user_lookup_timeout=rc.user_lookup_timeout, conmon=rc.conmon,
+            conmon_path=self.conmon_path, handlers=dict(rc.handlers),
+            default_runtime_path=self.oci_runtime.path if self.oci_runtime is not None else None)
+        self.records = RecordStore(self.data_root)
+        self.index = RecordIndex()
+        reservations = Reservations()
+        locks = ObjectLocks()
+        cgroups = open_layout(driver=rc.cgroup_driver, layout=self.cgroup_layout)
+        warmup = MigrationWarmup(self.cgroup_layout)
+        pod_cgroups = PodCgroups(cgroups, settings)
+        self.runtimes = RuntimeFactory(self.state_root)
+        handlers = RuntimeHandlers(settings)
+        self.images = ImageManager(self.config, self.data_root, self.index.image_users)
+        self.health = PodHealth(self.index, self.records)
+        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations)
+        self.usage = UsageSampler(self.index, cgroups)
+        self.containers = ContainerService(
+            settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
+            health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,
+            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage)
+        self.pods = PodService(
+            settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
+            health=self.health, network=self.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=warmup,
+            containers=self.containers, usage=self.usage)
+        sweep = OrphanSweep(self.state_root, self.data_root, index=self.index, network=self.network,
+                            pod_cgroups=pod_cgroups, runtimes=self.runtimes, handlers=handlers)
+        self.recovery = StartupRecovery(
+            settings, store=self.records, index=self.index, reservations=reservations, health=self.health,
+            exits=exits, runtimes=self.runtimes, containers=self.containers, sweep=sweep)
+        sc = self.config.streaming
+        self.streaming = StreamingServer(ServerOptions(sc.address, sc.port, sc.creation_timeout, sc.idle_timeout),
+                                         DaemonStreamBackend(self.index, self.runtimes, self.state_root / "exec"))
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -173,36 +230,24 @@ class Daemon:
             # Stops accepting at once; in-flight calls get the grace period.
             await self._server.stop(self.config.shutdown_grace)
             self._server = None
-        if self.streaming is not None:
-            await self.streaming.stop()
-            self.streaming = None
+        await self.streaming.stop()
         Path(self.config.socket).unlink(missing_ok=True)
         stopped = await _wind_down(SHUTDOWN_WIND_DOWN_S)
-        if getattr(self, "pods", None) is not None:
-            self.pods.close()
+        self.health.close()
+        self.runtimes.close()
         return stopped
 
     async def _open_parts(self) -> None:
         """Loads the stores and recovers pods, containers and networks, before
         the socket accepts a single call. One line per part."""
-        self.images = ImageManager(self.config, self.data_root, self.image_users)
         await self.images.open()
-        self.pods = PodManager(self)
-        await self.pods.open()
+        await self.recovery.run()
         sc = self.config.streaming
-        self.streaming = StreamingServer(ServerOptions(sc.address, sc.port, sc.creation_timeout, sc.idle_timeout),
-                                         DaemonStreamBackend(self))
         try:
             await self.streaming.start()
         except OSError as exc:
             raise StartupError(f"cannot listen for exec/attach/port-forward streams on {sc.address}:{sc.port}: "
                                f"{exc.strerror}; choose another [streaming] address or port") from None
-
-    def image_users(self, image_id: str) -> list[str]:
-        """IDs of containers created from `image_id` (RemoveImage refuses
-        while there are any)."""
-        pods = getattr(self, "pods", None)
-        return pods.image_users(image_id) if pods is not None else []
 
     # ---- persisted node settings ----------------------------------------
 

@@ -26,13 +26,12 @@ import logging
 import os
 import select
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from runtime import namespaces, sandbox
-
-if TYPE_CHECKING:
-    from runtime.manager import PodManager
-    from runtime.store import SandboxRecord
+from runtime import namespaces
+from runtime.index import RecordIndex
+from runtime.pod_view import pinned_of
+from runtime.states import PodState, set_pod_state
+from runtime.store import RecordStore, SandboxRecord
 
 log = logging.getLogger("crispy.pods")
 
@@ -53,8 +52,9 @@ class _Tracked:
 
 
 class PodHealth:
-    def __init__(self, mgr: "PodManager") -> None:
-        self._mgr = mgr
+    def __init__(self, index: RecordIndex, store: RecordStore) -> None:
+        self._index = index
+        self._store = store
         self._tracked: dict[str, _Tracked] = {}
         self._nsfs = _nsfs_dev()
         self._mounts: object | None = None
@@ -94,11 +94,11 @@ class PodHealth:
 
     # ---- tracking -------------------------------------------------------
 
-    def track(self, rec: "SandboxRecord") -> None:
+    def track(self, rec: SandboxRecord) -> None:
         """Watches a ready pod. A pod that is already broken is marked at once."""
-        if rec.id in self._tracked or rec.state != "ready":
+        if rec.id in self._tracked or rec.state != PodState.READY:
             return
-        pinned = sandbox.pinned_of(rec)
+        pinned = pinned_of(rec)
         t = _Tracked()
         for path in (pinned.net, pinned.ipc, pinned.uts, pinned.pid):
             if path:
@@ -134,9 +134,9 @@ class PodHealth:
 
     # ---- checks ---------------------------------------------------------
 
-    def problem(self, rec: "SandboxRecord") -> str:
+    def problem(self, rec: SandboxRecord) -> str:
         """Why a ready pod can no longer take containers, or ""."""
-        pinned = sandbox.pinned_of(rec)
+        pinned = pinned_of(rec)
         if pinned.infra_pid and not namespaces.infra_alive(pinned):
             return f"its infra process (pid {pinned.infra_pid}, init of the pod's PID namespace) is gone"
         t = self._tracked.get(rec.id)
@@ -153,34 +153,30 @@ class PodHealth:
                 return f"its pinned {kind} namespace {path} is no longer mounted"
         return ""
 
-    async def refresh(self, rec: "SandboxRecord") -> None:
+    async def refresh(self, rec: SandboxRecord) -> None:
         """The synchronous check, acted on: marks the pod if it is broken."""
-        if rec.state == "ready":
+        if rec.state == PodState.READY:
             reason = self.problem(rec)
             if reason:
                 await self.mark_not_ready(rec, reason)
 
-    async def mark_not_ready(self, rec: "SandboxRecord", reason: str) -> None:
-        if rec.state != "ready" or rec.id not in self._mgr.sandboxes:
+    async def mark_not_ready(self, rec: SandboxRecord, reason: str) -> None:
+        if rec.state != PodState.READY or rec.id not in self._index.sandboxes:
             return
-        rec.state = "notready"
+        set_pod_state(rec, PodState.NOT_READY)
         self.untrack(rec.id)
         log.warning("pod sandbox is not ready any more: " + reason, extra={"fields": {"id": rec.id}})
-        await self._mgr.store.save(rec)
-        pinned = self._pinned(rec)
+        await self._store.save(rec)
+        pinned = pinned_of(rec)
         if pinned.infra_pid and not namespaces.infra_alive(pinned):
             # Collects the infra's exit if it was our child (a zombie
             # otherwise lingers until the pod is stopped). A live infra is
             # left to StopPodSandbox: it may still hold containers.
             await namespaces.kill_infra(pinned)
 
-    @staticmethod
-    def _pinned(rec: "SandboxRecord") -> namespaces.PodNamespaces:
-        return sandbox.pinned_of(rec)
-
     # ---- events ---------------------------------------------------------
 
-    def _schedule_mark(self, rec: "SandboxRecord", reason: str) -> None:
+    def _schedule_mark(self, rec: SandboxRecord, reason: str) -> None:
         task = asyncio.ensure_future(self.mark_not_ready(rec, reason))
         task.add_done_callback(_log_failure)
 
@@ -189,7 +185,7 @@ class PodHealth:
         if t is not None and t.infra_fd >= 0 and self._loop is not None:
             # Level-triggered: stop listening before anything else runs.
             self._loop.remove_reader(t.infra_fd)
-        rec = self._mgr.sandboxes.get(pod_id)
+        rec = self._index.sandboxes.get(pod_id)
         if rec is None:
             self.untrack(pod_id)
             return
@@ -215,8 +211,8 @@ class PodHealth:
                 except OSError:
                     intact = False
                 if not intact:
-                    rec = self._mgr.sandboxes.get(pod_id)
-                    if rec is not None and rec.state == "ready":
+                    rec = self._index.sandboxes.get(pod_id)
+                    if rec is not None and rec.state == PodState.READY:
                         self._schedule_mark(rec, f"its pinned namespace {path} is no longer mounted")
                     break
 

@@ -16,7 +16,7 @@ StopPodSandbox's intent is an empty file of its own next to it, made before
 anything is torn down: the record (NOT_READY) is saved only at the stop's
 end, and a crispy restarted in between learns from the file that the pod
 may have lost its network or processes and reports it NOT_READY
-(runtime/manager.py). A file of its own because making an empty file costs
+(runtime/recovery.py). A file of its own because making an empty file costs
 ~20 us, while rewriting intent.json (a rename over the old one) makes ext4
 flush it, ~0.3-0.7 ms here, on every StopPodSandbox.
 """

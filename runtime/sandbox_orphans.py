@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Collection
 
 from runtime import kmount, pod_intent, procfs
-from runtime.network import PodNetworkStatus
+from runtime.handlers import RuntimeHandlers
+from runtime.index import RecordIndex
+from runtime.network import PodNetwork, PodNetworkStatus
 from runtime.oci_runtime import OciRuntime
-
-if TYPE_CHECKING:
-    from runtime.manager import PodManager
+from runtime.pod_cgroups import PodCgroups
+from runtime.runtime_factory import RuntimeFactory
 
 log = logging.getLogger("crispy.orphans")
 
@@ -108,82 +109,89 @@ def _unmount_and_remove(pod_dir: Path, keep_intent: bool) -> None:
                 p.unlink(missing_ok=True)
 
 
-async def _sweep_pod(mgr: "PodManager", pod_dir: Path) -> None:
-    intent = await asyncio.to_thread(pod_intent.read, pod_dir) or pod_intent.PodIntent()
-    released = True
-    req = intent.request()
-    if req is not None:
-        # DEL while the netns pin still holds the namespace: the plugins
-        # then remove the pod's interface and the rules keyed on its address.
-        try:
-            await mgr.daemon.network.teardown(req, PodNetworkStatus(state=intent.network_state))
-        except Exception as e:  # noqa: BLE001 - keep sweeping; retried next start
-            released = False
-            log.error("could not release the network of a half-made pod; will retry at the next start",
-                      extra={"fields": {"id": pod_dir.name, "error": getattr(e, "message", str(e))}})
-    await asyncio.to_thread(_kill_pod_processes, pod_dir)
-    if intent.cgroup_path:
-        try:
-            await mgr.remove_cgroup_path(intent.cgroup_path)
-        except Exception as e:  # noqa: BLE001 - keep sweeping
-            log.error("could not remove the cgroup of a half-made pod",
-                      extra={"fields": {"id": pod_dir.name, "cgroup": intent.cgroup_path,
-                                        "error": getattr(e, "message", str(e))}})
-    await asyncio.to_thread(_unmount_and_remove, pod_dir, not released)
+class OrphanSweep:
+    """`keep`: ids whose records exist but this crispy refused to read (a
+    newer schema); their directories are not leftovers."""
 
+    def __init__(self, state_root: Path, data_root: Path, *, index: RecordIndex, network: PodNetwork,
+                 pod_cgroups: PodCgroups, runtimes: RuntimeFactory, handlers: RuntimeHandlers) -> None:
+        self._state_root = state_root
+        self._data_root = data_root
+        self._index = index
+        self._network = network
+        self._pod_cgroups = pod_cgroups
+        self._runtimes = runtimes
+        self._handlers = handlers
 
-async def sweep(mgr: "PodManager") -> None:
-    pods_dir = mgr.state_root / "pods"
-    half_made = [n for n in await asyncio.to_thread(os.listdir, pods_dir) if n not in mgr.sandboxes]
-    if half_made:
-        await asyncio.to_thread(_kill_and_wait, await asyncio.to_thread(_strays, pods_dir, set(half_made)))
-    for name in half_made:
-        log.warning("removing a pod left half-made by a crash", extra={"fields": {"id": name}})
-        await _sweep_pod(mgr, pods_dir / name)
-    ctrs_dir = mgr.state_root / "containers"
-    orphans = [n for n in await asyncio.to_thread(os.listdir, ctrs_dir) if n not in mgr.containers]
-    await asyncio.to_thread(_remove_dangling_socket_links, mgr)
-    if not orphans:
-        return
-    runtimes = _known_runtimes(mgr)
-    for name in orphans:
-        log.warning("removing a container left half-made by a crash", extra={"fields": {"id": name}})
-        for rt in runtimes:
+    async def _sweep_pod(self, pod_dir: Path) -> None:
+        intent = await asyncio.to_thread(pod_intent.read, pod_dir) or pod_intent.PodIntent()
+        released = True
+        req = intent.request()
+        if req is not None:
+            # DEL while the netns pin still holds the namespace: the plugins
+            # then remove the pod's interface and the rules keyed on its address.
             try:
-                await rt.kill(name, int(signal.SIGKILL), all_processes=True)
-                await rt.delete(name)
-            except Exception as e:  # noqa: BLE001 - best effort, keep sweeping
-                log.error("runtime cleanup of an orphan failed", extra={"fields": {"id": name, "error": str(e)}})
-        bundle = ctrs_dir / name
+                await self._network.teardown(req, PodNetworkStatus(state=intent.network_state))
+            except Exception as e:  # noqa: BLE001 - keep sweeping; retried next start
+                released = False
+                log.error("could not release the network of a half-made pod; will retry at the next start",
+                          extra={"fields": {"id": pod_dir.name, "error": getattr(e, "message", str(e))}})
+        await asyncio.to_thread(_kill_pod_processes, pod_dir)
+        if intent.cgroup_path:
+            try:
+                await self._pod_cgroups.remove_path(intent.cgroup_path)
+            except Exception as e:  # noqa: BLE001 - keep sweeping
+                log.error("could not remove the cgroup of a half-made pod",
+                          extra={"fields": {"id": pod_dir.name, "cgroup": intent.cgroup_path,
+                                            "error": getattr(e, "message", str(e))}})
+        await asyncio.to_thread(_unmount_and_remove, pod_dir, not released)
 
-        def _rm() -> None:
-            for point in kmount.mounts_under(str(bundle)):
-                kmount.umount_all(point)
-            if not kmount.mounts_under(str(bundle)):
-                shutil.rmtree(bundle, ignore_errors=True)
-            shutil.rmtree(mgr.daemon.data_root / "rootfs" / name, ignore_errors=True)
-        await asyncio.to_thread(_rm)
+    async def sweep(self, keep: Collection[str] = ()) -> None:
+        pods_dir = self._state_root / "pods"
+        half_made = [n for n in await asyncio.to_thread(os.listdir, pods_dir)
+                     if n not in self._index.sandboxes and n not in keep]
+        if half_made:
+            await asyncio.to_thread(_kill_and_wait, await asyncio.to_thread(_strays, pods_dir, set(half_made)))
+        for name in half_made:
+            log.warning("removing a pod left half-made by a crash", extra={"fields": {"id": name}})
+            await self._sweep_pod(pods_dir / name)
+        ctrs_dir = self._state_root / "containers"
+        known = set(self._index.containers) | set(keep)
+        orphans = [n for n in await asyncio.to_thread(os.listdir, ctrs_dir) if n not in known]
+        await asyncio.to_thread(_remove_dangling_socket_links, self._state_root / "sock", known)
+        if not orphans:
+            return
+        runtimes = self._known_runtimes()
+        for name in orphans:
+            log.warning("removing a container left half-made by a crash", extra={"fields": {"id": name}})
+            for rt in runtimes:
+                try:
+                    await rt.kill(name, int(signal.SIGKILL), all_processes=True)
+                    await rt.delete(name)
+                except Exception as e:  # noqa: BLE001 - best effort, keep sweeping
+                    log.error("runtime cleanup of an orphan failed", extra={"fields": {"id": name, "error": str(e)}})
+            bundle = ctrs_dir / name
+            scratch = self._data_root / "rootfs" / name
+
+            def _rm() -> None:
+                for point in kmount.mounts_under(str(bundle)):
+                    kmount.umount_all(point)
+                if not kmount.mounts_under(str(bundle)):
+                    shutil.rmtree(bundle, ignore_errors=True)
+                shutil.rmtree(scratch, ignore_errors=True)
+            await asyncio.to_thread(_rm)
+
+    def _known_runtimes(self) -> list[OciRuntime]:
+        # Only runtimes that have a state directory can know the container.
+        return [self._runtimes.for_path(p) for p in self._handlers.installed_paths()
+                if os.path.isdir(self._state_root / "oci" / os.path.basename(p))]
 
 
-def _known_runtimes(mgr: "PodManager") -> list[OciRuntime]:
-    paths = set()
-    if mgr.daemon.oci_runtime is not None:
-        paths.add(mgr.daemon.oci_runtime.path)
-    for wanted in mgr.daemon.config.runtime.handlers.values():
-        path = wanted if os.path.isabs(wanted) else shutil.which(wanted)
-        if path:
-            paths.add(path)
-    # Only runtimes that have a state directory can know the container.
-    return [mgr.oci_runtime(p) for p in sorted(paths)
-            if os.path.isdir(mgr.state_root / "oci" / os.path.basename(p))]
-
-
-def _remove_dangling_socket_links(mgr: "PodManager") -> None:
+def _remove_dangling_socket_links(sock_dir: Path, known: set[str]) -> None:
     """conmon links `<state_root>/sock/<id>` to the bundle; a container that
     never got a record (or whose removal was cut short) leaves the link."""
-    sock_dir = mgr.state_root / "sock"
     for name in os.listdir(sock_dir):
-        if _ID.fullmatch(name) and name not in mgr.containers:
+        if _ID.fullmatch(name) and name not in known:
             p = sock_dir / name
             if p.is_symlink():
                 p.unlink(missing_ok=True)

@@ -4,6 +4,12 @@ data root, written on every state change and read back when crispy starts.
 Records live on persistent disk (not the state root, a tmpfs) so that after
 a node reboot kubelet still sees its old containers, as exited, and can
 remove them.
+
+Each record says which version of this layout wrote it (`schema`). Records
+from before the key existed (version 0: the same fields) load as they are,
+keys this crispy does not know are ignored, and a record from a newer
+schema is refused and left alone: read with today's field meanings it
+could be misread, and acted on (a container swept, a pod torn down).
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from runtime import atomicfile, private_dirs
+from runtime.states import ContainerState, PodState
 
 log = logging.getLogger("crispy.store")
 
 T = TypeVar("T")
+
+# The version of the record layout this crispy writes and understands.
+SCHEMA = 1
 
 
 @dataclass
@@ -36,7 +46,7 @@ class SandboxRecord:
     runtime_handler: str
     oci_runtime: str  # path of the runtime binary for this pod's containers
     created_at: int  # ns since the epoch
-    state: str = "ready"  # "ready" | "notready"
+    state: PodState = PodState.READY
     pod_dir: str = ""
     namespaces: dict[str, Any] = field(default_factory=dict)  # namespaces.PodNamespaces
     host_network: bool = False
@@ -51,6 +61,11 @@ class SandboxRecord:
     cgroup_path: str = ""
     # Fingerprint of the request that made it, to tell a retry from a clash.
     request_digest: str = ""
+    schema: int = SCHEMA
+
+    def __post_init__(self) -> None:
+        # Loaded records (and tests) hold the state as its string.
+        self.state = PodState(self.state)
 
 
 @dataclass
@@ -64,7 +79,7 @@ class ContainerRecord:
     image: str = ""  # the image as the caller named it
     image_id: str = ""  # the store's image id (ImageStatus/ListImages report the same)
     image_ref: str = ""  # repo digest, or the id when the image has none
-    state: str = "created"  # "created" | "running" | "exited" | "unknown"
+    state: ContainerState = ContainerState.CREATED
     started_at: int = 0
     finished_at: int = 0
     exit_code: int = 0
@@ -84,6 +99,10 @@ class ContainerRecord:
     user: dict[str, Any] = field(default_factory=dict)  # {"uid", "gid", "supplemental_groups"}
     mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI Mounts as proto JSON
     request_digest: str = ""
+    schema: int = SCHEMA
+
+    def __post_init__(self) -> None:
+        self.state = ContainerState(self.state)
 
 
 def _then_write(before: Callable[[], None], path: Path, data: bytes) -> None:
@@ -107,6 +126,24 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
+class NewerSchema(ValueError):
+    """A record written by a crispy newer than this one."""
+
+
+def record_from(cls: type[T], data: dict[str, Any]) -> T:
+    """A stored record as this crispy's dataclass; NewerSchema if it cannot
+    know what the record's fields mean."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    version = data.get("schema", 0)
+    if not isinstance(version, int) or version < 0:
+        raise ValueError(f"schema {version!r} is not a version number")
+    if version > SCHEMA:
+        raise NewerSchema(f"written with record schema {version}; this crispy knows up to {SCHEMA}")
+    # Version 0 has the same fields; it is written back as SCHEMA.
+    return from_dict(cls, {**data, "schema": SCHEMA})
+
+
 class RecordStore:
     """Blocking file I/O is pushed to a thread; callers serialise writes to
     one record themselves (per-object locks in the manager)."""
@@ -119,6 +156,9 @@ class RecordStore:
         # save the same container together); each write takes the record as
         # it is when the write starts, so the last write holds the latest.
         self._write_locks: dict[str, asyncio.Lock] = {}
+        # Ids of records the last load refused (a newer schema): their pods
+        # and containers must be left alone, not swept as leftovers.
+        self.refused: set[str] = set()
 
     def prepare(self) -> None:
         # Records hold container configs, environment (secrets) included.
@@ -150,16 +190,20 @@ class RecordStore:
         self._write_locks.pop(record.id, None)
 
     def load(self) -> tuple[list[SandboxRecord], list[ContainerRecord]]:
+        self.refused = set()
         return self._load(self.pods_dir, SandboxRecord), self._load(self.containers_dir, ContainerRecord)
 
-    @staticmethod
-    def _load(directory: Path, cls: type[T]) -> list[T]:
+    def _load(self, directory: Path, cls: type[T]) -> list[T]:
         out = []
         for entry in sorted(os.listdir(directory)) if directory.is_dir() else []:
             if not entry.endswith(".json") or entry.startswith("."):
                 continue
             try:
-                out.append(from_dict(cls, atomicfile.read_json(directory / entry)))
+                out.append(record_from(cls, atomicfile.read_json(directory / entry)))
+            except NewerSchema as e:
+                self.refused.add(entry[:-len(".json")])
+                log.error("leaving alone a record this crispy is too old to read; upgrade crispy to manage it",
+                          extra={"fields": {"path": str(directory / entry), "error": str(e)}})
             except (ValueError, TypeError, json.JSONDecodeError) as e:
                 # One unreadable record must not keep the node from starting.
                 log.error("skipping unreadable record", extra={"fields": {"path": str(directory / entry), "error": str(e)}})

@@ -21,11 +21,7 @@ DOMAIN = ("runtime", "images")
 
 # Imports of cri/ the domain may still make, each (file, imported name) and
 # why. The test fails when one of them is gone, so the entry goes with it.
-KNOWN_TRANSPORT_IMPORTS = {
-    # Under TYPE_CHECKING: PodManager's back-reference to the daemon, which
-    # the runtime-core split replaces with injected collaborators.
-    ("runtime/manager.py", "cri.daemon.Daemon"),
-}
+KNOWN_TRANSPORT_IMPORTS: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -175,10 +171,6 @@ def function_local_imports(root: Path = ROOT) -> list[Import]:
             if imp.in_function and imp.target.partition(".")[0] in CRISPY]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime/manager.py imports runtime.pod_health, sandbox_orphans, pod_intent, container, host, exec_sync, "
-    "oci_spec, sandbox, conmon, container_stats and cgroups inside its methods, dodging the cycles "
-    "manager <-> sandbox, container, pod_health, sandbox_orphans; removed by the runtime-core split"))
 def test_domain_has_no_function_local_crispy_imports():
     offenders = [f"{imp.where()}: imports {imp.target} inside a function" for imp in function_local_imports()]
     assert not offenders, (

@@ -5,7 +5,6 @@ pod files, sysctl checks, overlay options, name reservations."""
 from __future__ import annotations
 
 import asyncio
-import types
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from runtime.errors import AlreadyExists, Internal, InvalidArgument
 from runtime import conmon, cri_log, namespaces, pod_files, rootfs
 from runtime.oci_runtime import OciRuntime, _clean
+from runtime.reservations import Reservations
 
 
 # ---- conmon ---------------------------------------------------------------------------
@@ -171,10 +171,7 @@ def test_process_start_time_spots_dead_and_reused_pids():
 # ---- name reservations ---------------------------------------------------------------
 
 def _manager():
-    from runtime.manager import PodManager
-    cfg = types.SimpleNamespace(runtime=types.SimpleNamespace(default_cgroup_parent="/x"))
-    daemon = types.SimpleNamespace(state_root=Path("/nonexistent"), data_root=Path("/nonexistent"), config=cfg)
-    return PodManager(daemon)  # type: ignore[arg-type]
+    return Reservations()
 
 
 def test_reservation_joins_retries_and_refuses_clashes():
@@ -208,7 +205,7 @@ def test_reservation_joins_retries_and_refuses_clashes():
             await mgr.reserved("f", "d", "thing", failing)
         # A failure frees the name.
         assert await mgr.reserved("f", "d2", "thing", work) == "id-1"
-        mgr.release_name("k", "id-1")
+        mgr.release("k", "id-1")
         assert await mgr.reserved("k", "d3", "thing", work) == "id-1"
     asyncio.run(scenario())
 

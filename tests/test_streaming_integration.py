@@ -43,12 +43,12 @@ class FakePods:
     """The pod manager's lookup surface, over records we made ourselves."""
 
     def __init__(self, state_root: Path) -> None:
-        # runtime.container.runtime_of puts each runtime's --root here.
+        # The runtime factory puts each runtime's --root here.
         self.state_root = state_root
         self.containers: dict[str, ContainerRecord] = {}
         self.sandboxes: dict[str, SandboxRecord] = {}
 
-    def oci_runtime(self, path: str) -> OciRuntime:
+    def for_path(self, path: str) -> OciRuntime:
         return OciRuntime.under(path, self.state_root)
 
     def container(self, ref: str) -> ContainerRecord:
@@ -131,7 +131,7 @@ def make_daemon(container: dict | None, netns: dict | None) -> types.SimpleNames
 
 def serve(daemon: types.SimpleNamespace, body) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        server = StreamingServer(ServerOptions(), DaemonStreamBackend(daemon))  # type: ignore[arg-type]
+        server = StreamingServer(ServerOptions(), DaemonStreamBackend(daemon.pods, daemon.pods, daemon.state_root / "exec"))  # type: ignore[arg-type]
         daemon.streaming = server
         await server.start()
         try:

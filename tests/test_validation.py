@@ -1,4 +1,4 @@
-"""cri/validation.py and the pod checks in runtime/sandbox.py, without a
+"""cri/validation.py and the pod checks in runtime/pod_config.py, without a
 daemon: which field an error names, and that errors stay short whatever
 the caller sent."""
 
@@ -9,7 +9,7 @@ import pytest
 from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.validation import check_request
-from runtime import sandbox
+from runtime import pod_config
 
 
 def _msg(fn) -> str:
@@ -57,10 +57,10 @@ def _pod(**kw):
     (dict(linux=pb.LinuxPodSandboxConfig(cgroup_parent="/kubepods/" + "../" * 100000)), "'..'"),
 ])
 def test_pod_checks_stay_short(kw, needle):
-    msg = _msg(lambda: sandbox.validate(_pod(**kw)))
+    msg = _msg(lambda: pod_config.validate(_pod(**kw)))
     assert needle in msg and len(msg) < 500
 
 
 def test_good_pod_passes():
-    sandbox.validate(_pod(hostname="web-0", log_directory="/var/log/pods/ns_web-0_uid",
+    pod_config.validate(_pod(hostname="web-0", log_directory="/var/log/pods/ns_web-0_uid",
                           linux=pb.LinuxPodSandboxConfig(cgroup_parent="/kubepods/burstable/poduid")))

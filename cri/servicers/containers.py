@@ -1,6 +1,7 @@
 """CreateContainer, StartContainer, StopContainer, RemoveContainer,
 ListContainers, ContainerStatus, UpdateContainerResources,
-ReopenContainerLog and ExecSync: protobuf in, calls on `daemon.pods`,
+ReopenContainerLog and ExecSync: protobuf in, calls on the container
+service (`daemon.containers`) and the record index (`daemon.index`),
 protobuf out."""
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from cri.servicers.filters import labels_match
 from cri.servicers.stats import container_stats
 from cri.servicers.summary_cache import SummaryCache
 from cri.validation import check_container_config, check_reply_size, check_request
-from runtime import container
+from runtime.container_config import verbose_info
+from runtime.states import ContainerState
 from runtime.store import ContainerRecord
 
 if TYPE_CHECKING:
     from cri.daemon import Daemon
 
-_STATES = {"created": pb.CONTAINER_CREATED, "running": pb.CONTAINER_RUNNING,
-           "exited": pb.CONTAINER_EXITED, "unknown": pb.CONTAINER_UNKNOWN}
+_STATES = {ContainerState.CREATED: pb.CONTAINER_CREATED, ContainerState.RUNNING: pb.CONTAINER_RUNNING,
+           ContainerState.EXITED: pb.CONTAINER_EXITED, ContainerState.UNKNOWN: pb.CONTAINER_UNKNOWN}
 
 
 def _labels(ctr: ContainerRecord) -> tuple[dict[str, str], dict[str, str]]:
@@ -95,27 +97,27 @@ class ContainerRPCs:
             raise InvalidArgument("CreateContainer needs a config")
         check_request(request)
         check_container_config(request.config)
-        container_id = await self.daemon.pods.create_container(request)
+        container_id = await self.daemon.containers.create(request)
         return pb.CreateContainerResponse(container_id=container_id)
 
     async def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:
-        await self.daemon.pods.start_container(request.container_id)
+        await self.daemon.containers.start(request.container_id)
         return pb.StartContainerResponse()
 
     async def StopContainer(self, request: pb.StopContainerRequest, context: Any) -> pb.StopContainerResponse:
         if request.timeout < 0:
             raise InvalidArgument("StopContainer timeout must not be negative")
-        await self.daemon.pods.stop_container(request.container_id, float(request.timeout))
+        await self.daemon.containers.stop(request.container_id, float(request.timeout))
         return pb.StopContainerResponse()
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest, context: Any) -> pb.RemoveContainerResponse:
         if not request.container_id:
             raise InvalidArgument("RemoveContainer needs container_id")
-        await self.daemon.pods.remove_container(request.container_id)
+        await self.daemon.containers.remove(request.container_id)
         return pb.RemoveContainerResponse()
 
     async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
-        everything = self.daemon.pods.containers
+        everything = self.daemon.index.containers
         ctrs = list(everything.values())
         if request.HasField("filter"):
             ctrs = [c for c in ctrs if matches(c, request.filter)]
@@ -125,12 +127,12 @@ class ContainerRPCs:
         return reply
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
-        pods = self.daemon.pods
-        ctr = pods.container(request.container_id)
+        ctr = self.daemon.index.container(request.container_id)
         info = {}
         if request.verbose:
-            info = {"info": json.dumps(container.verbose_info(pods, ctr), sort_keys=True)}
-        return pb.ContainerStatusResponse(status=container_status(ctr, await pods.live_resources(ctr)), info=info)
+            info = {"info": json.dumps(verbose_info(ctr), sort_keys=True)}
+        live = await self.daemon.containers.live_resources(ctr)
+        return pb.ContainerStatusResponse(status=container_status(ctr, live), info=info)
 
     async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
         if not request.cmd:
@@ -138,7 +140,7 @@ class ContainerRPCs:
         if request.timeout < 0:
             raise InvalidArgument("ExecSync timeout must not be negative")
         check_request(request)
-        result = await self.daemon.pods.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
+        result = await self.daemon.containers.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
         if result.timed_out:
             # kubelet's prober reads DEADLINE_EXCEEDED as a probe timeout.
             raise DeadlineExceeded(f"command {list(request.cmd)!r} timed out after {request.timeout}s and was killed")
@@ -149,26 +151,25 @@ class ContainerRPCs:
         if not request.HasField("linux"):
             raise InvalidArgument("UpdateContainerResources needs linux resources (Windows is not supported)")
         check_request(request)
-        await self.daemon.pods.update_resources(request.container_id, request.linux)
+        await self.daemon.containers.update_resources(request.container_id, request.linux)
         return pb.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any) -> pb.ReopenContainerLogResponse:
-        await self.daemon.pods.reopen_log(request.container_id)
+        await self.daemon.containers.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()
 
     async def ContainerStats(self, request: pb.ContainerStatsRequest, context: Any) -> pb.ContainerStatsResponse:
-        pods = self.daemon.pods
-        ctr = pods.container(request.container_id)
-        return pb.ContainerStatsResponse(stats=container_stats(ctr, await pods.container_usage(ctr)))
+        ctr = self.daemon.index.container(request.container_id)
+        return pb.ContainerStatsResponse(stats=container_stats(ctr, await self.daemon.usage.container_usage(ctr)))
 
     async def ListContainerStats(self, request: pb.ListContainerStatsRequest, context: Any) -> pb.ListContainerStatsResponse:
-        pods = self.daemon.pods
+        usage = self.daemon.usage
         # Every container, as containerd does: not yet started or exited ones
         # report their writable layer and no cgroup usage.
-        ctrs = list(pods.containers.values())
+        ctrs = list(self.daemon.index.containers.values())
         if request.HasField("filter"):
             ctrs = [c for c in ctrs if stats_matches(c, request.filter)]
         ctrs.sort(key=lambda c: c.created_at)
-        reply = pb.ListContainerStatsResponse(stats=[container_stats(c, await pods.container_usage(c)) for c in ctrs])
+        reply = pb.ListContainerStatsResponse(stats=[container_stats(c, await usage.container_usage(c)) for c in ctrs])
         check_reply_size("ListContainerStats", reply, reply.stats, "containers")
         return reply

@@ -1,5 +1,6 @@
 """RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus and
-ListPodSandbox: protobuf in, calls on `daemon.pods`, protobuf out."""
+ListPodSandbox: protobuf in, calls on the pod service (`daemon.pods`) and
+the record index (`daemon.index`), protobuf out."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from cri.servicers.filters import labels_match
 from cri.servicers.stats import container_stats, pod_sandbox_stats
 from cri.servicers.summary_cache import SummaryCache
 from cri.validation import check_pod_config, check_reply_size, check_request
-from runtime import sandbox
+from runtime.pod_view import pod_ips, verbose_info
+from runtime.states import ContainerState, PodState
 from runtime.store import SandboxRecord
 
 if TYPE_CHECKING:
     from cri.daemon import Daemon
 
-_STATES = {"ready": pb.SANDBOX_READY, "notready": pb.SANDBOX_NOTREADY}
+_STATES = {PodState.READY: pb.SANDBOX_READY, PodState.NOT_READY: pb.SANDBOX_NOTREADY}
 _MODES = {"pod": pb.POD, "container": pb.CONTAINER, "node": pb.NODE, "target": pb.TARGET}
 
 
@@ -39,7 +41,7 @@ def sandbox_summary(rec: SandboxRecord) -> pb.PodSandbox:
 
 def sandbox_status(rec: SandboxRecord) -> pb.PodSandboxStatus:
     labels, annotations = _labels(rec)
-    ips = sandbox.pod_ips(rec)
+    ips = pod_ips(rec)
     network = pb.PodSandboxNetworkStatus(ip=ips[0] if ips else "",
                                          additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]])
     options = pb.NamespaceOption(network=pb.NODE if rec.host_network else pb.POD,
@@ -68,33 +70,33 @@ class SandboxRPCs:
             raise InvalidArgument("RunPodSandbox needs a config")
         check_request(request)
         check_pod_config(request.config)
-        sandbox_id = await self.daemon.pods.run_pod(request)
+        sandbox_id = await self.daemon.pods.run(request)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
 
     async def StopPodSandbox(self, request: pb.StopPodSandboxRequest, context: Any) -> pb.StopPodSandboxResponse:
         if not request.pod_sandbox_id:
             raise InvalidArgument("StopPodSandbox needs pod_sandbox_id")
-        await self.daemon.pods.stop_pod(request.pod_sandbox_id)
+        await self.daemon.pods.stop(request.pod_sandbox_id)
         return pb.StopPodSandboxResponse()
 
     async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest, context: Any) -> pb.RemovePodSandboxResponse:
         if not request.pod_sandbox_id:
             raise InvalidArgument("RemovePodSandbox needs pod_sandbox_id")
-        await self.daemon.pods.remove_pod(request.pod_sandbox_id)
+        await self.daemon.pods.remove(request.pod_sandbox_id)
         return pb.RemovePodSandboxResponse()
 
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:
-        pods = self.daemon.pods
-        rec = pods.sandbox(request.pod_sandbox_id)
+        index = self.daemon.index
+        rec = index.sandbox(request.pod_sandbox_id)
         # Events mark a broken pod a moment later; this covers the moment.
-        await pods.health.refresh(rec)
+        await self.daemon.health.refresh(rec)
         info = {}
         if request.verbose:
-            info = {"info": json.dumps(sandbox.verbose_info(pods, rec), sort_keys=True)}
+            info = {"info": json.dumps(verbose_info(rec, index.containers_of(rec.id)), sort_keys=True)}
         return pb.PodSandboxStatusResponse(status=sandbox_status(rec), info=info, timestamp=time.time_ns())
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
-        everything = self.daemon.pods.sandboxes
+        everything = self.daemon.index.sandboxes
         recs = list(everything.values())
         if request.HasField("filter"):
             recs = [r for r in recs if matches(r, request.filter)]
@@ -104,25 +106,23 @@ class SandboxRPCs:
         return reply
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
-        pods = self.daemon.pods
-        rec = pods.sandbox(request.pod_sandbox_id)
-        return pb.PodSandboxStatsResponse(stats=await _pod_stats(pods, rec))
+        rec = self.daemon.index.sandbox(request.pod_sandbox_id)
+        return pb.PodSandboxStatsResponse(stats=await _pod_stats(self.daemon, rec))
 
     async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest, context: Any) -> pb.ListPodSandboxStatsResponse:
-        pods = self.daemon.pods
-        recs = sorted(pods.sandboxes.values(), key=lambda r: r.created_at)
+        recs = sorted(self.daemon.index.sandboxes.values(), key=lambda r: r.created_at)
         if request.HasField("filter"):
             f = request.filter
             recs = [r for r in recs if (not f.id or r.id.startswith(f.id))
                     and labels_match(r.config, f.label_selector)]
-        reply = pb.ListPodSandboxStatsResponse(stats=[await _pod_stats(pods, r) for r in recs])
+        reply = pb.ListPodSandboxStatsResponse(stats=[await _pod_stats(self.daemon, r) for r in recs])
         check_reply_size("ListPodSandboxStats", reply, reply.stats, "pod sandboxes")
         return reply
 
 
-async def _pod_stats(pods: Any, rec: SandboxRecord) -> pb.PodSandboxStats:
-    usage = await pods.pod_usage(rec)
-    interfaces = await pods.pod_network_usage(rec)
-    containers = [container_stats(ctr, await pods.container_usage(ctr))
-                  for ctr in pods.containers_of(rec.id) if ctr.state == "running"]
+async def _pod_stats(daemon: "Daemon", rec: SandboxRecord) -> pb.PodSandboxStats:
+    usage = await daemon.usage.pod_usage(rec)
+    interfaces = await daemon.usage.pod_network_usage(rec)
+    containers = [container_stats(ctr, await daemon.usage.container_usage(ctr))
+                  for ctr in daemon.index.containers_of(rec.id) if ctr.state == ContainerState.RUNNING]
     return pod_sandbox_stats(rec, usage, interfaces, containers)

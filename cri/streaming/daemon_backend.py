@@ -1,9 +1,9 @@
 """The streaming server's view of the daemon: finds containers and pods in
-the pod manager (`daemon.pods`) and runs the runtime halves in
-runtime/exec_session.py, attach.py and port_forward.py.
+the record index and runs the runtime halves in runtime/exec_session.py,
+attach.py and port_forward.py.
 
-From the pod manager it needs `container(ref)` and `sandbox(ref)` records
-and `runtime.container.runtime_of` (the OCI runtime binary and its
+From the index it needs `container(ref)` and `sandbox(ref)`, and from the
+runtime factory `for_path(binary)` (the OCI runtime binary and its
 --root); conmon keeps the attach socket and ctl FIFO in the bundle.
 """
 
@@ -14,53 +14,55 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from runtime.errors import FailedPrecondition, Internal, Unimplemented
+from runtime.errors import FailedPrecondition, Internal
 from cri.proto import api_pb2 as pb
 from runtime import attach, exec_session, oci_spec, port_forward
 from runtime.stream_io import ExecIO
+from runtime.states import ContainerState, PodState
 
 log = logging.getLogger("crispy.streaming")
-
-if TYPE_CHECKING:
-    from cri.daemon import Daemon
 
 # Clients send their terminal size right after opening the streams.
 FIRST_SIZE_WAIT = 1.0
 
 
+class Lookup(Protocol):
+    def container(self, ref: str) -> Any: ...
+    def sandbox(self, ref: str) -> Any: ...
+
+
+class Runtimes(Protocol):
+    def for_path(self, path: str) -> Any: ...
+
+
 class DaemonStreamBackend:
-    def __init__(self, daemon: "Daemon") -> None:
-        self.daemon = daemon
+    def __init__(self, index: Lookup, runtimes: Runtimes, exec_root: Path) -> None:
+        """`exec_root`: where exec sessions keep their work directories."""
+        self.index = index
+        self.runtimes = runtimes
+        self.exec_root = exec_root
 
     async def prepare(self) -> None:
         """Removes exec work directories a crashed crispy left behind."""
-        await asyncio.to_thread(shutil.rmtree, self.daemon.state_root / "exec", True)
-
-    @property
-    def pods(self) -> Any:
-        pods = getattr(self.daemon, "pods", None)
-        if pods is None:
-            raise Unimplemented("streaming needs the pod manager, which this crispy build does not have")
-        return pods
+        await asyncio.to_thread(shutil.rmtree, self.exec_root, True)
 
     def running_container(self, ref: str) -> Any:
-        ctr = self.pods.container(ref)
-        if ctr.state != "running":
+        ctr = self.index.container(ref)
+        if ctr.state != ContainerState.RUNNING:
             raise FailedPrecondition(f"container {ctr.id[:13]} is not running (state {ctr.state}); start it first")
         return ctr
 
     def ready_sandbox(self, ref: str) -> Any:
-        sb = self.pods.sandbox(ref)
-        if sb.state != "ready":
+        sb = self.index.sandbox(ref)
+        if sb.state != PodState.READY:
             raise FailedPrecondition(f"pod sandbox {sb.id[:13]} is not ready; port-forward needs a running pod")
         return sb
 
     def _runtime(self, ctr: Any) -> tuple[str, str]:
         """(binary, --root) of the OCI runtime that runs `ctr`."""
-        from runtime import container
-        rt = container.runtime_of(self.pods, ctr)
+        rt = self.runtimes.for_path(ctr.oci_runtime)
         return rt.executable, rt.root
 
     async def exec(self, request: pb.ExecRequest, io: ExecIO) -> int:
@@ -84,7 +86,7 @@ class DaemonStreamBackend:
                 process["consoleSize"] = {"height": size.height, "width": size.width}
         path, root = self._runtime(ctr)
         target = exec_session.ExecTarget(ctr.id, path, root, process, initial_size=size)
-        return await exec_session.run(target, io, exec_session.session_dir(self.daemon.state_root / "exec"))
+        return await exec_session.run(target, io, exec_session.session_dir(self.exec_root))
 
     async def attach(self, request: pb.AttachRequest, io: ExecIO) -> None:
         ctr = self.running_container(request.container_id)
