@@ -66,7 +66,8 @@ class Daemon:
         self.data_root = Path(config.data_root)
         self.state_root = Path(config.state_root)
         self.cgroup_layout = host.detect_cgroup_layout()
-        self.oci_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
+        # The runtime of pods whose RuntimeClass handler is "" (its `path`).
+        self.default_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
         self.conmon_path = shutil.which(config.runtime.conmon) if not os.path.isabs(config.runtime.conmon) else config.runtime.conmon
         self.pod_cidr: str = ""
         self.network: PodNetwork = CniNetwork.from_config(config.cni)
@@ -140,7 +141,7 @@ class Daemon:
         self._server = server
         log.info("crispy serving", extra={"fields": {
             "socket": sock, "version": self.version,
-            "oci_runtime": self.oci_runtime.name if self.oci_runtime else "none",
+            "oci_runtime": self.default_runtime.name if self.default_runtime else "none",
             "cgroups": self.cgroup_layout.mode, "cgroup_driver": self.config.runtime.cgroup_driver}})
 
     async def serve_until_signalled(self) -> None:
@@ -231,7 +232,7 @@ class Daemon:
     # ---- readiness -------------------------------------------------------
 
     def runtime_readiness(self) -> dict[str, Any]:
-        if self.oci_runtime is None:
+        if self.default_runtime is None:
             wanted = self.config.runtime.oci_runtime
             return {"status": False, "reason": "OCIRuntimeNotFound",
                     "message": f"no usable OCI runtime ({'crun or runc' if wanted == 'auto' else wanted}); install crun or runc"}
@@ -245,7 +246,7 @@ class Daemon:
         return {"status": r.ready, "reason": r.reason, "message": r.message}
 
     def status_info(self) -> dict[str, Any]:
-        rt = self.oci_runtime
+        rt = self.default_runtime
         return {
             "config": self.config.to_dict(),
             "version": self.version,

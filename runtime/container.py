@@ -24,7 +24,7 @@ from cri.errors import FailedPrecondition, Internal, InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import conmon, isolated, namespaces, rootfs, sandbox
 from runtime.crashpoints import crashpoint
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import CreateParams, OciRuntime, PendingCreate
 from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec, resolve_user
 from runtime.store import ContainerRecord, SandboxRecord
 
@@ -52,7 +52,7 @@ def exit_file(ctr: ContainerRecord) -> Path:
 
 
 def runtime_of(mgr: "PodManager", ctr: ContainerRecord) -> OciRuntime:
-    return mgr.oci_runtime(ctr.oci_runtime)
+    return mgr.runtime_for(ctr)
 
 
 def sandbox_view(rec: SandboxRecord, config: pb.PodSandboxConfig | None = None) -> SandboxView:
@@ -127,14 +127,14 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         mounts=[sandbox.to_json(m) for m in config.mounts], request_digest=digest)
     signal_number(ctr.stop_signal)  # refuse an unknown one now, not at stop time
     runtime = runtime_of(mgr, ctr)
-    argv = conmon.create_argv(conmon.ConmonCreate(
-        conmon=_conmon_path(mgr), runtime=runtime, container_id=container_id, name=config.metadata.name,
+    params = CreateParams(
+        conmon=_conmon_path(mgr), container_id=container_id, name=config.metadata.name,
         bundle=str(bundle), log_path=log_path, exit_dir=str(mgr.state_root / "exits"),
         persist_dir=str(bundle), container_pidfile=str(bundle / "pidfile"),
         conmon_pidfile=str(bundle / "conmon.pid"), socket_dir=str(mgr.state_root / "sock"),
         stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-        systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd"))
-    pending: conmon.PendingConmon | None = None
+        systemd_cgroup=mgr.daemon.config.runtime.cgroup_driver == "systemd")
+    pending: PendingCreate | None = None
     saving: asyncio.Future[None] | None = None
     try:
         # conmon starts first (it waits on its start pipe) so that its exec,
@@ -145,7 +145,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
         # of everything else.
         bundle.mkdir(parents=True, mode=0o700)
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        pending = await conmon.spawn(argv, str(bundle))
+        pending = await runtime.begin_create(params)
         crashpoint("ctr.create.after_conmon_spawn")
         # conmon belongs in the pod's cgroup. Moving a process between
         # cgroups waits for an RCU grace period (the kernel's cgroup
@@ -191,7 +191,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
                 saving = asyncio.ensure_future(mgr.store.save(ctr))
                 await asyncio.gather(mgr.join_pod_cgroup(pod, pid, "conmon", gone_ok=True), asyncio.shield(saving))
                 crashpoint("ctr.create.after_record_save")
-            created = await conmon.release(pending, str(bundle / "conmon.pid"), on_monitor=monitor_up)
+            created = await pending.release(on_monitor=monitor_up)
         finally:
             await asyncio.wait([early_join])  # never raises
         if saving is None:  # cannot be: release saw the monitor; the reply needs the record
@@ -202,7 +202,7 @@ async def create(mgr: "PodManager", req: pb.CreateContainerRequest, digest: str)
     except BaseException:
         async def undo() -> None:
             if pending is not None:
-                await conmon.abort(pending)
+                await pending.abort()
             await _discard(mgr, ctr)
             if saving is not None:
                 await asyncio.wait([saving])

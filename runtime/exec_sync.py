@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cri.limits import MAX_MESSAGE_BYTES
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import OciRuntime
 
 # stdout and stderr together. Both travel in one reply, which may not exceed
 # the gRPC message limit (kubelet's included); the rest of that megabyte is

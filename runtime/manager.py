@@ -23,8 +23,8 @@ from cri.errors import AlreadyExists, CrispyError, FailedPrecondition, Internal,
 from runtime import namespaces, private_dirs, sandbox
 from runtime.cgroups import ProcessGone
 from runtime.cgroups.warmup import MigrationWarmup
-from runtime.oci_runtime import OciRuntime
-from runtime.sealed_binary import SealedBinaries
+from runtime.oci.factory import RuntimeFactory
+from runtime.oci.interface import OciRuntime, RuntimeKind
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class PodManager:
         self.exit_events: dict[str, asyncio.Event] = {}
         # Last CPU reading per container, for ContainerStats' CPU rate.
         self.cpu_samples: dict[str, Any] = {}
-        self.runtime_binaries = SealedBinaries()
+        self.runtimes = RuntimeFactory(self.state_root)
         from runtime.pod_health import PodHealth
         self.health = PodHealth(self)
 
@@ -81,9 +81,9 @@ class PodManager:
         self.cgroups = _open_cgroups(self.daemon)
         if self.cgroups is not None:
             self.migration_warmup = MigrationWarmup(self.daemon.cgroup_layout)
-        if self.daemon.oci_runtime is not None:
-            # Copied now rather than on the first CreateContainer.
-            self.runtime_binaries.exe(self.daemon.oci_runtime.path)
+        # Each configured runtime is asked what it is and copied now rather
+        # than on the first RunPodSandbox or CreateContainer.
+        await asyncio.to_thread(lambda: [self.runtimes.for_path(p) for p in self.configured_runtime_paths()])
         pods, ctrs = await asyncio.to_thread(self.store.load)
         for rec in pods:
             self.sandboxes[rec.id] = rec
@@ -197,13 +197,24 @@ class PodManager:
     def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
         return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
 
-    def oci_runtime(self, path: str) -> OciRuntime:
-        """The runtime installed at `path`, run from its sealed copy."""
-        return OciRuntime.under(path, self.state_root, self.runtime_binaries.exe(path))
+    def runtime_for(self, rec: SandboxRecord | ContainerRecord) -> OciRuntime:
+        """The OCI runtime that runs a pod's or container's containers."""
+        return self.runtimes.for_record(rec)
+
+    def configured_runtime_paths(self) -> list[str]:
+        """The default runtime and every handler's that is installed."""
+        paths = set()
+        if self.daemon.default_runtime is not None:
+            paths.add(self.daemon.default_runtime.path)
+        for wanted in self.daemon.config.runtime.handlers.values():
+            path = wanted if os.path.isabs(wanted) else shutil.which(wanted)
+            if path:
+                paths.add(path)
+        return sorted(paths)
 
     def close(self) -> None:
         self.health.close()
-        self.runtime_binaries.close()
+        self.runtimes.close()
 
     def runtime_for_handler(self, handler: str) -> str:
         handlers = self.daemon.config.runtime.handlers
@@ -212,7 +223,7 @@ class PodManager:
             path = wanted if os.path.isabs(wanted) else shutil.which(wanted)
             if not path:
                 raise InvalidArgument(f"runtime handler {handler!r} maps to {wanted!r}, which is not installed")
-            if os.path.basename(path) == "crun":
+            if self.runtimes.for_path(path).kind is RuntimeKind.CRUN:
                 from runtime.host import crun_blocker
                 blocker = crun_blocker(self.daemon.cgroup_layout)
                 if blocker:
@@ -221,9 +232,9 @@ class PodManager:
                                              f"on this node: {blocker}")
             return path
         if handler == "":
-            if self.daemon.oci_runtime is None:
+            if self.daemon.default_runtime is None:
                 raise FailedPrecondition("no OCI runtime is available on this node; install crun or runc")
-            return self.daemon.oci_runtime.path
+            return self.daemon.default_runtime.path
         known = ", ".join(repr(h) for h in sorted({"", *handlers}))
         raise InvalidArgument(f"unknown runtime handler {handler!r}; this node has: {known} "
                               f"(configure more under [runtime.handlers])")
@@ -388,7 +399,7 @@ class PodManager:
         container.require_running(ctr, "ExecSync")
         spec = await asyncio.to_thread(container.read_spec, ctr)
         process = exec_process_spec(spec, list(cmd), False)
-        return await exec_sync.exec_sync(container.runtime_of(self, ctr), ctr.id, process, Path(ctr.bundle), timeout)
+        return await exec_sync.exec_sync(self.runtime_for(ctr), ctr.id, process, Path(ctr.bundle), timeout)
 
     async def update_resources(self, ref: str, resources: Any) -> None:
         """Applied to the live cgroup, then recorded: ContainerStatus reports
@@ -418,11 +429,11 @@ class PodManager:
             return None
 
     async def reopen_log(self, ref: str) -> None:
-        from runtime import conmon, container
+        from runtime import container
         ctr = self.container(ref)
         container.require_running(ctr, "ReopenContainerLog")
         try:
-            await conmon.reopen_log(str(Path(ctr.bundle) / "ctl"))
+            await self.runtime_for(ctr).reopen_log(ctr.bundle)
         except OSError as e:
             raise FailedPrecondition(f"conmon of container {ctr.id[:13]} is not listening: {e.strerror}") from None
         # conmon reopens asynchronously; kubelet (and critest) expect the

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from runtime import kmount, pod_intent, procfs
 from runtime.network import PodNetworkStatus
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import OciRuntime
 
 if TYPE_CHECKING:
     from runtime.manager import PodManager
@@ -166,16 +166,9 @@ async def sweep(mgr: "PodManager") -> None:
 
 
 def _known_runtimes(mgr: "PodManager") -> list[OciRuntime]:
-    paths = set()
-    if mgr.daemon.oci_runtime is not None:
-        paths.add(mgr.daemon.oci_runtime.path)
-    for wanted in mgr.daemon.config.runtime.handlers.values():
-        path = wanted if os.path.isabs(wanted) else shutil.which(wanted)
-        if path:
-            paths.add(path)
+    runtimes = [mgr.runtimes.for_path(p) for p in mgr.configured_runtime_paths()]
     # Only runtimes that have a state directory can know the container.
-    return [mgr.oci_runtime(p) for p in sorted(paths)
-            if os.path.isdir(mgr.state_root / "oci" / os.path.basename(p))]
+    return [rt for rt in runtimes if os.path.isdir(rt.root)]
 
 
 def _remove_dangling_socket_links(mgr: "PodManager") -> None:

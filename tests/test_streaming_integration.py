@@ -27,7 +27,8 @@ from cri.servicers.streaming import StreamingRPCs
 from cri.streaming import remotecommand
 from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.factory import RuntimeFactory
+from runtime.oci.interface import OciRuntime
 from runtime.store import ContainerRecord, SandboxRecord
 from tests.imagebuild import busybox_entries, make_layer
 from tests.streaming_client import SpdyClient, WsClient
@@ -43,13 +44,14 @@ class FakePods:
     """The pod manager's lookup surface, over records we made ourselves."""
 
     def __init__(self, state_root: Path) -> None:
-        # runtime.container.runtime_of puts each runtime's --root here.
+        # The runtimes put their --root here.
         self.state_root = state_root
+        self.runtimes = RuntimeFactory(state_root)
         self.containers: dict[str, ContainerRecord] = {}
         self.sandboxes: dict[str, SandboxRecord] = {}
 
-    def oci_runtime(self, path: str) -> OciRuntime:
-        return OciRuntime.under(path, self.state_root)
+    def runtime_for(self, rec: ContainerRecord) -> OciRuntime:
+        return self.runtimes.for_record(rec)
 
     def container(self, ref: str) -> ContainerRecord:
         from cri.errors import NotFound
@@ -126,7 +128,7 @@ def make_daemon(container: dict | None, netns: dict | None) -> types.SimpleNames
         pods.sandboxes["sb1"] = SandboxRecord(id="sb1", name="p", namespace="default", uid="u", attempt=0, config={},
                                               runtime_handler="", oci_runtime=RUNC, created_at=0,
                                               namespaces={"net": netns["path"]})
-    return types.SimpleNamespace(pods=pods, state_root=state, oci_runtime=None, streaming=None)
+    return types.SimpleNamespace(pods=pods, state_root=state, default_runtime=None, streaming=None)
 
 
 def serve(daemon: types.SimpleNamespace, body) -> None:  # type: ignore[no-untyped-def]
@@ -140,6 +142,7 @@ def serve(daemon: types.SimpleNamespace, body) -> None:  # type: ignore[no-untyp
             await asyncio.wait_for(body(server, rpcs), 90)
         finally:
             await server.stop()
+            daemon.pods.runtimes.close()
     asyncio.run(main())
 
 

@@ -3,8 +3,8 @@ the pod manager (`daemon.pods`) and runs the runtime halves in
 runtime/exec_session.py, attach.py and port_forward.py.
 
 From the pod manager it needs `container(ref)` and `sandbox(ref)` records
-and `runtime.container.runtime_of` (the OCI runtime binary and its
---root); conmon keeps the attach socket and ctl FIFO in the bundle.
+and `runtime_for(record)`, the OCI runtime object, which names the exec
+command line and the attach socket and control FIFO.
 """
 
 from __future__ import annotations
@@ -57,12 +57,6 @@ class DaemonStreamBackend:
             raise FailedPrecondition(f"pod sandbox {sb.id[:13]} is not ready; port-forward needs a running pod")
         return sb
 
-    def _runtime(self, ctr: Any) -> tuple[str, str]:
-        """(binary, --root) of the OCI runtime that runs `ctr`."""
-        from runtime import container
-        rt = container.runtime_of(self.pods, ctr)
-        return rt.executable, rt.root
-
     async def exec(self, request: pb.ExecRequest, io: ExecIO) -> int:
         ctr = self.running_container(request.container_id)
         try:
@@ -82,14 +76,13 @@ class DaemonStreamBackend:
                 log.debug("no terminal size from the client before exec", extra={"fields": {"container": ctr.id[:13]}})
             else:
                 process["consoleSize"] = {"height": size.height, "width": size.width}
-        path, root = self._runtime(ctr)
-        target = exec_session.ExecTarget(ctr.id, path, root, process, initial_size=size)
+        target = exec_session.ExecTarget(ctr.id, self.pods.runtime_for(ctr), process, initial_size=size)
         return await exec_session.run(target, io, exec_session.session_dir(self.daemon.state_root / "exec"))
 
     async def attach(self, request: pb.AttachRequest, io: ExecIO) -> None:
         ctr = self.running_container(request.container_id)
-        # conmon keeps its attach socket and ctl FIFO in the bundle directory.
-        await attach.attach(str(Path(ctr.bundle) / "attach"), str(Path(ctr.bundle) / "ctl"), io)
+        rt = self.pods.runtime_for(ctr)
+        await attach.attach(rt.attach_socket(ctr.bundle), rt.control_fifo(ctr.bundle), io)
 
     async def open_port(self, sandbox_id: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         sb = self.ready_sandbox(sandbox_id)
