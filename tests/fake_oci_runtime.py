@@ -23,8 +23,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.oci.interface import (CreateParams, Created, OciRuntime, OciRuntimeError, OnMonitor, PendingCreate,
-                                   RuntimeKind)
+from runtime.oci.interface import (
+    Created,
+    CreateParams,
+    OciRuntime,
+    OciRuntimeError,
+    OnMonitor,
+    PendingCreate,
+    RuntimeKind,
+)
 
 # Reads the OCI process JSON, writes its pid where asked, becomes the process.
 _EXEC = """
@@ -51,7 +58,7 @@ class FakeContainer:
 
 
 class _FakePending(PendingCreate):
-    def __init__(self, runtime: "FakeOciRuntime", params: CreateParams) -> None:
+    def __init__(self, runtime: FakeOciRuntime, params: CreateParams) -> None:
         self._runtime = runtime
         self._params = params
         self._pid = next(_pids)

@@ -16,8 +16,9 @@ import signal
 import subprocess
 import tarfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from runtime import conmon
-from runtime.oci.interface import CreateParams, Created, OciRuntime, OciRuntimeError, OnMonitor, PendingCreate, RuntimeKind
+from runtime.oci.interface import (
+    Created,
+    CreateParams,
+    OciRuntime,
+    OciRuntimeError,
+    OnMonitor,
+    PendingCreate,
+    RuntimeKind,
+)
 from runtime.oci.sealed_binary import SealedBinaries
 
 
@@ -69,7 +77,7 @@ class CliRuntime(OciRuntime):
 
     @classmethod
     def under(cls, path: str, state_root: Path, sealed: SealedBinaries | None = None,
-              version: str = "unknown") -> "CliRuntime":
+              version: str = "unknown") -> CliRuntime:
         return cls(path, root_for(path, state_root), sealed, version)
 
     def __repr__(self) -> str:

@@ -83,7 +83,7 @@ def probe(path: str) -> Probe:
     if hit is not None and hit[0] == ident:
         return hit[1]
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT,
+        out = subprocess.run([path, "--version"], check=False, capture_output=True, text=True, timeout=VERSION_TIMEOUT,
                              stdin=subprocess.DEVNULL).stdout
         result = parse_version(out)
     except (OSError, subprocess.TimeoutExpired) as exc:
