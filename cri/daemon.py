@@ -45,7 +45,7 @@ from runtime.pod_health import PodHealth
 from runtime.pod_service import PodService
 from runtime.recovery import StartupRecovery
 from runtime.reservations import Reservations
-from runtime.runtime_factory import RuntimeFactory
+from runtime.oci.factory import RuntimeFactory
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings
 from runtime.store import RecordStore
@@ -82,7 +82,8 @@ class Daemon:
         self.data_root = Path(config.data_root)
         self.state_root = Path(config.state_root)
         self.cgroup_layout = host.detect_cgroup_layout()
-        self.oci_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
+        # The runtime of pods whose RuntimeClass handler is "" (its `path`).
+        self.default_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
         self.conmon_path = shutil.which(config.runtime.conmon) if not os.path.isabs(config.runtime.conmon) else config.runtime.conmon
         self.pod_cidr: str = ""
         self.network: PodNetwork = CniNetwork.from_config(config.cni)
@@ -101,7 +102,7 @@ class Daemon:
             default_stop_timeout=float(rc.default_stop_timeout), pids_limit=rc.pids_limit,
             seccomp_default=rc.seccomp_default, user_lookup_timeout=rc.user_lookup_timeout, conmon=rc.conmon,
             conmon_path=self.conmon_path, handlers=dict(rc.handlers),
-            default_runtime_path=self.oci_runtime.path if self.oci_runtime is not None else None)
+            default_runtime_path=self.default_runtime.path if self.default_runtime is not None else None)
         self.records = RecordStore(self.data_root)
         self.index = RecordIndex()
         reservations = Reservations()
@@ -110,7 +111,7 @@ class Daemon:
         warmup = MigrationWarmup(self.cgroup_layout)
         pod_cgroups = PodCgroups(cgroups, settings)
         self.runtimes = RuntimeFactory(self.state_root)
-        handlers = RuntimeHandlers(settings)
+        handlers = RuntimeHandlers(settings, self.runtimes)
         self.images = ImageManager(self.config, self.data_root, self.index.image_users)
         self.health = PodHealth(self.index, self.records)
         exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations)
@@ -127,7 +128,7 @@ class Daemon:
                             pod_cgroups=pod_cgroups, runtimes=self.runtimes, handlers=handlers)
         self.recovery = StartupRecovery(
             settings, store=self.records, index=self.index, reservations=reservations, health=self.health,
-            exits=exits, runtimes=self.runtimes, containers=self.containers, sweep=sweep)
+            exits=exits, runtimes=self.runtimes, containers=self.containers, sweep=sweep, handlers=handlers)
         sc = self.config.streaming
         self.streaming = StreamingServer(ServerOptions(sc.address, sc.port, sc.creation_timeout, sc.idle_timeout),
                                          DaemonStreamBackend(self.index, self.runtimes, self.state_root / "exec"))
@@ -197,7 +198,7 @@ class Daemon:
         self._server = server
         log.info("crispy serving", extra={"fields": {
             "socket": sock, "version": self.version,
-            "oci_runtime": self.oci_runtime.name if self.oci_runtime else "none",
+            "oci_runtime": self.default_runtime.name if self.default_runtime else "none",
             "cgroups": self.cgroup_layout.mode, "cgroup_driver": self.config.runtime.cgroup_driver}})
 
     async def serve_until_signalled(self) -> None:
@@ -276,7 +277,7 @@ class Daemon:
     # ---- readiness -------------------------------------------------------
 
     def runtime_readiness(self) -> dict[str, Any]:
-        if self.oci_runtime is None:
+        if self.default_runtime is None:
             wanted = self.config.runtime.oci_runtime
             return {"status": False, "reason": "OCIRuntimeNotFound",
                     "message": f"no usable OCI runtime ({'crun or runc' if wanted == 'auto' else wanted}); install crun or runc"}
@@ -290,7 +291,7 @@ class Daemon:
         return {"status": r.ready, "reason": r.reason, "message": r.message}
 
     def status_info(self) -> dict[str, Any]:
-        rt = self.oci_runtime
+        rt = self.default_runtime
         return {
             "config": self.config.to_dict(),
             "version": self.version,

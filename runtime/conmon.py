@@ -2,7 +2,7 @@
 of the JSON it writes on the sync pipe, and a thin asyncio shell that starts
 it and waits for the container to be created.
 
-conmon runs `<runtime> create` itself so that it, not crispy, is the
+conmon runs `<runtime> create` itself (for runtime/oci/cli.py) so that it, not crispy, is the
 container's parent: it holds the container's stdio, writes the CRI log,
 and records the exit status in `<exit_dir>/<id>` and `<persist_dir>/exit`
 (and `<persist_dir>/oom` after an OOM kill). Without `--sync` it
@@ -20,17 +20,24 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from runtime.errors import Internal
 from runtime.namespaces import process_start_time
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import Created
+
+
+class RuntimeCommand(Protocol):
+    """What conmon needs of the OCI runtime to run its `create`."""
+    @property
+    def exe(self) -> str: ...
+    root: str
 
 
 @dataclass
 class ConmonCreate:
     conmon: str
-    runtime: OciRuntime
+    runtime: RuntimeCommand
     container_id: str
     name: str
     bundle: str
@@ -50,7 +57,7 @@ class ConmonCreate:
 def create_argv(c: ConmonCreate) -> list[str]:
     argv = [
         c.conmon, "--bundle", c.bundle, "--cid", c.container_id, "--cuuid", c.container_id, "--name", c.name,
-        "--runtime", c.runtime.executable, "--runtime-arg", f"--root={c.runtime.root}",
+        "--runtime", c.runtime.exe, "--runtime-arg", f"--root={c.runtime.root}",
         "--log-path", f"k8s-file:{c.log_path}", "--exit-dir", c.exit_dir, "--persist-dir", c.persist_dir,
         "--container-pidfile", c.container_pidfile, "--conmon-pidfile", c.conmon_pidfile,
         "--socket-dir-path", c.socket_dir, "--log-level", c.log_level,
@@ -167,15 +174,6 @@ async def abort(p: PendingConmon) -> None:
         except ProcessLookupError:
             pass
         await p.proc.wait()
-
-
-@dataclass
-class Created:
-    """What `release` learns: the container's init, and conmon's monitor
-    (the process that stays; the one crispy started exits after forking it)."""
-    pid: int
-    monitor_pid: int
-    monitor_start_time: int  # ticks since boot: tells a reused pid apart
 
 
 async def release(p: PendingConmon, conmon_pidfile: str, timeout: float = 120.0,

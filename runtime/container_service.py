@@ -1,6 +1,7 @@
 """Containers: CreateContainer to RemoveContainer, UpdateContainerResources,
-ExecSync and ReopenContainerLog. conmon supervises each container
-(runtime/conmon.py); its exit is recorded by runtime/exits.py.
+ExecSync and ReopenContainerLog. The pod's OCI runtime (runtime/oci/)
+creates each container under conmon, which supervises it; its exit is
+recorded by runtime/exits.py.
 
 Lifecycle calls on one container are serialised by its lock; CreateContainer
 holds its pod's lock, so a pod is not removed under a create.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cri.proto import api_pb2 as pb
-from runtime import conmon, exec_sync, isolated, kmount, rootfs
+from runtime import exec_sync, isolated, kmount, rootfs
 from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.container_config import log_path as _log_path
@@ -38,14 +39,14 @@ from runtime.exits import KILL_WAIT, ExitWatcher
 from runtime.image_provider import ImageProvider
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks, uncancellable
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import CreateParams, OciRuntime, PendingCreate
 from runtime.oci_spec import ContainerSpecRequest, exec_process_spec, resolve_user
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_config import config_of, to_json
 from runtime.pod_health import PodHealth
 from runtime.pod_view import is_ready
 from runtime.reservations import Reservations, container_key, container_key_of, request_digest
-from runtime.runtime_factory import RuntimeFactory
+from runtime.oci.factory import RuntimeFactory
 from runtime.settings import LifecycleSettings
 from runtime.states import ContainerState, set_container_state
 from runtime.store import ContainerRecord, RecordStore
@@ -79,7 +80,7 @@ class ContainerService:
         self.state_root = settings.state_root
 
     def runtime_of(self, ctr: ContainerRecord) -> OciRuntime:
-        return self.runtimes.for_path(ctr.oci_runtime)
+        return self.runtimes.for_record(ctr)
 
     def bundle_dir(self, container_id: str) -> Path:
         return self.state_root / "containers" / container_id
@@ -168,7 +169,7 @@ class ContainerService:
         ctr = self.index.container(ref)
         require_running(ctr, "ReopenContainerLog")
         try:
-            await conmon.reopen_log(str(Path(ctr.bundle) / "ctl"))
+            await self.runtime_of(ctr).reopen_log(ctr.bundle)
         except OSError as e:
             raise FailedPrecondition(f"conmon of container {ctr.id[:13]} is not listening: {e.strerror}") from None
         # conmon reopens asynchronously; kubelet (and critest) expect the
@@ -238,14 +239,14 @@ class ContainerService:
             mounts=[to_json(m) for m in config.mounts], request_digest=digest)
         signal_number(ctr.stop_signal)  # refuse an unknown one now, not at stop time
         runtime = self.runtime_of(ctr)
-        argv = conmon.create_argv(conmon.ConmonCreate(
-            conmon=self._conmon_path(), runtime=runtime, container_id=container_id, name=config.metadata.name,
+        params = CreateParams(
+            conmon=self._conmon_path(), container_id=container_id, name=config.metadata.name,
             bundle=str(bundle), log_path=log_path, exit_dir=str(self.state_root / "exits"),
             persist_dir=str(bundle), container_pidfile=str(bundle / "pidfile"),
             conmon_pidfile=str(bundle / "conmon.pid"), socket_dir=str(self.state_root / "sock"),
             stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-            systemd_cgroup=self.settings.cgroup_driver == "systemd"))
-        pending: conmon.PendingConmon | None = None
+            systemd_cgroup=self.settings.cgroup_driver == "systemd")
+        pending: PendingCreate | None = None
         saving: asyncio.Future[None] | None = None
         try:
             # conmon starts first (it waits on its start pipe) so that its exec,
@@ -256,7 +257,7 @@ class ContainerService:
             # of everything else.
             bundle.mkdir(parents=True, mode=0o700)
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-            pending = await conmon.spawn(argv, str(bundle))
+            pending = await runtime.begin_create(params)
             crashpoint("ctr.create.after_conmon_spawn")
             # conmon belongs in the pod's cgroup. Moving a process between
             # cgroups waits for an RCU grace period (the kernel's cgroup
@@ -302,7 +303,7 @@ class ContainerService:
                     saving = asyncio.ensure_future(self.store.save(ctr))
                     await asyncio.gather(self.pod_cgroups.join(pod, pid, "conmon", gone_ok=True), asyncio.shield(saving))
                     crashpoint("ctr.create.after_record_save")
-                created = await conmon.release(pending, str(bundle / "conmon.pid"), on_monitor=monitor_up)
+                created = await pending.release(on_monitor=monitor_up)
             finally:
                 await asyncio.wait([early_join])  # never raises
             if saving is None:  # cannot be: release saw the monitor; the reply needs the record
@@ -313,7 +314,7 @@ class ContainerService:
         except BaseException:
             async def undo() -> None:
                 if pending is not None:
-                    await conmon.abort(pending)
+                    await pending.abort()
                 await self.discard(ctr)
                 if saving is not None:
                     await asyncio.wait([saving])

@@ -29,6 +29,7 @@ from typing import Any
 
 from runtime.errors import Internal
 from runtime import private_dirs
+from runtime.oci.interface import OciRuntime
 from runtime.stream_io import ExecIO, InputPipe, OutputSink, TerminalSize
 
 CHUNK = 32 * 1024
@@ -37,8 +38,7 @@ CHUNK = 32 * 1024
 @dataclass
 class ExecTarget:
     container_id: str
-    runtime_path: str  # crun or runc binary
-    runtime_root: str  # its --root state directory
+    runtime: OciRuntime
     process: dict[str, Any]  # the OCI process to run (oci_spec.exec_process_spec)
     # The client's terminal size when the exec starts (also in the process's
     # consoleSize, which the runtime applies before the process runs).
@@ -137,7 +137,7 @@ async def run(target: ExecTarget, io: ExecIO, work_dir: Path, start_timeout: flo
     try:
         spec_path = work_dir / "process.json"
         await asyncio.to_thread(spec_path.write_text, json.dumps(target.process))
-        args = [target.runtime_path, "--root", target.runtime_root, "exec", "--process", str(spec_path)]
+        args = target.runtime.exec_session_argv(str(spec_path))
         if io.tty:
             return await _run_tty(target, io, args, work_dir, start_timeout)
         return await _run_pipes(target, io, args)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import OciRuntime
 
 # stdout and stderr together. Both travel in one reply, which must fit the
 # transport's message limit (16 MiB for gRPC, kubelet's included: see

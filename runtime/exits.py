@@ -20,9 +20,9 @@ from runtime import conmon, namespaces
 from runtime.cgroups import CgroupManager
 from runtime.errors import Internal
 from runtime.index import RecordIndex
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import OciRuntime
 from runtime.reservations import Reservations, container_key_of
-from runtime.runtime_factory import RuntimeFactory
+from runtime.oci.factory import RuntimeFactory
 from runtime.states import ContainerState, set_container_state
 from runtime.store import ContainerRecord, RecordStore
 
@@ -205,7 +205,7 @@ class ExitWatcher:
         (a pidfd, else the runtime's state), never on conmon.
 
         Returns exit code, time, message and the runtime's status when found."""
-        runtime = self._runtimes.for_path(ctr.oci_runtime)
+        runtime = self._runtimes.for_record(ctr)
         pid = ctr.pid or await asyncio.to_thread(read_container_pid, ctr)
         fd = -1
         if pid:

@@ -8,11 +8,14 @@ import shutil
 
 from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime.host import crun_blocker
+from runtime.oci.factory import RuntimeFactory
+from runtime.oci.interface import RuntimeKind
 from runtime.settings import LifecycleSettings
 
 
 class RuntimeHandlers:
-    def __init__(self, settings: LifecycleSettings) -> None:
+    def __init__(self, settings: LifecycleSettings, runtimes: RuntimeFactory) -> None:
+        self._runtimes = runtimes
         self._handlers = dict(settings.handlers)
         self._default = settings.default_runtime_path
         self._layout = settings.cgroup_layout
@@ -25,7 +28,9 @@ class RuntimeHandlers:
             path = wanted if os.path.isabs(wanted) else shutil.which(wanted)
             if not path:
                 raise InvalidArgument(f"runtime handler {handler!r} maps to {wanted!r}, which is not installed")
-            if os.path.basename(path) == "crun":
+            # By what the binary is, not what it is called: a crun installed
+            # as /opt/bin/oci is still crun.
+            if self._runtimes.for_path(path).kind is RuntimeKind.CRUN:
                 blocker = crun_blocker(self._layout)
                 if blocker:
                     # Say so now rather than at the first CreateContainer.

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.oci import probe
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -56,12 +57,8 @@ def detect_cgroup_layout(root: Path = CGROUP_ROOT) -> CgroupLayout:
 
 
 def _version_of(path: str) -> str:
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    first = out.strip().splitlines()[0] if out.strip() else "unknown"
-    return first.split("version", 1)[-1].strip() or first
+    # The same answer the runtime factory reads later: one run per binary.
+    return probe.probe(path).version
 
 
 def crun_blocker(layout: CgroupLayout) -> str | None:

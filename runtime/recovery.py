@@ -13,11 +13,12 @@ from runtime import namespaces, pod_intent, private_dirs
 from runtime.container_service import ContainerService
 from runtime.errors import Internal
 from runtime.exits import ExitWatcher, exit_file, read_container_pid, read_exit
+from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.pod_health import PodHealth
 from runtime.recovery_decisions import Recovery, decide, needs_runtime_status
+from runtime.oci.factory import RuntimeFactory
 from runtime.reservations import Reservations, container_key_of, pod_key_of
-from runtime.runtime_factory import RuntimeFactory
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings
 from runtime.states import ContainerState, PodState, set_container_state
@@ -29,7 +30,7 @@ log = logging.getLogger("crispy.pods")
 class StartupRecovery:
     def __init__(self, settings: LifecycleSettings, *, store: RecordStore, index: RecordIndex,
                  reservations: Reservations, health: PodHealth, exits: ExitWatcher, runtimes: RuntimeFactory,
-                 containers: ContainerService, sweep: OrphanSweep) -> None:
+                 containers: ContainerService, sweep: OrphanSweep, handlers: RuntimeHandlers) -> None:
         self._settings = settings
         self._store = store
         self._index = index
@@ -39,12 +40,13 @@ class StartupRecovery:
         self._runtimes = runtimes
         self._containers = containers
         self._sweep = sweep
+        self._handlers = handlers
 
     async def run(self) -> None:
         await asyncio.to_thread(self._prepare_dirs)
-        if self._settings.default_runtime_path is not None:
-            # Made ready now rather than at the first CreateContainer.
-            self._runtimes.for_path(self._settings.default_runtime_path)
+        # Each installed runtime is asked what it is and copied now, rather
+        # than at the first RunPodSandbox or CreateContainer.
+        await asyncio.to_thread(lambda: [self._runtimes.for_path(p) for p in self._handlers.installed_paths()])
         pods, ctrs = await asyncio.to_thread(self._store.load)
         for rec in pods:
             self._index.sandboxes[rec.id] = rec
@@ -127,7 +129,7 @@ class StartupRecovery:
 
     async def _runtime_status(self, ctr: ContainerRecord) -> str | None:
         try:
-            state = await self._runtimes.for_path(ctr.oci_runtime).state(ctr.id)
+            state = await self._runtimes.for_record(ctr).state(ctr.id)
         except Internal:
             return None
         return state.get("status") if state is not None else None

@@ -24,9 +24,9 @@ from runtime import kmount, pod_intent, procfs
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.network import PodNetwork, PodNetworkStatus
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.interface import OciRuntime
 from runtime.pod_cgroups import PodCgroups
-from runtime.runtime_factory import RuntimeFactory
+from runtime.oci.factory import RuntimeFactory
 
 log = logging.getLogger("crispy.orphans")
 
@@ -183,8 +183,8 @@ class OrphanSweep:
 
     def _known_runtimes(self) -> list[OciRuntime]:
         # Only runtimes that have a state directory can know the container.
-        return [self._runtimes.for_path(p) for p in self._handlers.installed_paths()
-                if os.path.isdir(self._state_root / "oci" / os.path.basename(p))]
+        runtimes = [self._runtimes.for_path(p) for p in self._handlers.installed_paths()]
+        return [rt for rt in runtimes if os.path.isdir(rt.root)]
 
 
 def _remove_dangling_socket_links(sock_dir: Path, known: set[str]) -> None:

@@ -13,7 +13,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CRISPY = ("cri", "runtime", "images")

@@ -11,7 +11,9 @@ import pytest
 
 from runtime.errors import AlreadyExists, Internal, InvalidArgument
 from runtime import conmon, cri_log, namespaces, pod_files, rootfs
-from runtime.oci_runtime import OciRuntime, _clean
+from runtime.oci.cli import _clean
+from runtime.oci.crun import CrunRuntime
+from runtime.oci.runc import RuncRuntime
 from runtime.reservations import Reservations
 
 
@@ -35,7 +37,7 @@ def test_sync_parser_rejects_garbage(bad):
 
 
 def test_create_argv():
-    rt = OciRuntime("/usr/sbin/runc", "/run/crispy/oci/runc")
+    rt = RuncRuntime("/usr/sbin/runc", "/run/crispy/oci/runc")
     base = dict(conmon="/usr/bin/conmon", runtime=rt, container_id="abc", name="web", bundle="/b",
                 log_path="/logs/web.log", exit_dir="/e", persist_dir="/b", container_pidfile="/b/pidfile",
                 conmon_pidfile="/b/conmon.pid", socket_dir="/s")
@@ -100,7 +102,7 @@ def test_runtime_messages_are_cleaned():
     err = 'time="2026-01-01T00:00:00Z" level=error msg="container \\"x\\" does not exist"'
     assert _clean(err) == 'container "x" does not exist'
     assert _clean("plain failure\n") == "plain failure"
-    assert OciRuntime.under("/usr/bin/crun", Path("/run/c")).root == "/run/c/oci/crun"
+    assert CrunRuntime.under("/usr/bin/crun", Path("/run/c")).root == "/run/c/oci/crun"
 
 
 # ---- CRI log -------------------------------------------------------------------------

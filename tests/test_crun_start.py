@@ -1,4 +1,4 @@
-"""crun's start handshake done in-process (runtime/crun_start.py), against a
+"""crun's start handshake done in-process (runtime/oci/crun_start.py), against a
 state directory laid out the way crun 1.8 leaves a created container: its
 copy of the spec and the exec FIFO whose read end the waiting init holds.
 (The real crun path is exercised by the daemon's container tests wherever
@@ -15,8 +15,10 @@ from typing import Iterator
 
 import pytest
 
-from runtime import crun_start
-from runtime.oci_runtime import OciRuntime, OciRuntimeError
+from runtime.oci import crun_start
+from runtime.oci.crun import CrunRuntime
+from runtime.oci.interface import OciRuntimeError
+from runtime.oci.runc import RuncRuntime
 
 CID = "c1"
 
@@ -108,14 +110,14 @@ def _fake_runtime(tmp_path: Path, name: str = "crun") -> Path:
 
 
 def test_oci_runtime_start_uses_the_fifo_for_crun(tmp_path: Path, state: Path, waiting_init: int) -> None:
-    rt = OciRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
+    rt = CrunRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
     asyncio.run(rt.start(CID))
     assert os.read(waiting_init, 16) == b"\0"
     assert not (tmp_path / "calls").exists()
 
 
 def test_oci_runtime_start_falls_back_to_crun_start(tmp_path: Path, state: Path) -> None:
-    rt = OciRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
+    rt = CrunRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
     asyncio.run(rt.start(CID))
     assert (tmp_path / "calls").read_text().split() == ["--root", str(state.parent), "start", CID]
 
@@ -123,12 +125,12 @@ def test_oci_runtime_start_falls_back_to_crun_start(tmp_path: Path, state: Path)
 def test_oci_runtime_start_reports_an_init_that_went_away(tmp_path: Path, state: Path, waiting_init: int,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     _break_write(monkeypatch)
-    rt = OciRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
+    rt = CrunRuntime(str(_fake_runtime(tmp_path)), str(state.parent))
     with pytest.raises(OciRuntimeError, match="crun start failed: the container's init exited"):
         asyncio.run(rt.start(CID))
 
 
 def test_runc_always_goes_through_its_cli(tmp_path: Path, state: Path, waiting_init: int) -> None:
-    asyncio.run(OciRuntime(str(_fake_runtime(tmp_path, "runc")), str(state.parent)).start(CID))
+    asyncio.run(RuncRuntime(str(_fake_runtime(tmp_path, "runc")), str(state.parent)).start(CID))
     assert (tmp_path / "calls").read_text().split() == ["--root", str(state.parent), "start", CID]
     assert os.read(waiting_init, 16) == b""

@@ -1,4 +1,4 @@
-"""OciRuntime's reading of the runtime's answers, with a stand-in runtime
+"""The runc-compatible command line's (runtime/oci/cli.py) reading of the runtime's answers, with a stand-in runtime
 binary that answers the way runc or crun do."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime.oci_runtime import OciRuntime, OciRuntimeError
+from runtime.oci.cli import CliRuntime
+from runtime.oci.interface import OciRuntime, OciRuntimeError
 
 
 def fake_runtime(tmp_path: Path, stderr: str, rc: int) -> OciRuntime:
     script = tmp_path / "fake-runtime"
     script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{stderr}' >&2\nexit {rc}\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return OciRuntime(str(script), str(tmp_path / "root"))
+    return CliRuntime(str(script), str(tmp_path / "root"))
 
 
 @pytest.mark.parametrize("stderr", [

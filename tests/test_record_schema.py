@@ -130,7 +130,7 @@ def test_the_sweep_leaves_refused_records_objects_alone(tmp_path: Path) -> None:
     from runtime.host import CgroupLayout
     from runtime.index import RecordIndex
     from runtime.pod_cgroups import PodCgroups
-    from runtime.runtime_factory import RuntimeFactory
+    from runtime.oci.factory import RuntimeFactory
     from runtime.sandbox_orphans import OrphanSweep
     from runtime.settings import LifecycleSettings
 
@@ -146,9 +146,10 @@ def test_the_sweep_leaves_refused_records_objects_alone(tmp_path: Path) -> None:
     class NoNetwork:
         async def teardown(self, req, status):  # type: ignore[no-untyped-def]
             raise AssertionError("no pod here had a network")
+    runtimes = RuntimeFactory(state)
     sweep = OrphanSweep(state, data, index=RecordIndex(), network=NoNetwork(),  # type: ignore[arg-type]
-                        pod_cgroups=PodCgroups(None, settings), runtimes=RuntimeFactory(state),
-                        handlers=RuntimeHandlers(settings))
+                        pod_cgroups=PodCgroups(None, settings), runtimes=runtimes,
+                        handlers=RuntimeHandlers(settings, runtimes))
     asyncio.run(sweep.sweep(keep={P, C}))
     assert sorted(p.name for p in (state / "pods").iterdir()) == [P]
     assert [p.name for p in (state / "containers").iterdir()] == [C]

@@ -1,4 +1,4 @@
-"""Sealed copies of the OCI runtime binary (runtime/sealed_binary.py)."""
+"""Sealed copies of the OCI runtime binary (runtime/oci/sealed_binary.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.sealed_binary import SEALS, SealedBinaries
+from runtime.oci.sealed_binary import SEALS, SealedBinaries
 
 
 @pytest.fixture

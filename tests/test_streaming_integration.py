@@ -21,13 +21,13 @@ from typing import Iterator
 
 import pytest
 
-from runtime.errors import FailedPrecondition
+from runtime.errors import FailedPrecondition, NotFound
 from cri.proto import api_pb2 as pb
 from cri.servicers.streaming import StreamingRPCs
 from cri.streaming import remotecommand
 from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
-from runtime.oci_runtime import OciRuntime
+from runtime.oci.factory import RuntimeFactory
 from runtime.store import ContainerRecord, SandboxRecord
 from tests.imagebuild import busybox_entries, make_layer
 from tests.streaming_client import SpdyClient, WsClient
@@ -43,23 +43,20 @@ class FakePods:
     """The pod manager's lookup surface, over records we made ourselves."""
 
     def __init__(self, state_root: Path) -> None:
-        # The runtime factory puts each runtime's --root here.
+        # The runtimes put their --root here.
         self.state_root = state_root
+        self.runtimes = RuntimeFactory(state_root)
         self.containers: dict[str, ContainerRecord] = {}
         self.sandboxes: dict[str, SandboxRecord] = {}
 
-    def for_path(self, path: str) -> OciRuntime:
-        return OciRuntime.under(path, self.state_root)
 
     def container(self, ref: str) -> ContainerRecord:
-        from runtime.errors import NotFound
         for key, rec in self.containers.items():
             if ref in (key, rec.id):
                 return rec
         raise NotFound(f"container {ref!r} not found")
 
     def sandbox(self, ref: str) -> SandboxRecord:
-        from runtime.errors import NotFound
         for key, rec in self.sandboxes.items():
             if ref in (key, rec.id):
                 return rec
@@ -126,12 +123,12 @@ def make_daemon(container: dict | None, netns: dict | None) -> types.SimpleNames
         pods.sandboxes["sb1"] = SandboxRecord(id="sb1", name="p", namespace="default", uid="u", attempt=0, config={},
                                               runtime_handler="", oci_runtime=RUNC, created_at=0,
                                               namespaces={"net": netns["path"]})
-    return types.SimpleNamespace(pods=pods, state_root=state, oci_runtime=None, streaming=None)
+    return types.SimpleNamespace(pods=pods, state_root=state, default_runtime=None, streaming=None)
 
 
 def serve(daemon: types.SimpleNamespace, body) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        server = StreamingServer(ServerOptions(), DaemonStreamBackend(daemon.pods, daemon.pods, daemon.state_root / "exec"))  # type: ignore[arg-type]
+        server = StreamingServer(ServerOptions(), DaemonStreamBackend(daemon.pods, daemon.pods.runtimes, daemon.state_root / "exec"))
         daemon.streaming = server
         await server.start()
         try:
@@ -140,6 +137,7 @@ def serve(daemon: types.SimpleNamespace, body) -> None:  # type: ignore[no-untyp
             await asyncio.wait_for(body(server, rpcs), 90)
         finally:
             await server.stop()
+            daemon.pods.runtimes.close()
     asyncio.run(main())
 
 

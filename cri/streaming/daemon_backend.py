@@ -3,8 +3,8 @@ the record index and runs the runtime halves in runtime/exec_session.py,
 attach.py and port_forward.py.
 
 From the index it needs `container(ref)` and `sandbox(ref)`, and from the
-runtime factory `for_path(binary)` (the OCI runtime binary and its
---root); conmon keeps the attach socket and ctl FIFO in the bundle.
+runtime factory the OCI runtime object of a record, which names the exec
+command line and the attach socket and control FIFO.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from runtime.errors import FailedPrecondition, Internal
 from cri.proto import api_pb2 as pb
 from runtime import attach, exec_session, oci_spec, port_forward
+from runtime.oci.interface import OciRuntime
 from runtime.stream_io import ExecIO
 from runtime.states import ContainerState, PodState
 
@@ -34,7 +35,7 @@ class Lookup(Protocol):
 
 
 class Runtimes(Protocol):
-    def for_path(self, path: str) -> Any: ...
+    def for_record(self, rec: Any) -> OciRuntime: ...
 
 
 class DaemonStreamBackend:
@@ -60,11 +61,6 @@ class DaemonStreamBackend:
             raise FailedPrecondition(f"pod sandbox {sb.id[:13]} is not ready; port-forward needs a running pod")
         return sb
 
-    def _runtime(self, ctr: Any) -> tuple[str, str]:
-        """(binary, --root) of the OCI runtime that runs `ctr`."""
-        rt = self.runtimes.for_path(ctr.oci_runtime)
-        return rt.executable, rt.root
-
     async def exec(self, request: pb.ExecRequest, io: ExecIO) -> int:
         ctr = self.running_container(request.container_id)
         try:
@@ -84,14 +80,13 @@ class DaemonStreamBackend:
                 log.debug("no terminal size from the client before exec", extra={"fields": {"container": ctr.id[:13]}})
             else:
                 process["consoleSize"] = {"height": size.height, "width": size.width}
-        path, root = self._runtime(ctr)
-        target = exec_session.ExecTarget(ctr.id, path, root, process, initial_size=size)
+        target = exec_session.ExecTarget(ctr.id, self.runtimes.for_record(ctr), process, initial_size=size)
         return await exec_session.run(target, io, exec_session.session_dir(self.exec_root))
 
     async def attach(self, request: pb.AttachRequest, io: ExecIO) -> None:
         ctr = self.running_container(request.container_id)
-        # conmon keeps its attach socket and ctl FIFO in the bundle directory.
-        await attach.attach(str(Path(ctr.bundle) / "attach"), str(Path(ctr.bundle) / "ctl"), io)
+        rt = self.runtimes.for_record(ctr)
+        await attach.attach(rt.attach_socket(ctr.bundle), rt.control_fifo(ctr.bundle), io)
 
     async def open_port(self, sandbox_id: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         sb = self.ready_sandbox(sandbox_id)
