@@ -13,7 +13,7 @@ PROTO  := cri/proto/api.proto
 STUBS  := cri/proto/api_pb2.py cri/proto/api_pb2_grpc.py cri/proto/api_pb2.pyi
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv proto proto-check run test unit integration critest bench clean
+.PHONY: all deps venv proto proto-check lint run test unit integration critest bench clean
 
 all: venv
 
@@ -49,7 +49,14 @@ run: deps venv
 	$(VENV)/bin/crispy $(ARGS) cni-install
 	$(VENV)/bin/crispy $(ARGS)
 
-test: deps venv proto-check
+# Static checks: ruff over every Python tree, mypy over the daemon's packages
+# (the file list and strictness live in pyproject.toml). A few seconds, so
+# `make test` runs them before the much slower pytest.
+lint: venv
+	$(PY) -m ruff check cri runtime images tests bench critest
+	$(PY) -m mypy
+
+test: deps venv proto-check lint
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 unit: venv
