@@ -128,6 +128,17 @@ def test_session_streams_data_fin_reset_goaway():
     assert session.receive_data(client.serialize(spdy.GoAway(0))) == [spdy.ConnectionClosing(0)]
 
 
+def test_session_headers_frame_with_fin_ends_an_open_stream():
+    # A client may half-close a stream with a HEADERS frame instead of an
+    # empty DATA frame; the session must treat both alike.
+    client, session = spdy.SpdyFramer(), spdy.SpdySession()
+    session.receive_data(_client_syn(client, 1, "stdin"))
+    assert session.receive_data(client.serialize(spdy.Headers(1, {"a": ["b"]}, spdy.FLAG_FIN))) == [spdy.StreamEnded(1)]
+    assert session.receive_data(client.serialize(spdy.Headers(1, {"a": ["b"]}))) == []
+    # On a stream the session does not know it is ignored, as late DATA is.
+    assert session.receive_data(client.serialize(spdy.Headers(9, {}, spdy.FLAG_FIN))) == []
+
+
 def test_session_rejects_even_and_duplicate_ids():
     client, session = spdy.SpdyFramer(), spdy.SpdySession()
     session.receive_data(_client_syn(client, 1, "a"))

@@ -151,6 +151,10 @@ class Headers:
     headers: HeaderBlock
     flags: int = 0
 
+    @property
+    def fin(self) -> bool:
+        return bool(self.flags & FLAG_FIN)
+
 
 @dataclass
 class WindowUpdate:
