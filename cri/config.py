@@ -146,7 +146,8 @@ def _coerce(cls: type, data: dict[str, Any], where: str) -> Any:
 
 def _coerce_value(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    # Hints are classes, never dataclass instances; the isinstance tells mypy so.
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise InvalidArgument(f"config: {where} must be a table")
         return _coerce(hint, value, f"{where}.")
@@ -171,7 +172,7 @@ def _scalar_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
     """(flag name, dotted key, type) for every flag-settable key."""
     out = []
     for name, hint in _hints(cls).items():
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             out += _scalar_fields(hint, f"{prefix}{name}.")
         elif typing.get_origin(hint) is dict:
             continue

@@ -10,9 +10,10 @@ which field to fix.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from runtime.errors import InvalidArgument, ResourceExhausted
 from cri.limits import MAX_MESSAGE_BYTES, MAX_OBJECT_METADATA_BYTES
@@ -31,19 +32,23 @@ def _check_scalar(field: FieldDescriptor, value: Any, path: str) -> None:
         raise InvalidArgument(f"{path} contains a NUL byte, which no path, argument, name or label may hold; remove it")
     if field.type == FieldDescriptor.TYPE_BYTES and b"\0" in value:
         raise InvalidArgument(f"{path} contains a NUL byte, which an environment value cannot hold; remove it")
-    if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type.values_by_number.get(value) is None:
-        known = ", ".join(f"{v.name} ({v.number})" for v in field.enum_type.values)
-        raise InvalidArgument(f"{path} is {value}, which is not a {field.enum_type.name}; use one of {known}")
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        enum = field.enum_type
+        assert enum is not None  # protobuf gives every enum field its descriptor
+        if enum.values_by_number.get(value) is None:
+            known = ", ".join(f"{v.name} ({v.number})" for v in enum.values)
+            raise InvalidArgument(f"{path} is {value}, which is not a {enum.name}; use one of {known}")
 
 
-def check_request(message: Any, path: str = "") -> None:
+def check_request(message: Message, path: str = "") -> None:
     """Raises InvalidArgument naming the first field (as a path like
     `config.envs[2].key`) that holds a NUL byte or an unknown enum value."""
     for field, value in message.ListFields():
         where = f"{path}.{field.name}" if path else field.name
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            key_field = field.message_type.fields_by_name["key"]
+        if field.type == FieldDescriptor.TYPE_MESSAGE and (entry_type := field.message_type) is not None \
+                and entry_type.GetOptions().map_entry:
+            value_field = entry_type.fields_by_name["value"]
+            key_field = entry_type.fields_by_name["key"]
             for k, v in value.items():
                 entry = f"{where}[{_key(k)}]"
                 _check_scalar(key_field, k, f"{where} key {_key(k)}")
@@ -87,7 +92,7 @@ def check_container_config(config: pb.ContainerConfig) -> None:
                                                  labels=config.labels, annotations=config.annotations))
 
 
-def check_reply_size(rpc: str, reply: Any, items: list[Any], noun: str) -> None:
+def check_reply_size(rpc: str, reply: Message, items: Sequence[Message], noun: str) -> None:
     """A list reply beyond the message limit would fail on the wire with a
     bare "message larger than max"; this says what to do instead."""
     size = reply.ByteSize()

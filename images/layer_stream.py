@@ -13,7 +13,7 @@ import hashlib
 import io
 import os
 import zlib
-from typing import Iterator
+from typing import IO, Iterator, cast
 
 import zstandard
 
@@ -75,7 +75,9 @@ class _ChunkFile:
 
 
 def _unzstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    reader = zstandard.ZstdDecompressor().stream_reader(_ChunkFile(chunks), read_size=PIECE, read_across_frames=True)
+    # zstandard's stubs ask for a whole IO[bytes]; it only ever calls read().
+    source = cast(IO[bytes], _ChunkFile(chunks))
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=PIECE, read_across_frames=True)
     while piece := reader.read(PIECE):
         yield piece
 

@@ -14,6 +14,7 @@ take the lock exclusively."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import fcntl
 import json
@@ -236,7 +237,8 @@ class ImageManager:
     def is_pinned(self, record: ImageRecord) -> bool:
         return record.pinned or any(t in self._pinned for t in record.repo_tags + record.repo_digests)
 
-    def layer_dirs(self, record: ImageRecord) -> list[str]:
+    # builtins.list: inside the class body `list` is the method above.
+    def layer_dirs(self, record: ImageRecord) -> builtins.list[str]:
         return [str(self.snapshots.path(c)) for c in record.chain_ids]
 
     def full_config(self, record: ImageRecord) -> dict[str, Any]:
@@ -255,8 +257,13 @@ class ImageManager:
             fut = asyncio.ensure_future(asyncio.to_thread(self.snapshots.ensure, chain_id, blob, diff_id,
                                                           layer_digest, self.layer_limits))
             self._snapshot_tasks[chain_id] = fut
-            fut.add_done_callback(lambda f, c=chain_id: (self._snapshot_tasks.pop(c, None),
-                                                         f.cancelled() or f.exception()))
+
+            def settled(f: asyncio.Future[Path], c: str = chain_id) -> None:
+                self._snapshot_tasks.pop(c, None)
+                if not f.cancelled():
+                    f.exception()  # seen here, so a failure no waiter collects is not logged at GC
+
+            fut.add_done_callback(settled)
         return await asyncio.shield(fut)
 
     async def unpack_layer(self, chain_id: str, layer_digest: str, diff_id: str) -> Path:
@@ -297,7 +304,7 @@ class ImageManager:
     def _archive_reader(self) -> ArchiveReader:
         return ArchiveReader(self.content, self.platform, self.images_cfg.max_manifest_bytes, self.images_cfg.max_config_bytes)
 
-    async def import_archive(self, path: str) -> list[ImageRecord]:
+    async def import_archive(self, path: str) -> builtins.list[ImageRecord]:
         async with self.lease():
             imported = await asyncio.to_thread(self._archive_reader().read, path)
             records = []

@@ -19,7 +19,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, cast
 
 import zstandard
 
@@ -244,7 +244,8 @@ def _sparse_map(m: tarfile.TarInfo, next_header: int) -> list[tuple[int, int]]:
     the archive holds before the next header."""
     regions: list[tuple[int, int]] = []
     end = 0
-    for offset, length in m.sparse or []:
+    # typeshed declares `sparse` as bytes; tarfile fills it with (offset, size) pairs.
+    for offset, length in cast("list[tuple[int, int]]", m.sparse or []):
         if length == 0:
             continue  # padding entries and the end-of-file marker
         if offset < end or length < 0 or offset + length > m.size:

@@ -207,8 +207,8 @@ def apply(spec: dict[str, Any], names: list[str], registry: Registry) -> None:
                 env[key] = len(process.setdefault("env", []))
                 process["env"].append(item)
         for n in e.get("deviceNodes") or []:
-            dev, rule = _node(n)
-            linux["devices"] = [d for d in linux.get("devices", []) if d["path"] != dev["path"]] + [dev]
+            node, rule = _node(n)
+            linux["devices"] = [d for d in linux.get("devices", []) if d["path"] != node["path"]] + [node]
             if rule is not None:
                 linux.setdefault("resources", {}).setdefault("devices", []).append(rule)
         for m in e.get("mounts") or []:

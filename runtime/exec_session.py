@@ -51,7 +51,11 @@ async def _wait_fd(fd: int, writable: bool) -> None:
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
-    add(fd, lambda: fut.done() or fut.set_result(None))
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    add(fd, ready)
     try:
         await fut
     finally:

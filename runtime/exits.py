@@ -66,7 +66,11 @@ async def readable(fd: int, timeout: float | None = None) -> bool:
     """Waits for a pidfd to turn readable (its process exited); False on timeout."""
     loop = asyncio.get_running_loop()
     gone = loop.create_future()
-    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    def exited() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, exited)
     try:
         async with asyncio.timeout(timeout):
             await gone
@@ -219,7 +223,7 @@ class ExitWatcher:
             except Internal:
                 state = None
             status = state.get("status") if state else None
-            if status not in ("running", "created", "paused"):
+            if not state or status not in ("running", "created", "paused"):
                 return (255, time.time_ns(),
                         "conmon, the container's monitor, exited without recording the container's exit status",
                         status or "")

@@ -157,13 +157,13 @@ def _env(config: pb.ContainerConfig, image: dict, hostname: str, tty: bool) -> l
             raise InvalidArgument("an environment variable in the container config has an empty name")
         if "=" in kv.key:
             raise InvalidArgument(f"environment variable name {kv.key!r} must not contain '='")
-        value = kv.value
-        if isinstance(value, bytes):
+        raw: str | bytes = kv.value
+        if isinstance(raw, bytes):
             try:
-                value = value.decode("utf-8")
+                raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidArgument(f"environment variable {kv.key} is not valid UTF-8") from None
-        env[kv.key] = value
+        env[kv.key] = raw
     env.setdefault("PATH", DEFAULT_PATH)
     if tty:
         env.setdefault("TERM", "xterm")

@@ -22,6 +22,7 @@ event's delivery.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import select
@@ -57,7 +58,7 @@ class PodHealth:
         self._store = store
         self._tracked: dict[str, _Tracked] = {}
         self._nsfs = _nsfs_dev()
-        self._mounts: object | None = None
+        self._mounts: io.BufferedReader | None = None
         self._epoll: select.epoll | None = None
         self._scan_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,7 +70,7 @@ class PodHealth:
         try:
             self._mounts = open("/proc/self/mountinfo", "rb")
             self._epoll = select.epoll()
-            self._epoll.register(self._mounts.fileno(), select.EPOLLPRI)  # type: ignore[attr-defined]
+            self._epoll.register(self._mounts.fileno(), select.EPOLLPRI)
         except OSError as e:
             log.warning("cannot watch the mount table; lost namespace pins are only noticed on use",
                         extra={"fields": {"error": str(e)}})
@@ -89,7 +90,7 @@ class PodHealth:
             self._epoll.close()
             self._epoll = None
         if self._mounts is not None:
-            self._mounts.close()  # type: ignore[attr-defined]
+            self._mounts.close()
             self._mounts = None
 
     # ---- tracking -------------------------------------------------------

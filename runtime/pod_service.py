@@ -243,7 +243,8 @@ class PodService:
     async def _join_infra(self, rec: SandboxRecord, ns_step: "asyncio.Future[namespaces.PodNamespaces]",
                           cgroup_step: "asyncio.Future[None]") -> None:
         """The infra into the pod's cgroup once both exist. Never raises."""
-        await asyncio.wait([ns_step, cgroup_step])
+        steps: list[asyncio.Future[Any]] = [ns_step, cgroup_step]
+        await asyncio.wait(steps)
         if ns_step.cancelled() or cgroup_step.cancelled() or ns_step.exception() or cgroup_step.exception():
             return
         pid = ns_step.result().infra_pid

@@ -16,6 +16,7 @@ import errno
 import os
 import socket
 import threading
+from typing import Any, Callable
 
 from runtime.errors import FailedPrecondition, NotFound
 from runtime.libc import CLONE_NEWNET, check, libc
@@ -46,15 +47,19 @@ def socket_in_netns(netns_path: str, family: int = socket.AF_INET) -> socket.soc
     return sock
 
 
-async def _in_own_thread(fn, *args):  # type: ignore[no-untyped-def]
+async def _in_own_thread(fn: Callable[..., socket.socket], *args: Any) -> socket.socket:
     loop = asyncio.get_running_loop()
-    fut: asyncio.Future = loop.create_future()
+    fut: asyncio.Future[socket.socket] = loop.create_future()
+
+    def failed(exc: BaseException) -> None:
+        if not fut.done():
+            fut.set_exception(exc)
 
     def run() -> None:
         try:
             result = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(lambda e=exc: fut.done() or fut.set_exception(e))
+            loop.call_soon_threadsafe(failed, exc)
         else:
             loop.call_soon_threadsafe(lambda: fut.set_result(result) if not fut.done() else result.close())
 

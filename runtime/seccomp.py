@@ -152,7 +152,7 @@ def to_oci(profile: dict[str, Any], caps: list[str], machine: str | None = None,
     if profile.get("archMap"):
         native = _NATIVE_SCMP.get(machine)
         for entry in profile["archMap"]:
-            if entry["architecture"] == native:
+            if native is not None and entry["architecture"] == native:
                 architectures = [native] + list(entry.get("subArchitectures") or [])
     elif profile.get("architectures"):
         architectures = list(profile["architectures"])

@@ -207,7 +207,7 @@ def resolve(rootfs: str, user: str = "", uid: int | None = None, username: str =
         extra = [g.gid for g in group_file() if res.username in g.members]
     # The primary group leads the list, as in containerd, so the supplementary
     # groups the kernel reports (`id -G`) always include it.
-    for g in [res.gid] + extra + list(supplemental or []):
-        if g not in res.additional_gids:
-            res.additional_gids.append(g)
+    for listed in [res.gid] + extra + list(supplemental or []):
+        if listed not in res.additional_gids:
+            res.additional_gids.append(listed)
     return res

@@ -7,7 +7,7 @@ protobuf out."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf import json_format
 
@@ -59,7 +59,9 @@ def container_status(ctr: ContainerRecord, live: pb.LinuxContainerResources | No
     user = pb.ContainerUser(linux=pb.LinuxContainerUser(
         uid=ctr.user.get("uid", 0), gid=ctr.user.get("gid", 0),
         supplemental_groups=ctr.user.get("supplemental_groups", []))) if ctr.user else None
-    stop_signal = pb.Signal.Value(ctr.stop_signal) if ctr.stop_signal in pb.Signal.keys() else pb.RUNTIME_DEFAULT
+    # Signal.Value is typed as returning a plain int; it is one of Signal's numbers.
+    stop_signal = cast(pb.Signal, pb.Signal.Value(ctr.stop_signal)) if ctr.stop_signal in pb.Signal.keys() \
+        else pb.RUNTIME_DEFAULT
     return pb.ContainerStatus(
         id=ctr.id, metadata=pb.ContainerMetadata(name=ctr.name, attempt=ctr.attempt), state=_STATES[ctr.state],
         created_at=ctr.created_at, started_at=ctr.started_at, finished_at=ctr.finished_at,

@@ -253,8 +253,8 @@ class StreamingServer:
                 except asyncio.TimeoutError:
                     s = None
                     if not conn.closed:
-                        for pair in tracker.expired(time.monotonic(), self.options.creation_timeout):
-                            for sid in (pair.data_id, pair.error_id):
+                        for stale in tracker.expired(time.monotonic(), self.options.creation_timeout):
+                            for sid in (stale.data_id, stale.error_id):
                                 if sid is not None and sid in conn.streams:
                                     conn.streams[sid].reset()
                         continue

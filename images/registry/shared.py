@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Generic, Hashable, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-def _retrieve(fut: asyncio.Future[object]) -> None:
+def _retrieve(fut: asyncio.Future[Any]) -> None:
     # Every waiter may have given up; the outcome is logged by the work
     # itself, so mark it seen instead of warning at GC time.
     if not fut.cancelled():
@@ -43,7 +43,11 @@ class SharedWork(Generic[K, T]):
         if entry is None:
             entry = _Entry(asyncio.ensure_future(start()))
             self._work[key] = entry
-            entry.task.add_done_callback(lambda f, e=entry: (self._drop(key, e), _retrieve(f)))
+            def settled(f: asyncio.Future[T], e: _Entry[T] = entry) -> None:
+                self._drop(key, e)
+                _retrieve(f)
+
+            entry.task.add_done_callback(settled)
         entry.waiters += 1
         try:
             # Shielded: one caller giving up must not cancel the others' work.

@@ -219,6 +219,7 @@ async def run(inv: Invocation, bin_dirs: list[str], timeout: float, path: str | 
         "plugin": inv.plugin_type, "command": inv.command, "network": inv.network, "rc": proc.returncode,
         "ms": round((time.monotonic() - started) * 1000, 1), "stderr": _clip(stderr.strip(), 500)}})
     if proc.returncode != 0:
+        assert proc.returncode is not None  # communicate() returned: the plugin has exited
         raise parse_failure(inv, proc.returncode, stdout, stderr)
     return parse_success(inv, stdout)
 

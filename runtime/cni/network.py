@@ -60,7 +60,7 @@ def pod_ips(result: dict[str, Any] | None, ifname: str) -> list[str]:
     if not result:
         return []
     interfaces = result.get("interfaces") or []
-    ips = []
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for entry in result.get("ips") or []:
         idx = entry.get("interface")
         if isinstance(idx, int) and 0 <= idx < len(interfaces):
