@@ -170,21 +170,20 @@ class OrphanSweep:
                     await rt.delete(name)
                 except Exception as e:  # noqa: BLE001 - best effort, keep sweeping
                     log.error("runtime cleanup of an orphan failed", extra={"fields": {"id": name, "error": str(e)}})
-            bundle = ctrs_dir / name
-            scratch = self._data_root / "rootfs" / name
-
-            def _rm() -> None:
-                for point in kmount.mounts_under(str(bundle)):
-                    kmount.umount_all(point)
-                if not kmount.mounts_under(str(bundle)):
-                    shutil.rmtree(bundle, ignore_errors=True)
-                shutil.rmtree(scratch, ignore_errors=True)
-            await asyncio.to_thread(_rm)
+            await asyncio.to_thread(_remove_orphan_dirs, ctrs_dir / name, self._data_root / "rootfs" / name)
 
     def _known_runtimes(self) -> list[OciRuntime]:
         # Only runtimes that have a state directory can know the container.
         runtimes = [self._runtimes.for_path(p) for p in self._handlers.installed_paths()]
         return [rt for rt in runtimes if os.path.isdir(rt.root)]
+
+
+def _remove_orphan_dirs(bundle: Path, scratch: Path) -> None:
+    for point in kmount.mounts_under(str(bundle)):
+        kmount.umount_all(point)
+    if not kmount.mounts_under(str(bundle)):
+        shutil.rmtree(bundle, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _remove_dangling_socket_links(sock_dir: Path, known: set[str]) -> None:
