@@ -163,7 +163,8 @@ def _coerce_value(hint: Any, value: Any, where: str) -> Any:
         return [_coerce_value(itype, v, where) for v in value]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (str, int, float, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    if hint in (str, int, float, bool) and not (isinstance(value, hint)
+                                                and not (hint is int and isinstance(value, bool))):
         raise InvalidArgument(f"config: {where} must be {hint.__name__}, got {value!r}")
     return value
 
@@ -184,17 +185,22 @@ def _scalar_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Adds --config, --set and one flag per key to `parser`."""
-    parser.add_argument("--config", metavar="PATH", help=f"TOML config file (default {DEFAULT_CONFIG_PATH}, if it exists)")
+    parser.add_argument("--config", metavar="PATH",
+                        help=f"TOML config file (default {DEFAULT_CONFIG_PATH}, if it exists)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                        help="set any key, VALUE in TOML syntax, e.g. --set 'registries.\"localhost:5000\".insecure=true'")
+                        help="set any key, VALUE in TOML syntax, e.g. --set "
+                             "'registries.\"localhost:5000\".insecure=true'")
     for flag, dotted, hint in _scalar_fields(Config):
         dest = "cfg:" + dotted
         if hint is bool:
-            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=f"config key {dotted}")
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"config key {dotted}")
         elif typing.get_origin(hint) is list:
-            parser.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE", help=f"config key {dotted} (repeat for more)")
+            parser.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE",
+                                help=f"config key {dotted} (repeat for more)")
         else:
-            parser.add_argument(flag, dest=dest, type=hint, default=None, metavar=hint.__name__.upper(), help=f"config key {dotted}")
+            parser.add_argument(flag, dest=dest, type=hint, default=None, metavar=hint.__name__.upper(),
+                                help=f"config key {dotted}")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -314,7 +320,8 @@ def _validate(cfg: Config) -> None:
         raise InvalidArgument("config: runtime.oci_runtime must be 'auto', a runtime name on PATH or an absolute path")
     for handler, runtime in cfg.runtime.handlers.items():
         if not runtime:
-            raise InvalidArgument(f"config: runtime.handlers.{handler} must name an OCI runtime (a name on PATH or a path)")
+            raise InvalidArgument(f"config: runtime.handlers.{handler} must name an OCI runtime (a name on PATH or a "
+                                  "path)")
     if not cfg.runtime.default_cgroup_parent.startswith("/") and cfg.runtime.cgroup_driver == "cgroupfs":
         raise InvalidArgument("config: runtime.default_cgroup_parent must be an absolute cgroup path such as /crispy "
                               "with the cgroupfs driver")
@@ -322,4 +329,5 @@ def _validate(cfg: Config) -> None:
         for cidr in cfg.cni.default_subnet.split(","):
             ipaddress.ip_network(cidr.strip())
     except ValueError as e:
-        raise InvalidArgument(f"config: cni.default_subnet must be a CIDR or two (IPv4,IPv6) separated by a comma: {e}") from None
+        raise InvalidArgument(f"config: cni.default_subnet must be a CIDR or two (IPv4,IPv6) separated by a comma: "
+                              f"{e}") from None

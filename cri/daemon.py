@@ -84,7 +84,8 @@ class Daemon:
         self.cgroup_layout = host.detect_cgroup_layout()
         # The runtime of pods whose RuntimeClass handler is "" (its `path`).
         self.default_runtime = host.choose_oci_runtime(config.runtime.oci_runtime, self.cgroup_layout)
-        self.conmon_path = shutil.which(config.runtime.conmon) if not os.path.isabs(config.runtime.conmon) else config.runtime.conmon
+        conmon = config.runtime.conmon
+        self.conmon_path = shutil.which(conmon) if not os.path.isabs(conmon) else conmon
         self.pod_cidr: str = ""
         self.network: PodNetwork = CniNetwork.from_config(config.cni)
         self._lock_fds: list[int] = []
@@ -265,7 +266,8 @@ class Daemon:
             try:
                 ipaddress.ip_network(part.strip(), strict=False)
             except ValueError:
-                raise InvalidArgument(f"pod CIDR {part.strip()!r} is not a valid network (want e.g. 10.244.1.0/24)") from None
+                raise InvalidArgument(f"pod CIDR {part.strip()!r} is not a valid network "
+                                      "(want e.g. 10.244.1.0/24)") from None
         if cidr != self.pod_cidr:
             self.pod_cidr = cidr
             await asyncio.to_thread(atomicfile.write_json, self._runtime_config_path, {"pod_cidr": cidr})
@@ -280,7 +282,8 @@ class Daemon:
         if self.default_runtime is None:
             wanted = self.config.runtime.oci_runtime
             return {"status": False, "reason": "OCIRuntimeNotFound",
-                    "message": f"no usable OCI runtime ({'crun or runc' if wanted == 'auto' else wanted}); install crun or runc"}
+                    "message": f"no usable OCI runtime ({'crun or runc' if wanted == 'auto' else wanted}); "
+                               "install crun or runc"}
         if not self.conmon_path:
             return {"status": False, "reason": "ConmonNotFound",
                     "message": f"{self.config.runtime.conmon} not found; install conmon"}
@@ -305,7 +308,8 @@ class Daemon:
 
     def check_usable(self) -> None:
         if self.config.runtime.cgroup_driver == "systemd" and not Path("/run/systemd/system").is_dir():
-            raise StartupError("runtime.cgroup_driver is 'systemd' but systemd is not running on this host; use 'cgroupfs'")
+            raise StartupError("runtime.cgroup_driver is 'systemd' but systemd is not running on this host; "
+                               "use 'cgroupfs'")
 
 
 async def _wind_down(budget: float) -> bool:

@@ -89,7 +89,8 @@ class _TarSource(_Source):
         try:
             self.tar = tarfile.open(path, "r:*")
         except tarfile.TarError as e:
-            raise InvalidArgument(f"{path} is not a tar archive, OCI layout directory or docker save file: {e}") from None
+            raise InvalidArgument(f"{path} is not a tar archive, OCI layout directory or docker save file: "
+                                  f"{e}") from None
         self.path = path
         self.members: dict[str, tarfile.TarInfo] = {}
         for m in self.tar.getmembers():
@@ -260,7 +261,8 @@ class ArchiveReader:
             config_digest = sha256_of(config)
             stem = posixpath.basename(cfg_name).split(".")[0]
             if len(stem) == 64 and f"sha256:{stem}" != config_digest:
-                raise ContentMismatch(f"docker archive config {cfg_name} has digest {config_digest}; the archive is corrupt")
+                raise ContentMismatch(f"docker archive config {cfg_name} has digest {config_digest}; "
+                                      "the archive is corrupt")
             parsed = mf.parse_config(config)
             if len(parsed.diff_ids) != len(layer_names):
                 raise ContentMismatch(f"docker archive image {i}: {len(layer_names)} layers but the config lists "

@@ -108,7 +108,8 @@ class BlobWriter:
                 raise ContentMismatch(f"blob {self.digest} is {self.offset} bytes but its descriptor says {self.size}")
             actual = "sha256:" + self._hash.hexdigest()
             if actual != self.digest:
-                raise ContentMismatch(f"blob {self.digest} has digest {actual}: the content is corrupt or was tampered with")
+                raise ContentMismatch(f"blob {self.digest} has digest {actual}: "
+                                      "the content is corrupt or was tampered with")
             os.fsync(self._fd)
             final = self.store.path(self.digest)
             final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -57,7 +57,8 @@ class AuthConfigLike(Protocol):
 
 class FsUsage:
     def __init__(self, mountpoint: str, used_bytes: int, inodes_used: int, timestamp_ns: int) -> None:
-        self.mountpoint, self.used_bytes, self.inodes_used, self.timestamp_ns = mountpoint, used_bytes, inodes_used, timestamp_ns
+        self.mountpoint, self.used_bytes = mountpoint, used_bytes
+        self.inodes_used, self.timestamp_ns = inodes_used, timestamp_ns
 
 
 def mountpoint_of(path: Path) -> str:
@@ -206,13 +207,15 @@ class ImageManager:
         ref = reference.try_parse(s)
         if ref is not None:
             for rec in records.values():
-                if (ref.digest and ref.digested in rec.repo_digests) or (not ref.digest and ref.tagged in rec.repo_tags):
+                if ((ref.digest and ref.digested in rec.repo_digests)
+                        or (not ref.digest and ref.tagged in rec.repo_tags)):
                     return rec
         hexpart = s.removeprefix("sha256:")
         if 3 <= len(hexpart) < 64 and all(c in "0123456789abcdef" for c in hexpart):
             matches = [r for r in records.values() if r.hex.startswith(hexpart)]
             if len(matches) > 1:
-                raise InvalidArgument(f"image ID prefix {hexpart!r} is ambiguous ({len(matches)} images); give more digits")
+                raise InvalidArgument(f"image ID prefix {hexpart!r} is ambiguous ({len(matches)} images); "
+                                      "give more digits")
             if matches:
                 return matches[0]
         if ref is None:
@@ -227,7 +230,8 @@ class ImageManager:
     async def get(self, ref_or_id: str) -> ImageRecord:
         rec = self._find(ref_or_id)
         if rec is None:
-            raise NotFound(f"image {ref_or_id!r} not found; pull it first (crictl pull) or import it with 'crispy load'")
+            raise NotFound(f"image {ref_or_id!r} not found; pull it first (crictl pull) or import it with "
+                           "'crispy load'")
         return rec
 
     def list(self) -> list[ImageRecord]:
@@ -284,7 +288,8 @@ class ImageManager:
             repo_tags=[], repo_digests=[],
             size=len(img.config_bytes) + sum(layer.size for layer in img.layers),
             config=cfg.config, chain_ids=chains, pinned=pinned, diff_ids=cfg.diff_ids,
-            blobs=list(dict.fromkeys([img.config_digest, *img.manifest_digests, *(layer.digest for layer in img.layers)])),
+            blobs=list(dict.fromkeys([img.config_digest, *img.manifest_digests,
+                                      *(layer.digest for layer in img.layers)])),
             layer_blobs=[layer.digest for layer in img.layers],
             os=str(cfg.raw.get("os", "")), architecture=str(cfg.raw.get("architecture", "")),
             variant=str(cfg.raw.get("variant", "")), created=str(cfg.raw.get("created", "")),
@@ -302,7 +307,8 @@ class ImageManager:
     # ---- import and pull ---------------------------------------------------------------
 
     def _archive_reader(self) -> ArchiveReader:
-        return ArchiveReader(self.content, self.platform, self.images_cfg.max_manifest_bytes, self.images_cfg.max_config_bytes)
+        return ArchiveReader(self.content, self.platform, self.images_cfg.max_manifest_bytes,
+                             self.images_cfg.max_config_bytes)
 
     async def import_archive(self, path: str) -> builtins.list[ImageRecord]:
         async with self.lease():

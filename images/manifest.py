@@ -91,8 +91,9 @@ def media_type_of(data: bytes, header_type: str = "") -> str:
     doc = _json(data, "manifest")
     mt = doc.get("mediaType") or header_type.split(";")[0].strip()
     if doc.get("schemaVersion") == 1 or mt in DOCKER_SCHEMA1:
-        raise FailedPrecondition("the registry offers this image only as a Docker schema 1 manifest, which crispy does not "
-                                 "support (it is deprecated and unverifiable); re-push the image with a current Docker or buildah")
+        raise FailedPrecondition("the registry offers this image only as a Docker schema 1 manifest, which crispy "
+                                 "does not support (it is deprecated and unverifiable); re-push the image with a "
+                                 "current Docker or buildah")
     if mt in INDEX_TYPES or mt in MANIFEST_TYPES:
         return mt
     if "manifests" in doc:
@@ -122,7 +123,8 @@ def parse_manifest(data: bytes) -> Manifest:
     layers = [descriptor(d, f"manifest layer {i}") for i, d in enumerate(layers_raw)]
     for layer in layers:
         if layer.media_type and layer.media_type not in LAYER_TYPES:
-            raise InvalidArgument(f"layer {layer.digest} has media type {layer.media_type!r}, which crispy cannot unpack "
+            raise InvalidArgument(f"layer {layer.digest} has media type {layer.media_type!r}, "
+                                  "which crispy cannot unpack "
                                   f"(supported: tar, tar+gzip, tar+zstd)")
     return Manifest(mt, config, layers)
 
@@ -131,6 +133,7 @@ def parse_config(data: bytes) -> ImageConfig:
     doc = _json(data, "image config")
     rootfs = doc.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d) and d.startswith("sha256:") for d in diff_ids):
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d) and d.startswith("sha256:")
+                                                 for d in diff_ids):
         raise ContentMismatch("image config has no valid rootfs.diff_ids list")
     return ImageConfig(doc, list(diff_ids))

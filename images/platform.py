@@ -44,11 +44,13 @@ def _matches(want: Platform, p: dict[str, Any]) -> bool:
     return variant == want.variant
 
 
-def select_manifest(manifests: list[dict[str, Any]], want: Platform, accepted_types: set[str], what: str) -> dict[str, Any]:
+def select_manifest(manifests: list[dict[str, Any]], want: Platform, accepted_types: set[str],
+                    what: str) -> dict[str, Any]:
     """The first entry for `want`, preferring an exact variant match. Entries
     of unknown media types (attestations, signatures) are ignored."""
     candidates = [d for d in manifests
-                  if isinstance(d.get("mediaType"), str) and d["mediaType"] in accepted_types and isinstance(d.get("platform"), dict)
+                  if isinstance(d.get("mediaType"), str) and d["mediaType"] in accepted_types
+                  and isinstance(d.get("platform"), dict)
                   and _matches(want, d["platform"])]
     for d in candidates:
         if d["platform"].get("variant", "") == want.variant:

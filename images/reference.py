@@ -122,7 +122,8 @@ def parse(ref: str, default_tag: bool = True) -> Reference:
     for comp in path.split("/"):
         if not _COMPONENT_RE.match(comp):
             hint = " (repository names must be lower case)" if comp.lower() != comp else ""
-            raise InvalidArgument(f"image reference {original!r} has an invalid repository name component {comp!r}{hint}")
+            raise InvalidArgument(f"image reference {original!r} has an invalid repository name component "
+                                  f"{comp!r}{hint}")
     if len(f"{domain}/{path}") > NAME_MAX:
         raise InvalidArgument(f"image reference {original!r} is longer than {NAME_MAX} characters")
     if not tag and not digest and default_tag:

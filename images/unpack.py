@@ -65,10 +65,12 @@ class _DirMeta:
 
 def _clean(name: str, what: str) -> str:
     if name.startswith("/"):
-        raise UnsafeLayer(f"layer {what} {name!r} is an absolute path; refusing to unpack an image that writes outside its layer")
+        raise UnsafeLayer(f"layer {what} {name!r} is an absolute path; "
+                          "refusing to unpack an image that writes outside its layer")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UnsafeLayer(f"layer {what} {name!r} contains '..'; refusing to unpack an image that writes outside its layer")
+        raise UnsafeLayer(f"layer {what} {name!r} contains '..'; refusing to unpack an image that writes outside its "
+                          "layer")
     return "/".join(parts)
 
 
@@ -197,7 +199,8 @@ class _Extractor:
             try:
                 st = os.lstat(tp)
             except FileNotFoundError:
-                raise BadLayer(f"layer hard link {m.name!r} points at {m.linkname!r}, which the layer does not contain") from None
+                raise BadLayer(f"layer hard link {m.name!r} points at {m.linkname!r}, "
+                               "which the layer does not contain") from None
             if stat.S_ISDIR(st.st_mode):
                 raise BadLayer(f"layer hard link {m.name!r} points at a directory")
             os.link(tp, p, follow_symlinks=False)
@@ -209,7 +212,8 @@ class _Extractor:
             os.chmod(p, stat.S_IMODE(m.mode))
             os.utime(p, ns=(mtime, mtime), follow_symlinks=False)
         else:
-            log.warning("skipping layer member of unknown type", extra={"fields": {"member": m.name, "type": repr(m.type)}})
+            log.warning("skipping layer member of unknown type",
+                        extra={"fields": {"member": m.name, "type": repr(m.type)}})
 
     def _write_data(self, fd: int, m: tarfile.TarInfo, regions: list[tuple[int, int]]) -> int:
         """Writes the member's stored data, which is `regions` (file offset,

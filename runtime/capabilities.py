@@ -38,7 +38,8 @@ def normalize(name: str) -> str:
     if not upper.startswith("CAP_"):
         upper = "CAP_" + upper
     if upper not in ALL_CAPABILITIES:
-        raise InvalidArgument(f"unknown capability {name!r}; use a Linux capability name such as NET_ADMIN or CAP_NET_ADMIN, or ALL")
+        raise InvalidArgument(f"unknown capability {name!r}; use a Linux capability name such as NET_ADMIN or "
+                              "CAP_NET_ADMIN, or ALL")
     return upper
 
 

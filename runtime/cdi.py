@@ -119,7 +119,8 @@ def _check_edits(edits: Any) -> None:
         if n.get("permissions") and not set(n["permissions"]) <= set("rwm"):
             raise ValueError(f"device node {n['path']} permissions must be made of r, w and m")
     for m in edits.get("mounts") or []:
-        if not isinstance(m, dict) or not isinstance(m.get("hostPath"), str) or not str(m.get("containerPath", "")).startswith("/"):
+        if (not isinstance(m, dict) or not isinstance(m.get("hostPath"), str)
+                or not str(m.get("containerPath", "")).startswith("/")):
             raise ValueError(f"mount {m!r} needs hostPath and an absolute containerPath")
     for h in edits.get("hooks") or []:
         if not isinstance(h, dict) or h.get("hookName") not in _HOOKS or not isinstance(h.get("path"), str):
@@ -214,7 +215,8 @@ def apply(spec: dict[str, Any], names: list[str], registry: Registry) -> None:
         for m in e.get("mounts") or []:
             spec["mounts"] = [x for x in spec.get("mounts", []) if x["destination"] != m["containerPath"]]
             spec["mounts"].append({"destination": m["containerPath"], "source": m["hostPath"],
-                                   "type": m.get("type") or "bind", "options": list(m.get("options") or ["rbind", "rprivate"])})
+                                   "type": m.get("type") or "bind",
+                                   "options": list(m.get("options") or ["rbind", "rprivate"])})
         for h in e.get("hooks") or []:
             hook = {"path": h["path"]}
             for k in ("args", "env", "timeout"):

@@ -145,7 +145,8 @@ class ContainerService:
         ctr = self.index.container(ref)
         async with self.locks.lock(ctr.id):
             if ctr.state not in (ContainerState.CREATED, ContainerState.RUNNING):
-                raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}; only a created or running container can be updated")
+                raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}; "
+                                         "only a created or running container can be updated")
             if self.cgroups is None or not ctr.cgroup_path:
                 raise FailedPrecondition("this node has no cgroup manager; resources cannot be updated")
             await asyncio.to_thread(self.cgroups.update, ctr.cgroup_path, resources)
@@ -270,7 +271,8 @@ class ContainerService:
             early_join = asyncio.ensure_future(self.pod_cgroups.join(pod, pending.pid, "conmon", gone_ok=True))
             try:
                 spec_req = ContainerSpecRequest(
-                    id=container_id, config=config, sandbox=sandbox_view(pod, pod_config), image_config=image.config or {},
+                    id=container_id, config=config, sandbox=sandbox_view(pod, pod_config),
+                    image_config=image.config or {},
                     rootfs=str(root), cgroup_version=self.settings.cgroup_layout.version,
                     cgroup_driver=self.settings.cgroup_driver, target_pid_ns=target_pid_ns,
                     pids_limit=self.settings.pids_limit,
@@ -301,7 +303,8 @@ class ContainerService:
                     crashpoint("ctr.create.before_record_save")
                     # Not cancelled half-way: an undo deletes the record after it.
                     saving = asyncio.ensure_future(self.store.save(ctr))
-                    await asyncio.gather(self.pod_cgroups.join(pod, pid, "conmon", gone_ok=True), asyncio.shield(saving))
+                    await asyncio.gather(self.pod_cgroups.join(pod, pid, "conmon", gone_ok=True),
+                                         asyncio.shield(saving))
                     crashpoint("ctr.create.after_record_save")
                 created = await pending.release(on_monitor=monitor_up)
             finally:
@@ -357,7 +360,8 @@ class ContainerService:
 
     async def _start(self, ctr: ContainerRecord) -> None:
         if ctr.state != ContainerState.CREATED:
-            raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}, not created; only a created container can be started")
+            raise FailedPrecondition(f"container {ctr.id[:13]} is {ctr.state}, not created; "
+                                     "only a created container can be started")
         pod = self.index.sandboxes.get(ctr.sandbox_id)
         if pod is not None:
             await self.health.refresh(pod)

@@ -114,7 +114,8 @@ class ExitWatcher:
             if self._watchers.get(ctr.id) is t:
                 del self._watchers[ctr.id]
             if not t.cancelled() and t.exception() is not None:
-                log.error("container exit watcher failed", extra={"fields": {"id": ctr.id, "error": str(t.exception())}})
+                log.error("container exit watcher failed",
+                          extra={"fields": {"id": ctr.id, "error": str(t.exception())}})
         task.add_done_callback(_done)
 
     def stop_watching(self, container_id: str) -> None:

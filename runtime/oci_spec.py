@@ -140,7 +140,8 @@ def _args(config: pb.ContainerConfig, image: dict) -> list[str]:
     else:
         args = entrypoint + (list(config.args) if config.args else cmd)
     if not args:
-        raise InvalidArgument("no command: the image has no Entrypoint or Cmd and the container config gives no command or args")
+        raise InvalidArgument("no command: the image has no Entrypoint or Cmd and the container config gives no "
+                              "command or args")
     return args
 
 
@@ -243,7 +244,8 @@ def _apparmor(sc: pb.LinuxContainerSecurityContext, node: NodeFacts) -> str | No
         kind, ref = ("Unconfined", "") if p == "unconfined" else ("RuntimeDefault", "") if p == "runtime/default" \
             else ("Localhost", p.removeprefix("localhost/")) if p.startswith("localhost/") else ("?", p)
         if kind == "?":
-            raise InvalidArgument(f"apparmor_profile {p!r} is not understood; use runtime/default, unconfined or localhost/<name>")
+            raise InvalidArgument(f"apparmor_profile {p!r} is not understood; use runtime/default, "
+                                  "unconfined or localhost/<name>")
     else:
         return None
     if kind != "Localhost":
@@ -352,7 +354,8 @@ def _standard_mounts(req: ContainerSpecRequest, privileged: bool, readonly_rootf
     for dest, src in (("/etc/hosts", sb.etc_hosts), ("/etc/resolv.conf", sb.resolv_conf),
                       ("/etc/hostname", sb.etc_hostname)):
         if src:
-            mounts.append({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", access]})
+            mounts.append({"destination": dest, "type": "bind", "source": src,
+                           "options": ["rbind", "rprivate", access]})
     return mounts
 
 
@@ -376,7 +379,8 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
             raise InvalidArgument(f"two mounts have the same container_path {dest}")
         seen.add(dest)
         if m.HasField("image") and m.image.image:
-            raise Unimplemented(f"image volumes (mount of image {m.image.image} at {dest}) are not supported by crispy yet")
+            raise Unimplemented(f"image volumes (mount of image {m.image.image} at {dest}) are not supported by crispy "
+                                "yet")
         if m.uidMappings or m.gidMappings:
             raise Unimplemented(f"id-mapped mounts ({dest}) are not supported by crispy yet")
         if m.recursive_read_only:
@@ -398,13 +402,15 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
                 if not mp.shared:
                     raise InvalidArgument(
                         f"mount {dest}: bidirectional propagation needs {src} on a shared mount, but {mp.mount_point} "
-                        f"is not shared; run `mount --make-rshared {mp.mount_point}` on the node or use another propagation")
+                        f"is not shared; run `mount --make-rshared {mp.mount_point}` on the node or use another "
+                        "propagation")
                 rootfs_propagation = "rshared"
             else:
                 if not (mp.shared or mp.slave):
                     raise InvalidArgument(
                         f"mount {dest}: host-to-container propagation needs {src} on a shared or slave mount, but "
-                        f"{mp.mount_point} is private; run `mount --make-rshared {mp.mount_point}` on the node or use private propagation")
+                        f"{mp.mount_point} is private; run `mount --make-rshared {mp.mount_point}` on the node or use "
+                        "private propagation")
                 if rootfs_propagation != "rshared":
                     rootfs_propagation = "rslave"
         if m.selinux_relabel and node.selinux_enabled:
@@ -442,7 +448,8 @@ def _devices(req: ContainerSpecRequest) -> tuple[list[dict[str, Any]], list[dict
         if not set(perms) <= set("rwm"):
             raise InvalidArgument(f"device {d.host_path}: permissions {d.permissions!r} must be made of r, w and m")
         if not d.host_path.startswith("/") or not d.container_path.startswith("/"):
-            raise InvalidArgument(f"device paths must be absolute (host {d.host_path!r}, container {d.container_path!r})")
+            raise InvalidArgument(f"device paths must be absolute (host {d.host_path!r}, "
+                                  f"container {d.container_path!r})")
         try:
             st = os.stat(d.host_path)
         except FileNotFoundError:
@@ -519,9 +526,12 @@ def _resources(req: ContainerSpecRequest) -> dict[str, Any]:
         memory["limit"] = r.memory_limit_in_bytes
     if r.memory_swap_limit_in_bytes:
         if r.memory_swap_limit_in_bytes < -1:
-            raise InvalidArgument(f"memory_swap_limit_in_bytes must be positive or -1 (got {r.memory_swap_limit_in_bytes})")
-        if r.memory_swap_limit_in_bytes > 0 and r.memory_limit_in_bytes and r.memory_swap_limit_in_bytes < r.memory_limit_in_bytes:
-            raise InvalidArgument("memory_swap_limit_in_bytes is memory plus swap, so it must be at least memory_limit_in_bytes")
+            raise InvalidArgument("memory_swap_limit_in_bytes must be positive or -1 (got "
+                                  f"{r.memory_swap_limit_in_bytes})")
+        if (r.memory_swap_limit_in_bytes > 0 and r.memory_limit_in_bytes
+                and r.memory_swap_limit_in_bytes < r.memory_limit_in_bytes):
+            raise InvalidArgument("memory_swap_limit_in_bytes is memory plus swap, "
+                                  "so it must be at least memory_limit_in_bytes")
         memory["swap"] = r.memory_swap_limit_in_bytes
     if memory:
         out["memory"] = memory
@@ -652,7 +662,8 @@ def build_spec(req: ContainerSpecRequest) -> dict:
     sc = config.linux.security_context
     privileged = sc.privileged
     if privileged and not req.sandbox.config.linux.security_context.privileged:
-        raise InvalidArgument("a privileged container needs a privileged pod sandbox (set privileged in the pod's security context)")
+        raise InvalidArgument("a privileged container needs a privileged pod sandbox (set privileged in the pod's "
+                              "security context)")
     if not os.path.isdir(req.rootfs):
         raise InvalidArgument(f"container root {req.rootfs} is not a directory")
     if req.cgroup_version not in (1, 2):

@@ -36,7 +36,8 @@ def validate(config: pb.PodSandboxConfig) -> None:
     if ns.network == pb.TARGET or ns.ipc == pb.TARGET:
         raise InvalidArgument("namespace mode TARGET is only valid for the PID namespace of a container")
     if ns.pid == pb.TARGET:
-        raise InvalidArgument("a pod sandbox cannot target another container's PID namespace; use POD, CONTAINER or NODE")
+        raise InvalidArgument("a pod sandbox cannot target another container's PID namespace; use POD, "
+                              "CONTAINER or NODE")
     if ns.HasField("userns_options") and ns.userns_options.mode == pb.POD:
         raise Unimplemented("user namespaces for pods are not supported by crispy yet; use the NODE user namespace")
     for pm in config.port_mappings:

@@ -61,7 +61,8 @@ class _Undo:
             try:
                 await fn()
             except Exception as e:  # noqa: BLE001 - keep unwinding the rest
-                log.error("cleanup after a failed RunPodSandbox failed", extra={"fields": {"step": what, "error": str(e)}})
+                log.error("cleanup after a failed RunPodSandbox failed",
+                          extra={"fields": {"step": what, "error": str(e)}})
 
 
 class PodService:
@@ -252,7 +253,8 @@ class PodService:
             try:
                 await self.pod_cgroups.join(rec, pid, "infra")
             except Exception as e:  # noqa: BLE001 - best effort, as PodCgroups.join itself
-                log.warning("could not move the infra into the pod's cgroup", extra={"fields": {"pod": rec.id, "error": str(e)}})
+                log.warning("could not move the infra into the pod's cgroup",
+                            extra={"fields": {"pod": rec.id, "error": str(e)}})
 
     async def _remove_cgroup(self, rec: SandboxRecord, pinned: namespaces.PodNamespaces) -> None:
         # The infra process lives in the pod cgroup, which cannot be removed

@@ -67,7 +67,8 @@ async def _in_own_thread(fn: Callable[..., socket.socket], *args: Any) -> socket
     return await fut
 
 
-async def connect(netns_path: str, port: int, timeout: float = 10.0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def connect(netns_path: str, port: int,
+                  timeout: float = 10.0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connects to 127.0.0.1:`port` (then [::1]) in the namespace at
     `netns_path`, or in crispy's own namespace when the path is "" (pods
     on the host network)."""
@@ -92,4 +93,5 @@ async def connect(netns_path: str, port: int, timeout: float = 10.0) -> tuple[as
             last = exc if isinstance(exc, OSError) else OSError(errno.ETIMEDOUT, "connect timed out")
             continue
         return await asyncio.open_connection(sock=sock)
-    raise FailedPrecondition(f"nothing accepts connections on localhost:{port} in the pod ({last.strerror if last else 'unreachable'})")
+    raise FailedPrecondition(f"nothing accepts connections on localhost:{port} in the pod "
+                             f"({last.strerror if last else 'unreachable'})")

@@ -69,7 +69,8 @@ class Reservations:
         if r is not None:
             if r.digest != digest:
                 holder = f"{r.owner_id[:13]}" if r.owner_id else "a request still in progress"
-                raise AlreadyExists(f"{what} is already in use by {holder}; remove it first or use a new attempt number")
+                raise AlreadyExists(f"{what} is already in use by {holder}; "
+                                    "remove it first or use a new attempt number")
             return await asyncio.shield(r.task)
         task = asyncio.ensure_future(work())
         reservation = _Reservation(digest, task)

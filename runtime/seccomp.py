@@ -52,7 +52,8 @@ def load_file(path: str) -> dict[str, Any]:
         # request (and a pool thread) until someone writes to it.
         data = untrusted_files.read_host_file(path, MAX_PROFILE_BYTES)
     except FileNotFoundError:
-        raise InvalidArgument(f"seccomp profile {path} does not exist; put the profile there or choose another localhost_ref") from None
+        raise InvalidArgument(f"seccomp profile {path} does not exist; "
+                              "put the profile there or choose another localhost_ref") from None
     except untrusted_files.UnreadableFile as e:
         raise InvalidArgument(f"seccomp profile {path} {e.reason}; a profile must be a JSON file") from None
     except OSError as e:
@@ -81,7 +82,8 @@ def validate(profile: Any, source: str) -> None:
         if flag not in FLAGS:
             raise bad(f"unknown flag {flag!r}")
     arch_map = profile.get("archMap") or []
-    if not isinstance(arch_map, list) or not all(isinstance(a, dict) and isinstance(a.get("architecture"), str) for a in arch_map):
+    if not isinstance(arch_map, list) or not all(isinstance(a, dict) and isinstance(a.get("architecture"), str)
+                                                 for a in arch_map):
         raise bad("archMap must be a list of {architecture, subArchitectures}")
     syscalls = profile.get("syscalls") or []
     if not isinstance(syscalls, list):

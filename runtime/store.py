@@ -206,5 +206,6 @@ class RecordStore:
                           extra={"fields": {"path": str(directory / entry), "error": str(e)}})
             except (ValueError, TypeError, json.JSONDecodeError) as e:
                 # One unreadable record must not keep the node from starting.
-                log.error("skipping unreadable record", extra={"fields": {"path": str(directory / entry), "error": str(e)}})
+                log.error("skipping unreadable record",
+                          extra={"fields": {"path": str(directory / entry), "error": str(e)}})
         return out

@@ -18,8 +18,8 @@ from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime import untrusted_files
 from runtime.untrusted_files import resolve_in_root
 
-__all__ = ["PasswdEntry", "GroupEntry", "ResolvedUser", "resolve", "resolve_in_root", "read_passwd", "read_group", "check_files",
-           "parse_passwd", "parse_group", "MAX_FILE_BYTES"]
+__all__ = ["PasswdEntry", "GroupEntry", "ResolvedUser", "resolve", "resolve_in_root", "read_passwd", "read_group",
+           "check_files", "parse_passwd", "parse_group", "MAX_FILE_BYTES"]
 
 # A passwd/group file larger than this is refused, not parsed: real ones
 # are kilobytes, even with thousands of users.
@@ -189,7 +189,8 @@ def resolve(rootfs: str, user: str = "", uid: int | None = None, username: str =
             entry = next((p for p in passwd if p.name == user_part), None)
             if entry is None:
                 raise InvalidArgument(
-                    f"user {user_part!r} is not in the image's /etc/passwd; use a numeric uid or a user the image defines")
+                    f"user {user_part!r} is not in the image's /etc/passwd; "
+                    "use a numeric uid or a user the image defines")
             res = ResolvedUser(entry.uid, entry.gid, username=entry.name, home=entry.home or "/")
         if group_part:
             as_gid = _as_id(group_part)
@@ -197,7 +198,8 @@ def resolve(rootfs: str, user: str = "", uid: int | None = None, username: str =
                 g = next((g for g in group_file() if g.name == group_part), None)
                 if g is None:
                     raise InvalidArgument(
-                        f"group {group_part!r} is not in the image's /etc/group; use a numeric gid or a group the image defines")
+                        f"group {group_part!r} is not in the image's /etc/group; "
+                        "use a numeric gid or a group the image defines")
                 as_gid = g.gid
             res.gid = as_gid
     if gid is not None:

@@ -156,7 +156,8 @@ class ContainerRPCs:
         await self.daemon.containers.update_resources(request.container_id, request.linux)
         return pb.UpdateContainerResourcesResponse()
 
-    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any) -> pb.ReopenContainerLogResponse:
+    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,
+                                 context: Any) -> pb.ReopenContainerLogResponse:
         await self.daemon.containers.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()
 
@@ -164,7 +165,8 @@ class ContainerRPCs:
         ctr = self.daemon.index.container(request.container_id)
         return pb.ContainerStatsResponse(stats=container_stats(ctr, await self.daemon.usage.container_usage(ctr)))
 
-    async def ListContainerStats(self, request: pb.ListContainerStatsRequest, context: Any) -> pb.ListContainerStatsResponse:
+    async def ListContainerStats(self, request: pb.ListContainerStatsRequest,
+                                 context: Any) -> pb.ListContainerStatsResponse:
         usage = self.daemon.usage
         # Every container, as containerd does: not yet started or exited ones
         # report their writable layer and no cgroup usage.

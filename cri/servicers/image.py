@@ -48,12 +48,15 @@ class ImageServicer:
         return images.list()
 
     async def ListImages(self, request: pb.ListImagesRequest, context: Any) -> pb.ListImagesResponse:
-        return pb.ListImagesResponse(images=[to_pb(r, self.daemon.images.is_pinned(r)) for r in await self._filtered(request)])
+        records = await self._filtered(request)
+        return pb.ListImagesResponse(images=[to_pb(r, self.daemon.images.is_pinned(r)) for r in records])
 
-    async def StreamImages(self, request: pb.StreamImagesRequest, context: Any) -> AsyncIterator[pb.StreamImagesResponse]:
+    async def StreamImages(self, request: pb.StreamImagesRequest,
+                           context: Any) -> AsyncIterator[pb.StreamImagesResponse]:
         records = await self._filtered(request)
         for i in range(0, len(records), STREAM_CHUNK):
-            yield pb.StreamImagesResponse(images=[to_pb(r, self.daemon.images.is_pinned(r)) for r in records[i:i + STREAM_CHUNK]])
+            chunk = records[i:i + STREAM_CHUNK]
+            yield pb.StreamImagesResponse(images=[to_pb(r, self.daemon.images.is_pinned(r)) for r in chunk])
 
     async def ImageStatus(self, request: pb.ImageStatusRequest, context: Any) -> pb.ImageStatusResponse:
         if not request.image.image:

@@ -109,7 +109,8 @@ class SandboxRPCs:
         rec = self.daemon.index.sandbox(request.pod_sandbox_id)
         return pb.PodSandboxStatsResponse(stats=await _pod_stats(self.daemon, rec))
 
-    async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest, context: Any) -> pb.ListPodSandboxStatsResponse:
+    async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
+                                  context: Any) -> pb.ListPodSandboxStatsResponse:
         recs = sorted(self.daemon.index.sandboxes.values(), key=lambda r: r.created_at)
         if request.HasField("filter"):
             f = request.filter

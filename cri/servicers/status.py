@@ -39,7 +39,8 @@ class StatusRPCs:
         driver = pb.SYSTEMD if self.daemon.config.runtime.cgroup_driver == "systemd" else pb.CGROUPFS
         return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
-    async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest, context: Any) -> pb.UpdateRuntimeConfigResponse:
+    async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest,
+                                  context: Any) -> pb.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
         if cidr:
             await self.daemon.set_pod_cidr(cidr)

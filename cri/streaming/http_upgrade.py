@@ -118,7 +118,9 @@ def negotiate(request: Request, supported: list[str]) -> str:
     for proto in offered:
         if proto in supported:
             return proto
-    raise HttpError(400, f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts {supported}",
+    raise HttpError(400,
+                    f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+                    f"server accepts {supported}",
                     [(ACCEPTED_HEADER, p) for p in supported])
 
 

@@ -156,7 +156,8 @@ class StreamingServer:
             await writer.drain()
 
     @staticmethod
-    async def _read_head(reader: asyncio.StreamReader, parser: http_upgrade.RequestParser) -> http_upgrade.Request | None:
+    async def _read_head(reader: asyncio.StreamReader,
+                         parser: http_upgrade.RequestParser) -> http_upgrade.Request | None:
         while True:
             data = await reader.read(4096)
             if not data:
@@ -176,8 +177,10 @@ class StreamingServer:
             raise HttpError(404, "unknown or expired stream token; ask the runtime for a new URL")
         return parts[0], payload
 
-    def _runner(self, kind: str, payload: Any) -> tuple[remotecommand.StreamOptions, Callable[[ExecIO], Awaitable[int | None]], list[str] | None]:
-        opts = remotecommand.StreamOptions(stdin=payload.stdin, stdout=payload.stdout, stderr=payload.stderr, tty=payload.tty)
+    def _runner(self, kind: str, payload: Any) -> tuple[remotecommand.StreamOptions,
+                                                        Callable[[ExecIO], Awaitable[int | None]], list[str] | None]:
+        opts = remotecommand.StreamOptions(stdin=payload.stdin, stdout=payload.stdout, stderr=payload.stderr,
+                                           tty=payload.tty)
         if kind == "exec":
             return opts, (lambda io: self.backend.exec(payload, io)), list(payload.cmd)
         return opts, (lambda io: self.backend.attach(payload, io)), None
@@ -371,7 +374,8 @@ class StreamingServer:
         stdout = conn.sink(ch.STDOUT) if opts.stdout else None
         stderr = conn.sink(ch.STDERR) if opts.stderr and not opts.tty else None
         resize_q: asyncio.Queue[remotecommand.TerminalSize] | None = asyncio.Queue() if opts.tty else None
-        resize_task = asyncio.create_task(_pump_resize(conn.inbox(ch.RESIZE), resize_q)) if resize_q is not None else None
+        resize_task = (asyncio.create_task(_pump_resize(conn.inbox(ch.RESIZE), resize_q))
+                       if resize_q is not None else None)
         # Readiness: an empty message on the lowest writable channel.
         ready = ch.STDOUT if stdout else ch.STDERR if stderr else ch.ERROR
         await conn.send(ready, b"")
@@ -389,7 +393,8 @@ class StreamingServer:
         tasks = []
         pairs = []
         for i, port in enumerate(ports):
-            data, error = ChannelStream(conn, portforward.data_channel(i)), ChannelStream(conn, portforward.error_channel(i))
+            data = ChannelStream(conn, portforward.data_channel(i))
+            error = ChannelStream(conn, portforward.error_channel(i))
             error.inbox.feed_eof()  # write-only
             pairs.append((port, data, error))
         for port, data, error in pairs:

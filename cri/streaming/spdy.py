@@ -315,9 +315,11 @@ class SpdyFramer:
             head = struct.pack(">IIBB", frame.stream_id, frame.associated_id, (frame.priority & 7) << 5, frame.slot)
             return self._control(SYN_STREAM, frame.flags, head + self._deflate_block(frame.headers))
         if isinstance(frame, SynReply):
-            return self._control(SYN_REPLY, frame.flags, struct.pack(">I", frame.stream_id) + self._deflate_block(frame.headers))
+            return self._control(SYN_REPLY, frame.flags,
+                                 struct.pack(">I", frame.stream_id) + self._deflate_block(frame.headers))
         if isinstance(frame, Headers):
-            return self._control(HEADERS, frame.flags, struct.pack(">I", frame.stream_id) + self._deflate_block(frame.headers))
+            return self._control(HEADERS, frame.flags,
+                                 struct.pack(">I", frame.stream_id) + self._deflate_block(frame.headers))
         if isinstance(frame, RstStream):
             return self._control(RST_STREAM, frame.flags, struct.pack(">II", frame.stream_id, frame.status))
         if isinstance(frame, Settings):

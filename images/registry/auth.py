@@ -153,7 +153,8 @@ def token_request(ch: Challenge, scopes: list[str], creds: Credentials, client_i
         if service:
             form.append(("service", service))
         form += [("scope", " ".join(scopes))] if scopes else []
-        return TokenRequest("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"}, urlencode(form).encode())
+        return TokenRequest("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
+                            urlencode(form).encode())
     query = ([("service", service)] if service else []) + [("scope", s) for s in scopes]
     sep = "&" if "?" in realm else "?"
     url = realm + (sep + urlencode(query) if query else "")

@@ -165,7 +165,8 @@ class RegistryClient:
                 try:
                     resp = await client.request(req.method, req.url, headers=req.headers, content=req.body or None)
                 except _TRANSIENT + (httpx.ReadTimeout,) as e:
-                    raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} unreachable: {clip(e)}") from None
+                    raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} unreachable: "
+                                              f"{clip(e)}") from None
                 except httpx.TooManyRedirects:
                     raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} redirected more than "
                                               f"{MAX_REDIRECTS} times (a redirect loop?)") from None
@@ -235,7 +236,8 @@ class RegistryClient:
             if resp.status_code in RETRY_STATUS and attempt + 1 < MAX_ATTEMPTS:
                 await resp.aclose()
                 attempt += 1
-                log.info("registry error, retrying", extra={"fields": {"registry": t.endpoint.host, "status": resp.status_code,
+                log.info("registry error, retrying",
+                         extra={"fields": {"registry": t.endpoint.host, "status": resp.status_code,
                                                                       "attempt": attempt, "what": what or path}})
                 await asyncio.sleep(backoff_delay(attempt))
                 continue
@@ -283,11 +285,13 @@ class RegistryClient:
         if code == 404:
             raise NotFound(f"{what} not found on registry {t.endpoint}")
         if code == 401:
-            raise AuthenticationFailed(f"registry {t.endpoint.host} refused access to {what} (401); check the credentials")
+            raise AuthenticationFailed(f"registry {t.endpoint.host} refused access to {what} (401); "
+                                       "check the credentials")
         if code == 403:
             raise AccessDenied(f"registry {t.endpoint.host} denied access to {what} (403)")
         if code in RETRY_STATUS or code >= 500:
-            raise RegistryUnavailable(f"registry {t.endpoint.host} answered {code} for {what} after {MAX_ATTEMPTS} attempts")
+            raise RegistryUnavailable(f"registry {t.endpoint.host} answered {code} for {what} after {MAX_ATTEMPTS} "
+                                      "attempts")
         raise RegistryUnavailable(f"registry {t.endpoint.host} answered {code} for {what}")
 
     async def _read_capped(self, t: Target, resp: httpx.Response, limit: int, what: str, setting: str) -> bytes:
@@ -309,7 +313,8 @@ class RegistryClient:
         except httpx.ReadTimeout:
             raise PullStalled(f"registry {t.endpoint.host} stalled sending {what}; pull cancelled") from None
         except _TRANSIENT as e:
-            raise RegistryUnavailable(f"registry {t.endpoint.host} dropped the connection sending {what}: {clip(e)}") from None
+            raise RegistryUnavailable(f"registry {t.endpoint.host} dropped the connection sending {what}: "
+                                      f"{clip(e)}") from None
         return bytes(buf)
 
     async def get_manifest(self, t: Target, repo: str, ref: str, limit: int,
@@ -317,7 +322,8 @@ class RegistryClient:
         """(bytes, media type, digest). By digest the bytes must match it."""
         what = f"manifest {repo}:{ref}" if not ref.startswith("sha256:") else f"manifest {repo}@{ref}"
         if expected and expected[1] > limit:
-            raise ResourceExhausted(f"{what} is {expected[1]} bytes, over the {limit}-byte limit (images.max_manifest_bytes)")
+            raise ResourceExhausted(f"{what} is {expected[1]} bytes, over the {limit}-byte limit "
+                                    "(images.max_manifest_bytes)")
         for attempt in range(MAX_ATTEMPTS):
             async with self.open(t, f"/v2/{repo}/manifests/{ref}", {"Accept": ACCEPT}, what) as resp:
                 self.check_status(t, resp, what)
@@ -338,7 +344,8 @@ class RegistryClient:
             elif ref.startswith("sha256:") and digest != ref:
                 raise ContentMismatch(f"{what} from {t.endpoint.host} has digest {digest}")
             elif header_digest.startswith("sha256:") and header_digest != digest:
-                raise ContentMismatch(f"{what} from {t.endpoint.host} has digest {digest} but the registry says {header_digest}")
+                raise ContentMismatch(f"{what} from {t.endpoint.host} has digest {digest} but the registry says "
+                                      f"{header_digest}")
             return data, media_type, digest
         raise AssertionError("unreachable")
 
@@ -348,7 +355,8 @@ class RegistryClient:
     def _too_slow(self, t: Target, guard: RateGuard, what: str, detail: str) -> PullTooSlow:
         now = asyncio.get_running_loop().time()
         return PullTooSlow(
-            f"registry {t.endpoint.host} sent {what} at {guard.rate(now):.0f} B/s over the last {now - guard.started:.0f} s, "
+            f"registry {t.endpoint.host} sent {what} at {guard.rate(now):.0f} B/s over the last "
+            f"{now - guard.started:.0f} s, "
             f"below the minimum of {self.min_rate:g} B/s over {self.rate_window:g} s "
             f"(images.pull_min_rate, images.pull_rate_window); download cancelled{detail}")
 
@@ -366,7 +374,8 @@ class RegistryClient:
         try:
             if w.offset:
                 at(w.offset)
-                log.info("resuming partial download", extra={"fields": {"blob": digest, "offset": w.offset, "size": size}})
+                log.info("resuming partial download",
+                         extra={"fields": {"blob": digest, "offset": w.offset, "size": size}})
             attempt = 0
             while w.offset < size or size == 0:
                 headers = {"Range": f"bytes={w.offset}-"} if w.offset else {}
@@ -381,9 +390,11 @@ class RegistryClient:
                             # The server ignored Range: start over.
                             await settled_in_thread(w.restart)
                             at(0)
-                        elif resp.status_code == 206 and not resp.headers.get("content-range", "").startswith(f"bytes {w.offset}-"):
+                        elif (resp.status_code == 206
+                              and not resp.headers.get("content-range", "").startswith(f"bytes {w.offset}-")):
                             raise RegistryUnavailable(f"registry {t.endpoint.host} answered a Range request for {what} "
-                                                      f"with the wrong range ({clip(resp.headers.get('content-range'))})")
+                                                      "with the wrong range "
+                                                      f"({clip(resp.headers.get('content-range'))})")
                         guard = self._rate_guard(size - w.offset if size else None)
                         # Chunks are joined in the writer thread, in one copy: every
                         # copy on the event loop's thread holds up the other
@@ -422,7 +433,8 @@ class RegistryClient:
                     attempt += 1
                     if attempt >= MAX_ATTEMPTS:
                         raise RegistryUnavailable(f"download of {what} from {t.endpoint.host} kept failing "
-                                                  f"({type(e).__name__}: {clip(e)}); {w.offset} of {size} bytes kept for a retry") from None
+                                                  f"({type(e).__name__}: {clip(e)}); "
+                                                  f"{w.offset} of {size} bytes kept for a retry") from None
                     log.info("blob download interrupted, resuming", extra={"fields": {
                         "blob": digest, "offset": w.offset, "size": size, "attempt": attempt, "error": str(e)}})
                     await asyncio.sleep(backoff_delay(attempt))

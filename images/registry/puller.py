@@ -78,8 +78,8 @@ def _request_credentials(auth: "AuthConfigLike | None", domain: str) -> Credenti
         host = server.split("://", 1)[-1].split("/", 1)[0]
         if host not in (domain, reference.parse(f"{domain}/x").api_host) and not (
                 domain == reference.DEFAULT_DOMAIN and host in ("index.docker.io", "registry-1.docker.io")):
-            log.info("ignoring credentials for another registry", extra={"fields": {"server": host,
-                                                                                    "registry": domain}})
+            log.info("ignoring credentials for another registry",
+                     extra={"fields": {"server": host, "registry": domain}})
             return None
     return creds
 
@@ -134,8 +134,8 @@ class Puller:
                             log.info("mirror failed, trying the next endpoint",
                                      extra={"fields": {"ref": str(ref), "mirror": str(t.endpoint), "error": e.message}})
                         continue
-                    log.info("image pulled", extra={"fields": {**progress.fields(), "id": rec.id,
-                                                               "from": str(t.endpoint)}})
+                    log.info("image pulled",
+                             extra={"fields": {**progress.fields(), "id": rec.id, "from": str(t.endpoint)}})
                     return rec
                 assert last is not None
                 if len(errors) > 1:
@@ -185,8 +185,8 @@ class Puller:
             raise ContentMismatch(f"image {ref}: the manifest lists {len(man.layers)} layers but the config "
                                   f"{len(parsed.diff_ids)} diff IDs")
         chains = chain_ids(parsed.diff_ids)
-        progress.total += sum(d.size for d, c in zip(man.layers, chains,
-                                                     strict=True) if not self.images.snapshots.has(c))
+        progress.total += sum(d.size for d, c in zip(man.layers, chains, strict=True)
+                              if not self.images.snapshots.has(c))
 
         async def layer(i: int) -> None:
             d = man.layers[i]

@@ -27,7 +27,8 @@ def manager_for(layout: CgroupLayout, root: Path = CGROUP_ROOT, driver: str = "c
     return V1Manager(root, driver, unified=unified)
 
 
-def open_layout(root: Path = CGROUP_ROOT, driver: str = "cgroupfs", layout: CgroupLayout | None = None) -> CgroupManager:
+def open_layout(root: Path = CGROUP_ROOT, driver: str = "cgroupfs",
+                layout: CgroupLayout | None = None) -> CgroupManager:
     """The manager for the layout the kernel presents at `root`; tests pass
     a fixture tree and its `layout` (detection reads the mount table)."""
     return manager_for(layout or detect_cgroup_layout(root), root, driver)

@@ -102,10 +102,12 @@ def write(path: Path, value: str) -> None:
     except FileNotFoundError:
         if not path.parent.exists():
             raise NotFound(f"cgroup {path.parent} does not exist") from None
-        raise InvalidArgument(f"{path.name} is not available on this node (no such cgroup file in {path.parent})") from None
+        raise InvalidArgument(f"{path.name} is not available on this node "
+                              f"(no such cgroup file in {path.parent})") from None
     except OSError as e:
         if e.errno in (errno.EINVAL, errno.ERANGE, errno.EBUSY, errno.EPERM, errno.EACCES, errno.ENOSPC):
-            raise InvalidArgument(f"the kernel refused {value!r} for {path.name} in {path.parent}: {e.strerror}") from None
+            raise InvalidArgument(f"the kernel refused {value!r} for {path.name} in {path.parent}: "
+                                  f"{e.strerror}") from None
         raise
 
 
@@ -210,5 +212,6 @@ def check_values(resources: pb.LinuxContainerResources) -> None:
         raise InvalidArgument("memory_swap_limit_in_bytes must be positive or -1 for no limit")
     if (resources.memory_swap_limit_in_bytes > 0 and resources.memory_limit_in_bytes
             and resources.memory_swap_limit_in_bytes < resources.memory_limit_in_bytes):
-        raise InvalidArgument("memory_swap_limit_in_bytes is memory plus swap, so it must be at least memory_limit_in_bytes")
+        raise InvalidArgument("memory_swap_limit_in_bytes is memory plus swap, "
+                              "so it must be at least memory_limit_in_bytes")
 

@@ -26,7 +26,8 @@ def slice_path(name: str) -> str:
     if name in ("", "-.slice", "/"):
         return "/"
     if not name.endswith(".slice") or "/" in name:
-        raise InvalidArgument(f"cgroup_parent {name!r} must be a systemd slice name like 'kubepods-pod1.slice' with the systemd driver")
+        raise InvalidArgument(f"cgroup_parent {name!r} must be a systemd slice name like 'kubepods-pod1.slice' with "
+                              "the systemd driver")
     stem = name[: -len(".slice")]
     if stem.startswith("-") or stem.endswith("-") or "--" in stem:
         raise InvalidArgument(f"systemd slice name {name!r} is malformed")

@@ -149,7 +149,8 @@ class V1Manager(CgroupManager):
         check_values(resources)
         if resources.unified:
             raise InvalidArgument(
-                f"resources.unified ({', '.join(sorted(resources.unified))}) needs cgroup v2, but this node runs cgroup v1")
+                f"resources.unified ({', '.join(sorted(resources.unified))}) needs cgroup v2, "
+                "but this node runs cgroup v1")
         cpu = self._path("cpu", path)
         if cpu is not None:
             if resources.cpu_shares:

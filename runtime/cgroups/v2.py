@@ -87,8 +87,10 @@ class V2Manager(CgroupManager):
             write(cg / "cpu.weight", str(shares_to_weight(resources.cpu_shares)))
         if resources.cpu_quota or resources.cpu_period:
             current = (read_text(cg / "cpu.max") or f"max {DEFAULT_PERIOD}").split()
-            quota = current[0] if resources.cpu_quota == 0 else "max" if resources.cpu_quota < 0 else str(resources.cpu_quota)
-            period = str(resources.cpu_period) if resources.cpu_period else (current[1] if len(current) > 1 else str(DEFAULT_PERIOD))
+            quota = (current[0] if resources.cpu_quota == 0
+                     else "max" if resources.cpu_quota < 0 else str(resources.cpu_quota))
+            period = (str(resources.cpu_period) if resources.cpu_period
+                      else current[1] if len(current) > 1 else str(DEFAULT_PERIOD))
             write(cg / "cpu.max", f"{quota} {period}")
         if resources.cpuset_mems:
             write(cg / "cpuset.mems", resources.cpuset_mems)

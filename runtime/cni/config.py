@@ -138,10 +138,12 @@ class DirScan:
         if self.network is not None:
             return ""
         if not self.exists:
-            return f"no CNI network config: {self.conf_dir} does not exist (run `crispy cni-install` for the default network)"
+            return (f"no CNI network config: {self.conf_dir} does not exist "
+                    "(run `crispy cni-install` for the default network)")
         if not self.invalid:
             return f"no CNI network config in {self.conf_dir} (run `crispy cni-install` for the default network)"
-        return f"no valid CNI network config in {self.conf_dir}: " + "; ".join(f"invalid file {p}" for p in self.invalid)
+        return f"no valid CNI network config in {self.conf_dir}: " + "; ".join(f"invalid file {p}"
+                                                                               for p in self.invalid)
 
 
 def _candidates(conf_dir: str) -> list[os.DirEntry[str]]:

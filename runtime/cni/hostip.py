@@ -54,7 +54,8 @@ def _align(n: int) -> int:
 
 def dump_request(msg_type: int, family: int, seq: int) -> bytes:
     """An rtnetlink dump request for every route/address of `family`."""
-    body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0) if msg_type == RTM_GETROUTE else _IFADDRMSG.pack(family, 0, 0, 0, 0)
+    body = (_RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0) if msg_type == RTM_GETROUTE
+            else _IFADDRMSG.pack(family, 0, 0, 0, 0))
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 

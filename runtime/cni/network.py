@@ -322,7 +322,8 @@ class CniNetwork:
         ports = await asyncio.to_thread(default_network.bridge_ports, plan.bridge)
         if ports:
             log.warning("pod CIDR changed but pods still use the default network; keeping the old subnet",
-                        extra={"fields": {"bridge": plan.bridge, "old": plan.old, "new": plan.new, "ports": len(ports)}})
+                        extra={"fields": {"bridge": plan.bridge, "old": plan.old, "new": plan.new,
+                                          "ports": len(ports)}})
             return
         await asyncio.to_thread(atomicfile.write_bytes, plan.path,
                                 json.dumps(plan.doc, indent=2).encode() + b"\n", 0o644)
