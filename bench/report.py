@@ -218,7 +218,7 @@ def chart(results: dict, path: Path) -> bool:
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     colors = ["#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"]
-    for ax, (sname, mname, m) in zip(axes.flat, panels):
+    for ax, (sname, mname, m) in zip(axes.flat, panels, strict=False):  # the grid may have spare axes
         data, labels, cols_used = [], [], []
         for i, rt in enumerate(runtimes):
             v = m["runtimes"].get(rt)
@@ -226,15 +226,15 @@ def chart(results: dict, path: Path) -> bool:
             data.append([x * 1000 for x in v["samples"]] if v else [])
             cols_used.append(colors[i % len(colors)])
         positions = list(range(1, len(runtimes) + 1))
-        present = [(p, d, c) for p, d, c in zip(positions, data, cols_used) if d]
+        present = [(p, d, c) for p, d, c in zip(positions, data, cols_used, strict=True) if d]
         if present:
             bp = ax.boxplot([d for _, d, _ in present], positions=[p for p, _, _ in present],
                             widths=0.6, patch_artist=True, showfliers=True)
-            for patch, (_, _, c) in zip(bp["boxes"], present):
+            for patch, (_, _, c) in zip(bp["boxes"], present, strict=True):
                 patch.set_facecolor(c)
                 patch.set_alpha(0.6)
         status = results["scenarios"][sname]["status"]
-        for p, d, rt in zip(positions, data, runtimes):
+        for p, d, rt in zip(positions, data, runtimes, strict=True):
             if not d:
                 label = "n/a" if status.get(rt) == "ok" else "failed /\nnot run"
                 ax.text(p, 0.5, label, ha="center", va="center", fontsize=7,

@@ -260,7 +260,8 @@ def nginx_layer(tools: Toolbox, port: int) -> dict[str, Entry]:
         f"    location / {{\n        root   /usr/share/nginx/html;\n        index  index.html;\n    }}\n}}\n".encode()))
     add(entries, "usr/share/nginx/html/index.html", File(NGINX_INDEX))
     add(entries, "var/cache/nginx", Dir())
-    add(entries, "etc/passwd", File((BUSYBOX_PASSWD + "nginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n").encode()))
+    add(entries, "etc/passwd",
+        File((BUSYBOX_PASSWD + "nginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n").encode()))
     add(entries, "etc/group", File((BUSYBOX_GROUP + "nginx:x:101:nginx\n").encode()))
     return entries
 

@@ -141,7 +141,7 @@ def remove_everything(client: CRIClient, notes: list[str]) -> None:
         if e.code() != grpc.StatusCode.UNIMPLEMENTED:
             notes.append(f"cleanup: ListContainers failed: {e.code().name}: {e.details()}")
     for c in containers:
-        for step in (lambda: client.stop_container(c.id, 0), lambda: client.remove_container(c.id)):
+        for step in (lambda cid=c.id: client.stop_container(cid, 0), lambda cid=c.id: client.remove_container(cid)):
             try:
                 step()
             except grpc.RpcError as e:
@@ -155,7 +155,7 @@ def remove_everything(client: CRIClient, notes: list[str]) -> None:
     if containers or pods:
         notes.append(f"cleanup: the suite left {len(pods)} pod(s) and {len(containers)} container(s) behind")
     for p in pods:
-        for step in (lambda: client.stop_pod_sandbox(p.id), lambda: client.remove_pod_sandbox(p.id)):
+        for step in (lambda pid=p.id: client.stop_pod_sandbox(pid), lambda pid=p.id: client.remove_pod_sandbox(pid)):
             try:
                 step()
             except grpc.RpcError as e:

@@ -228,7 +228,8 @@ def markdown(s: Summary, context: list[str] | None = None) -> str:
         out += [f"| {_cell(f.spec)}{' (' + f.status + ')' if f.status != 'failed' else ''} | {_cell(f.step)} "
                 f"| {_cell(f.headline)} |" for f in s.real_failures]
     if s.runtime_skips:
-        out += ["", f"## Skipped by the specs themselves ({len(s.runtime_skips)})", "", "| spec | reason |", "|---|---|"]
+        out += ["", f"## Skipped by the specs themselves ({len(s.runtime_skips)})", "", "| spec | reason |",
+                "|---|---|"]
         out += [f"| {_cell(name)} | {_cell(reason)} |" for name, reason in s.runtime_skips]
     return "\n".join(out) + "\n"
 
@@ -236,7 +237,7 @@ def markdown(s: Summary, context: list[str] | None = None) -> str:
 def as_dict(s: Summary) -> dict:
     return {
         "passed": s.passed, "failed": s.failed, "skipped": s.skipped, "pending": s.pending,
-        "specs": dict(zip(("passed", "failed", "skipped", "pending"), s.spec_counts())),
+        "specs": dict(zip(("passed", "failed", "skipped", "pending"), s.spec_counts(), strict=True)),
         "report_header": s.header, "mismatches": s.mismatches,
         "environmental": [{"spec": f.spec, "why": f.environmental} for f in s.environmental],
         "failures": [{"spec": f.spec, "status": f.status, "step": f.step, "error": f.headline,

@@ -57,7 +57,8 @@ class LocalRegistry:
                 break  # 401 from an auth-protected registry: it is up
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("docker-registry did not start: " + (self.dir / "registry.log").read_text())
+                    raise RuntimeError("docker-registry did not start: "
+                                       + (self.dir / "registry.log").read_text()) from None
                 time.sleep(0.05)
         return self
 

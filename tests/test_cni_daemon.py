@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration,
 
 
 @pytest.fixture
-def net_daemon(tmp_path, host_guard) -> Iterator[tuple]:
+def net_daemon(tmp_path, host_guard) -> Iterator[tuple]:  # noqa: F811 - the pytest fixture imported above
     net = PodNet(tmp_path, host_guard)
     d = start_pod_daemon(tmp_base(), ["--cni-conf-dir", str(net.conf_dir), "--cni-bin-dirs", CNI_BIN])
     yield d, net
@@ -107,7 +107,7 @@ def test_network_survives_daemon_restart_and_config_change(net_daemon, tmp_path)
     assert rules_of(net, [pod]) == []
 
 
-def test_broken_config_fails_run_pod_sandbox_clearly(tmp_path, host_guard):
+def test_broken_config_fails_run_pod_sandbox_clearly(tmp_path, host_guard):  # noqa: F811 - the pytest fixture imported above
     conf = tmp_path / "net.d"
     conf.mkdir()
     (conf / "10-bad.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "crispyt-bad",
@@ -154,7 +154,7 @@ def test_update_runtime_config_moves_the_default_network_to_the_pod_cidr(net_dae
     assert net.leases() == []
 
 
-def test_hung_plugin_fails_run_pod_sandbox_with_its_timeout_and_leaks_nothing(tmp_path, host_guard):
+def test_hung_plugin_fails_run_pod_sandbox_with_its_timeout_and_leaks_nothing(tmp_path, host_guard):  # noqa: F811 - the pytest fixture imported above
     """A chain whose second plugin hangs on ADD: RunPodSandbox answers
     DEADLINE_EXCEEDED naming the plugin, and the first plugin's address is
     released."""

@@ -89,8 +89,8 @@ def _undo_empty_new_tables(before: set[str]) -> None:
     for table in nft_tables() - before:
         listing = sh("nft", "list", "table", *table.split(), check=False)
         # Only base chains with no rules: what iptables-nft left behind.
-        body = [l.strip() for l in listing.splitlines()
-                if l.strip() and not l.strip().startswith(("table ", "chain ", "type ", "}"))]
+        body = [line.strip() for line in listing.splitlines()
+                if line.strip() and not line.strip().startswith(("table ", "chain ", "type ", "}"))]
         if not body:
             subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True)
 
@@ -170,7 +170,7 @@ class PodNet:
         return sorted(f for f in os.listdir(d) if f != "lock" and not f.startswith("last_reserved_ip"))
 
     def bridge_ports(self) -> list[str]:
-        return [l.split()[0].split("@")[0] for l in sh("ip", "-br", "link", "show", "master", self.bridge, check=False).splitlines()]
+        return [line.split()[0].split("@")[0] for line in sh("ip", "-br", "link", "show", "master", self.bridge, check=False).splitlines()]
 
 
 def request(netns_path: str, ports: list[PortMapping] | None = None, sid: str | None = None) -> PodNetworkRequest:
@@ -184,7 +184,7 @@ def in_ns(path: str, *cmd: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def host_veths() -> set[str]:
-    return {l.split()[1].split("@")[0].rstrip(":") for l in sh("ip", "-o", "link", "show", "type", "veth").splitlines()}
+    return {line.split()[1].split("@")[0].rstrip(":") for line in sh("ip", "-o", "link", "show", "type", "veth").splitlines()}
 
 
 def pod_chains(network: str, sandbox_id: str) -> list[str]:

@@ -459,10 +459,15 @@ def test_host_ip_parsing_picks_the_default_route_interface():
     import socket
     import struct
     from runtime.cni import hostip
-    route = lambda fam, dst_len, table, oif: _nlmsg(hostip.RTM_NEWROUTE, 7, struct.pack("=BBBBBBBBI", fam, dst_len, 0, 0, table, 0, 0, 1, 0),
-                                                     [(hostip.RTA_OIF, struct.pack("=I", oif))])
-    addr = lambda fam, scope, idx, raw: _nlmsg(hostip.RTM_NEWADDR, 7, struct.pack("=BBBBI", fam, 24, 0, scope, idx),
-                                               [(hostip.IFA_ADDRESS, raw), (hostip.IFA_LOCAL, raw)])
+
+    def route(fam, dst_len, table, oif):
+        return _nlmsg(hostip.RTM_NEWROUTE, 7, struct.pack("=BBBBBBBBI", fam, dst_len, 0, 0, table, 0, 0, 1, 0),
+                      [(hostip.RTA_OIF, struct.pack("=I", oif))])
+
+    def addr(fam, scope, idx, raw):
+        return _nlmsg(hostip.RTM_NEWADDR, 7, struct.pack("=BBBBI", fam, 24, 0, scope, idx),
+                      [(hostip.IFA_ADDRESS, raw), (hostip.IFA_LOCAL, raw)])
+
     data = (route(socket.AF_INET, 24, 254, 3) + route(socket.AF_INET, 0, 255, 3) + route(socket.AF_INET, 0, 254, 2)
             + _nlmsg(hostip.RTM_NEWROUTE, 6, struct.pack("=BBBBBBBBI", 2, 0, 0, 0, 254, 0, 0, 1, 0)))  # other seq: ignored
     routes, done = hostip.parse(data, 7)

@@ -84,7 +84,7 @@ def test_exec_needs_a_running_container(c):
 
 def test_shared_pid_namespace_sees_siblings(c):
     p, cfg = pod(c, "sharedpid", pid=pb.POD)
-    a = start(c, p, cfg, "a", ["sleep", "4242"])
+    start(c, p, cfg, "a", ["sleep", "4242"])
     b = start(c, p, cfg, "b", ["sleep", "1000"])
     ps = exec_sync(c, b, ["ps", "-o", "pid,args"]).stdout.decode()
     assert "sleep 4242" in ps and "sleep 1000" in ps

@@ -85,10 +85,10 @@ def test_exit_code_logs_and_status(env):
     lines = log_lines(st.log_path)
     for ts, *_ in lines:
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$", ts), ts
-    assert ("stdout", "F", "hello") in [l[1:] for l in lines]
-    assert ("stderr", "F", "oops") in [l[1:] for l in lines]
+    assert ("stdout", "F", "hello") in [line[1:] for line in lines]
+    assert ("stderr", "F", "oops") in [line[1:] for line in lines]
     # A line longer than conmon's buffer arrives in P pieces ending with F.
-    pieces = [l for l in lines if l[1] == "stdout" and set(l[3]) == {"x"}]
+    pieces = [line for line in lines if line[1] == "stdout" and set(line[3]) == {"x"}]
     assert len(pieces) >= 2 and all(p[2] == "P" for p in pieces[:-1]) and pieces[-1][2] == "F"
     assert "".join(p[3] for p in pieces) == long
     # Output without a final newline is a partial line.
@@ -202,7 +202,7 @@ def test_containers_share_pod_namespaces(env):
     while "sleep" not in open(env["logs"] / "b.log").read():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    out = [l[3] for l in log_lines(env["logs"] / "b.log")]
+    out = [line[3] for line in log_lines(env["logs"] / "b.log")]
     assert out[0] == "shared-host"
     # b sees a's sleep in the shared PID namespace, and the pod's init.
     assert "sleep" in out and "catatonit" in out

@@ -15,7 +15,7 @@ import pytest
 from cri.proto import api_pb2 as pb
 from runtime import host
 from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import DaemonProcess, _daemon_fixture, container_config, load_image, pod_config, wait_state
+from tests.pods_fixtures import _daemon_fixture, container_config, load_image, pod_config, wait_state
 
 pytestmark = pytest.mark.integration
 

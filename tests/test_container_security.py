@@ -4,7 +4,6 @@ root, and mount propagation of bind mounts."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 

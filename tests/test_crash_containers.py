@@ -51,11 +51,11 @@ def create_request(pod: str, cfg: pb.PodSandboxConfig) -> pb.CreateContainerRequ
     return pb.CreateContainerRequest(pod_sandbox_id=pod, config=container_config("c", LOOP), sandbox_config=cfg)
 
 
-def assert_pod_intact(c, net, pod: str, ip: str) -> None:
+def assert_pod_intact(c, pod_net, pod: str, ip: str) -> None:
     """A container crash must not cost the pod its readiness or address."""
     st = c.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod)).status
     assert (st.state, st.network.ip) == (pb.SANDBOX_READY, ip)
-    assert net.leases() == [ip]
+    assert pod_net.leases() == [ip]
 
 
 def containers(c) -> list[pb.Container]:
@@ -71,7 +71,7 @@ def teardown(rig: CrashRig, c, pod: str) -> None:
 
 
 @pytest.mark.parametrize("point", CREATE_POINTS)
-def test_kill_during_create_container(net, point, tmp_path):
+def test_kill_during_create_container(net, point, tmp_path):  # noqa: F811 - the pytest fixture imported above
     rig = CrashRig(net, crash_at=point)
     try:
         load_image(rig.daemon)
@@ -98,7 +98,7 @@ def test_kill_during_create_container(net, point, tmp_path):
 
 
 @pytest.mark.parametrize("point", START_POINTS)
-def test_kill_during_start_container(net, point, tmp_path):
+def test_kill_during_start_container(net, point, tmp_path):  # noqa: F811 - the pytest fixture imported above
     rig = CrashRig(net, crash_at=point)
     try:
         load_image(rig.daemon)
@@ -125,7 +125,7 @@ def test_kill_during_start_container(net, point, tmp_path):
 
 
 @pytest.mark.parametrize("daemon_up", [True, False], ids=["daemon-up", "daemon-down"])
-def test_conmon_killed(net, daemon_up, tmp_path):
+def test_conmon_killed(net, daemon_up, tmp_path):  # noqa: F811 - the pytest fixture imported above
     rig = CrashRig(net)
     try:
         load_image(rig.daemon)
@@ -158,7 +158,7 @@ def pod_info(c, pod: str) -> dict:
 
 
 @pytest.mark.parametrize("fault", ["infra-killed", "netns-pin-unmounted", "netns-pin-unmounted-no-infra"])
-def test_pod_fault(net, fault, tmp_path):
+def test_pod_fault(net, fault, tmp_path):  # noqa: F811 - the pytest fixture imported above
     """A running container in the pod throughout: it keeps the network
     namespace alive after its pin is gone, as a real workload would."""
     rig = CrashRig(net)

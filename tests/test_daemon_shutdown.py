@@ -51,7 +51,7 @@ def _running(marker: str) -> bool:
 
 
 @pytest.fixture
-def stuck_net(tmp_path, host_guard) -> Iterator[tuple[PodNet, Path, str]]:
+def stuck_net(tmp_path, host_guard) -> Iterator[tuple[PodNet, Path, str]]:  # noqa: F811 - the pytest fixture imported above
     net = PodNet(tmp_path, host_guard)
     bins = tmp_path / "bin"
     bins.mkdir()

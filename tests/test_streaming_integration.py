@@ -240,10 +240,10 @@ def test_port_forward_into_a_network_namespace(netns):
             e = c.open({"streamType": "error", "port": port, "requestID": rid})
             d = c.open({"streamType": "data", "port": port, "requestID": rid})
             pairs.append((e, d))
-        for e, d in pairs:
+        for _, d in pairs:
             c.send(d, b"GET / HTTP/1.0\r\n\r\n", fin=True)
         await c.wait_for(lambda: all(d in c.fin for _, d in pairs))
-        for e, d in pairs:
+        for _, d in pairs:
             assert c.text(d).startswith("HTTP/1.0 200 OK"), c.text(d)[:200]
         # Nothing listens on 18081 inside the namespace (it does not see the host's ports).
         e = c.open({"streamType": "error", "port": "18081", "requestID": "2"})

@@ -198,7 +198,8 @@ def test_unexpected_streams_are_reset():
         _, _, c = await SpdyClient.connect(url, [remotecommand.V4])
         bogus = c.open({"streamType": "stderr"})
         await c.wait_for(lambda: bogus in c.reset)
-        e, o = c.open({"streamType": "error"}), c.open({"streamType": "stdout"})
+        e = c.open({"streamType": "error"})
+        c.open({"streamType": "stdout"})
         await c.wait_for(lambda: e in c.fin)
         assert json.loads(c.text(e))["status"] == "Success"
         await c.close()
@@ -207,7 +208,7 @@ def test_unexpected_streams_are_reset():
 
 def test_websocket_exec_binary_and_base64():
     async def body(server):
-        for proto, b64 in (("v4.channel.k8s.io", False), ("v4.base64.channel.k8s.io", True)):
+        for proto, _b64 in (("v4.channel.k8s.io", False), ("v4.base64.channel.k8s.io", True)):
             url = server.issue("exec", exec_req(["sh", "-c", "read x; echo got $x; echo e >&2; exit 4"], stdin=True))
             status, headers, c = await WsClient.connect(url, [proto])
             assert status == 101 and headers["sec-websocket-protocol"] == [proto]
@@ -254,7 +255,7 @@ def test_port_forward_spdy_and_websocket_against_local_listener():
             assert c.text(d1) == "echo:one" and c.text(d2) == "echo:two"
             # A port nobody listens on: the error text arrives on the error stream.
             e3 = c.open({"streamType": "error", "port": "1", "requestID": "9"})
-            d3 = c.open({"streamType": "data", "port": "1", "requestID": "9"})
+            c.open({"streamType": "data", "port": "1", "requestID": "9"})
             await c.wait_for(lambda: e3 in c.fin)
             assert "error forwarding port 1" in c.text(e3)
             await c.close()
