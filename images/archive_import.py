@@ -113,7 +113,7 @@ class _TarSource(_Source):
     def open(self, name: str) -> BinaryIO:
         f = self.tar.extractfile(self._resolve(name))
         assert f is not None
-        return f  # type: ignore[return-value]
+        return f  # type: ignore[return-value]  # extractfile's IO[bytes] is a BufferedReader, a BinaryIO
 
     def exists(self, name: str) -> bool:
         try:

@@ -299,6 +299,7 @@ def unpack_stream(chunks: Iterator[bytes], name: str, dest: Path, expected_diff_
             # "r:" (not the stream mode "r|"): tarfile then reads headers
             # from `reader` itself and skips to each next header with a
             # forward seek, so file data can be taken from `reader` directly.
+            # TarStream has the read/seek/tell tarfile uses, but is no IO[bytes].
             with tarfile.open(fileobj=reader, mode="r:", errorlevel=2) as tar:  # type: ignore[call-overload]
                 for m in tar:
                     ex.member(tar, m)

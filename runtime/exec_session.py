@@ -164,6 +164,7 @@ async def _run_pipes(target: ExecTarget, io: ExecIO, args: list[str]) -> int:
     async def feed_in() -> None:
         assert proc.stdin is not None
         try:
+            # Only started when io.stdin is set (proc.stdin is a pipe only then).
             while data := await io.stdin.read():  # type: ignore[union-attr]
                 proc.stdin.write(data)
                 await proc.stdin.drain()

@@ -133,7 +133,7 @@ async def create(pin_dir: Path, req: NamespaceRequest) -> PodNamespaces:
         if error is not None:
             done.set_exception(error)
         else:
-            done.set_result(result)  # type: ignore[arg-type]
+            done.set_result(result)  # type: ignore[arg-type]  # result is set whenever error is not
 
     def work() -> None:
         try:

@@ -122,6 +122,7 @@ def encode(record: SandboxRecord | ContainerRecord) -> bytes:
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Builds a record, ignoring keys a newer crispy may have written."""
+    # T is unbound, but every record type passed here is a dataclass.
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in data.items() if k in names})
 

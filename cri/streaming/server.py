@@ -333,6 +333,7 @@ class StreamingServer:
             await writer.drain()
             tunnel = WebSocketTunnel(reader, writer)
             tunnel.start(early)
+            # The tunnel has the StreamWriter methods SpdyConnection calls, not the class.
             spdy_conn = SpdyConnection(tunnel.reader, tunnel, self.options.idle_timeout)  # type: ignore[arg-type]
             spdy_conn.start(b"")
             try:

@@ -76,10 +76,11 @@ def server_handshake(request: Request, supported: list[str]) -> Handshake:
     except (ValueError, binascii.Error):
         raise HttpError(400, "missing or malformed Sec-WebSocket-Key") from None
     offered = request.tokens("sec-websocket-protocol")
+    chosen: str | None
     if not offered:
         chosen = ""
     else:
-        chosen = next((p for p in offered if p in supported), None)  # type: ignore[assignment]
+        chosen = next((p for p in offered if p in supported), None)
         if chosen is None:
             raise HttpError(400, f"requested protocol(s) {offered} are not supported; use one of {supported}")
     headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
