@@ -99,7 +99,7 @@ def test_nothing_outside_states_assigns_a_state() -> None:
     """The one owner of transitions: no other module of runtime/ sets `.state`."""
     import re
     from pathlib import Path
-    root = Path(__file__).resolve().parent.parent / "runtime"
+    root = Path(__file__).resolve().parents[2] / "runtime"
     assigning = re.compile(r"\.state\s*=[^=]|\.state,[^\n]*=[^=]")
     offenders = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py") if p.name not in ("states.py", "store.py")
                  for n, line in enumerate(p.read_text().splitlines(), 1) if assigning.search(line)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRISPY = ("cri", "runtime", "images")
 DOMAIN = ("runtime", "images")
 
