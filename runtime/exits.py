@@ -16,7 +16,8 @@ import signal
 import time
 from pathlib import Path
 
-from runtime import conmon, namespaces
+from runtime import namespaces
+from runtime.oci import conmon
 from runtime.cgroups import CgroupManager
 from runtime.errors import Internal
 from runtime.index import RecordIndex
