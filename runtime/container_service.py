@@ -48,7 +48,7 @@ from runtime.pod_view import is_ready
 from runtime.reservations import Reservations, container_key, container_key_of, request_digest
 from runtime.oci.factory import RuntimeFactory
 from runtime.settings import LifecycleSettings
-from runtime.states import ContainerState, set_container_state
+from runtime.states import ContainerState
 from runtime.store import ContainerRecord, RecordStore
 from runtime.usage import UsageSampler
 
@@ -376,17 +376,19 @@ class ContainerService:
             await self.exits.wait(ctr, 5.0)
             ctr.reason, ctr.message = "StartError", e.message
             if ctr.state != ContainerState.EXITED:
-                set_container_state(ctr, ContainerState.EXITED, at=time.time_ns(), exit_code=128)
-            await self.store.save(ctr)
+                await self.store.move_container(ctr, ContainerState.EXITED, at=time.time_ns(), exit_code=128)
+            else:
+                await self.store.save(ctr)
             raise
         crashpoint("ctr.start.after_runtime_start")
         if ctr.state == ContainerState.CREATED:
-            set_container_state(ctr, ContainerState.RUNNING, at=started)
+            await self.store.move_container(ctr, ContainerState.RUNNING, at=started)
         else:
+            # Its exit was recorded first: only the start time is news.
             ctr.started_at = started
             if ctr.finished_at < started:
                 ctr.finished_at = started
-        await self.store.save(ctr)
+            await self.store.save(ctr)
         crashpoint("ctr.start.after_record_save")
 
     # ---- stop / remove ----------------------------------------------------------

@@ -268,6 +268,8 @@ class PodService:
             # NOT_READY from the first step on (the network may be gone before
             # the record is saved at the end), and after a crash in between too.
             _mark_stopping(rec)
+            # Not saved yet: the `stopping` file is this step's mark on disk,
+            # and the record is saved once, at the end of the stop.
             set_pod_state(rec, PodState.NOT_READY)
         # kubelet has normally stopped each container with its own grace period
         # already; stragglers get the stop signal and runtime.default_stop_timeout,
@@ -285,9 +287,8 @@ class PodService:
             crashpoint("pod.stop.after_cni_del")
             rec.network_status = None
         await namespaces.kill_infra(pinned_of(rec))
-        set_pod_state(rec, PodState.NOT_READY)
         crashpoint("pod.stop.before_record")
-        await self.store.save(rec)
+        await self.store.move_pod(rec, PodState.NOT_READY)
 
     async def _remove(self, rec: SandboxRecord) -> None:
         if rec.state == PodState.READY or rec.network_status is not None:

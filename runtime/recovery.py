@@ -21,7 +21,7 @@ from runtime.oci.factory import RuntimeFactory
 from runtime.reservations import Reservations, container_key_of, pod_key_of
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings
-from runtime.states import ContainerState, PodState, set_container_state
+from runtime.states import ContainerState, PodState
 from runtime.store import ContainerRecord, RecordStore
 
 log = logging.getLogger("crispy.pods")
@@ -108,8 +108,7 @@ class StartupRecovery:
             # reported not running and a retried StartContainer would fail on a
             # running process. The moment it started is lost; the time it is
             # found running stands in.
-            set_container_state(ctr, ContainerState.RUNNING, at=time.time_ns())
-            await self._store.save(ctr)
+            await self._store.move_container(ctr, ContainerState.RUNNING, at=time.time_ns())
             log.warning("container was started just before crispy stopped; recorded as running now",
                         extra={"fields": {"id": ctr.id}})
             self._exits.watch(ctr)

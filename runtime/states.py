@@ -4,8 +4,11 @@ says which change of state is legal.
 Every lifecycle step changes a record's state through `set_pod_state` or
 `set_container_state`, which check the move against the table below and
 set the fields that go with it (a container's exit code, finish time and
-reason). Saving stays with the caller, in the save it does anyway: a state
-change adds no write of its own.
+reason). `RecordStore.move_pod` and `move_container` (runtime/store.py) do
+that and save, in one step; the bare setters remain for the two places that
+save later on purpose: StopPodSandbox marks its pod NOT_READY in memory at
+its first step (its `stopping` file is the mark on disk) and saves at the
+end, and the exit watcher saves only records still in the index.
 
 The values are the strings records have always held on disk, and the enums
 are `StrEnum`s so that they compare equal to them and are written as them.
