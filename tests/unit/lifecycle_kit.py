@@ -282,6 +282,7 @@ class Node:
         self.namespaces = FakeNamespaces()
         self.rootfs = FakeRootfs()
         self.images = FakeImages(base / "layer")
+        self.current: Lifecycle | None = None
 
 
 class Lifecycle:
@@ -319,8 +320,14 @@ class Lifecycle:
 
     async def start(self) -> "Lifecycle":
         """What the daemon does before it serves: load and recover."""
+        self.node.current = self
         await self.recovery.run()
         return self
+
+    async def restart(self) -> "Lifecycle":
+        """This daemon goes away and a new one starts on the same node."""
+        self.shut_down()
+        return await Lifecycle(self.node).start()
 
     def shut_down(self) -> None:
         """The daemon goes away; containers and their monitors stay."""
@@ -385,5 +392,6 @@ def run(base: Path, body: Callable[[Node, Lifecycle], Awaitable[None]]) -> None:
         try:
             await body(node, life)
         finally:
-            life.shut_down()
+            assert node.current is not None
+            node.current.shut_down()
     asyncio.run(main())
