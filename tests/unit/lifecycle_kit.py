@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from cri.proto import api_pb2 as pb
 from runtime import namespaces, private_dirs
@@ -31,7 +32,13 @@ from runtime.host import CgroupLayout
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks
 from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness
-from runtime.oci.interface import Created, CreateParams, OciRuntime, OnMonitor, PendingCreate
+from runtime.oci.interface import (
+    Created,
+    CreateParams,
+    OciRuntime,
+    OnMonitor,
+    PendingCreate,
+)
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_health import PodHealth
 from runtime.pod_service import PodService
@@ -318,13 +325,13 @@ class Lifecycle:
             self.settings, store=self.store, index=self.index, reservations=self.reservations, health=self.health,
             exits=self.exits, runtimes=runtimes, containers=self.containers, sweep=sweep, handlers=handlers)
 
-    async def start(self) -> "Lifecycle":
+    async def start(self) -> Lifecycle:
         """What the daemon does before it serves: load and recover."""
         self.node.current = self
         await self.recovery.run()
         return self
 
-    async def restart(self) -> "Lifecycle":
+    async def restart(self) -> Lifecycle:
         """This daemon goes away and a new one starts on the same node."""
         self.shut_down()
         return await Lifecycle(self.node).start()

@@ -14,9 +14,15 @@ import pytest
 
 from runtime.errors import AlreadyExists, ErrorKind, Internal, InvalidArgument
 from runtime.states import ContainerState, PodState
-from tests.unit.lifecycle_kit import Lifecycle, Node, container_request, pod_request, run
+from tests.unit.lifecycle_kit import (
+    Lifecycle,
+    Node,
+    container_request,
+    pod_request,
+    run,
+)
 
-NOTHING = {"pod records": set(), "container records": set(), "pod dirs": set(), "bundles": set(), "layers": set()}
+NOTHING: dict[str, set[str]] = {"pod records": set(), "container records": set(), "pod dirs": set(), "bundles": set(), "layers": set()}
 
 
 async def until(cond, what: str) -> None:

@@ -22,7 +22,8 @@ UNKNOWN = "0123456789abcdef" * 4
 def stored(life: Lifecycle, record_id: str) -> ContainerRecord | SandboxRecord:
     """The record as a restarted crispy would read it."""
     pods, ctrs = RecordStore(life.node.data_root).load()
-    return next(r for r in [*pods, *ctrs] if r.id == record_id)
+    records: list[ContainerRecord | SandboxRecord] = [*pods, *ctrs]
+    return next(r for r in records if r.id == record_id)
 
 
 # ---- transitions --------------------------------------------------------------
@@ -148,7 +149,8 @@ def test_removing_a_running_container_stops_it_first(tmp_path: Path) -> None:
         await life.containers.start(ctr_id)
         await life.containers.remove(ctr_id)
         assert node.runtime.containers == {}
-        assert node.runtime.monitor_of(ctr_id).gone.is_set()
+        monitor = node.runtime.monitor_of(ctr_id)
+        assert monitor is not None and monitor.gone.is_set()
         assert node.rootfs.mounted == set()
     run(tmp_path, body)
 
