@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cri.proto import api_pb2 as pb
 from runtime import exec_sync, isolated, kmount, rootfs
@@ -58,11 +58,19 @@ log = logging.getLogger("crispy.container")
 REOPEN_WAIT = 10.0
 
 
+class RootfsMounts(Protocol):
+    """Mounts a container's root (runtime/rootfs.py, the module itself, is the one the daemon uses)."""
+    def mount(self, layers: list[str], target: str, scratch: Path) -> None: ...
+
+    def unmount(self, target: str) -> None: ...
+
+
 class ContainerService:
     def __init__(self, settings: LifecycleSettings, *, index: RecordIndex, store: RecordStore,
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, images: ImageProvider,
                  runtimes: RuntimeFactory, pod_cgroups: PodCgroups, cgroups: CgroupManager | None,
-                 warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler) -> None:
+                 warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler,
+                 rootfs_mounts: RootfsMounts = rootfs) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -77,6 +85,8 @@ class ContainerService:
         self.migration_warmup = warmup
         self.exits = exits
         self.usage = usage
+        # runtime/rootfs.py on a node; tests without root stand in for overlayfs.
+        self.rootfs_mounts = rootfs_mounts
         self.state_root = settings.state_root
 
     def runtime_of(self, ctr: ContainerRecord) -> OciRuntime:
@@ -275,7 +285,7 @@ class ContainerService:
                     cgroup_driver=self.settings.cgroup_driver, target_pid_ns=target_pid_ns,
                     pids_limit=self.settings.pids_limit,
                     seccomp_default=self.settings.seccomp_default)
-                await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
+                await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
                 # The image's /etc/passwd and /etc/group are read in a thread of
                 # their own, with a deadline: whatever the image holds, this
                 # request cannot take a thread of the shared pool for good, nor
@@ -338,9 +348,10 @@ class ContainerService:
 
     async def _remove_files(self, ctr: ContainerRecord) -> None:
         state_root = self.state_root
+        unmount = self.rootfs_mounts.unmount
 
         def _rm() -> None:
-            rootfs.unmount(ctr.rootfs)
+            unmount(ctr.rootfs)
             if os.path.exists(ctr.bundle):
                 if kmount.mounts_under(ctr.bundle):
                     raise OSError(f"{ctr.bundle} still has mounts")

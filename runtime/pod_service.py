@@ -48,6 +48,9 @@ log = logging.getLogger("crispy.sandbox")
 
 SHM_SIZE = 64 * 1024 * 1024  # Docker's and containerd's default pod /dev/shm
 
+# Makes and pins a pod's namespaces (runtime/namespaces.py `create` on a node).
+NamespaceMaker = Callable[[Path, namespaces.NamespaceRequest], Awaitable[namespaces.PodNamespaces]]
+
 
 class _Undo:
     def __init__(self) -> None:
@@ -68,7 +71,8 @@ class PodService:
     def __init__(self, settings: LifecycleSettings, *, index: RecordIndex, store: RecordStore,
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, network: PodNetwork,
                  handlers: RuntimeHandlers, pod_cgroups: PodCgroups, warmup: MigrationWarmup | None,
-                 containers: ContainerService, usage: UsageSampler) -> None:
+                 containers: ContainerService, usage: UsageSampler,
+                 make_namespaces: NamespaceMaker = namespaces.create) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -81,6 +85,8 @@ class PodService:
         self.migration_warmup = warmup
         self.containers = containers
         self.usage = usage
+        # Tests without root stand in for the kernel's namespaces here.
+        self.make_namespaces = make_namespaces
         self.state_root = settings.state_root
 
     # ---- the RPCs ---------------------------------------------------------
@@ -175,7 +181,7 @@ class PodService:
             # waits for the slowest instead of their sum. Each that succeeded
             # registers its undo even when another failed.
             shm_path = "" if rec.host_ipc else str(pod_dir / "shm")
-            ns_step = asyncio.ensure_future(namespaces.create(pod_dir, ns_req))
+            ns_step = asyncio.ensure_future(self.make_namespaces(pod_dir, ns_req))
             cgroup_step = asyncio.ensure_future(self.pod_cgroups.create(rec, config.linux.cgroup_parent))
             # Moving a process between v1 cgroups waits for an RCU grace period
             # (often 10 ms); nothing else needs it, so it starts as soon as the

@@ -9,7 +9,7 @@ import logging
 import time
 from pathlib import Path
 
-from runtime import namespaces, pod_intent, private_dirs
+from runtime import pod_intent, private_dirs
 from runtime.container_service import ContainerService
 from runtime.errors import Internal
 from runtime.exits import ExitWatcher, exit_file, read_container_pid, read_exit
@@ -94,7 +94,7 @@ class StartupRecovery:
         if not ctr.pid:
             # Recorded during the create, before the runtime wrote its pid file.
             ctr.pid = await asyncio.to_thread(read_container_pid, ctr)
-        alive = bool(ctr.conmon_pid) and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time
+        alive = self._exits.monitor_alive(ctr)
         exit_recorded = False
         if not alive:
             exit_recorded = (await asyncio.to_thread(read_exit, exit_file(ctr)))[0] is not None
