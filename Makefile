@@ -13,7 +13,7 @@ PROTO  := cri/proto/api.proto
 STUBS  := cri/proto/api_pb2.py cri/proto/api_pb2_grpc.py cri/proto/api_pb2.pyi
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv proto proto-check lint run test unit integration critest bench clean
+.PHONY: all deps venv proto proto-check lint run test unit integration tools critest bench clean
 
 all: venv
 
@@ -59,11 +59,17 @@ lint: venv
 test: deps venv proto-check lint
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
+# tests/unit needs no root and no installed runtime; tests/integration runs
+# the real crun/runc, conmon, CNI plugins and a registry; tests/tools checks
+# the bench and critest harnesses.
 unit: venv
-	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 integration: deps venv
-	$(PY) -m pytest -q -m integration $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+tools: deps venv
+	$(PY) -m pytest -q tests/tools $(PYTEST_ARGS)
 
 # ARGS go to critest, e.g. ARGS="--ginkgo.focus='Image Manager'"; see critest/README.md.
 critest: deps venv

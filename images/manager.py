@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, AsyncIterator, Callable
 
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from images import owner, reference
@@ -33,6 +33,7 @@ from images.image_store import ImageRecord, ImageStore
 from images.layer_limits import LayerLimits
 from images.manifest import parse_config
 from images.platform import Platform, host_platform
+from images.registry.auth import AuthConfigLike
 from images.registry.puller import Puller
 from images.snapshots import SnapshotStore, disk_usage
 from runtime import private_dirs
@@ -44,15 +45,6 @@ __all__ = ["ImageManager", "ImageRecord", "AuthConfigLike", "FsUsage"]
 
 # ImageFsInfo may be polled often; walking a big store each time is waste.
 USAGE_CACHE_S = 5.0
-
-
-class AuthConfigLike(Protocol):
-    username: str
-    password: str
-    auth: str
-    server_address: str
-    identity_token: str
-    registry_token: str
 
 
 class FsUsage:

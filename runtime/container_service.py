@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cri.proto import api_pb2 as pb
 from runtime import exec_sync, isolated, kmount, rootfs
@@ -48,7 +48,7 @@ from runtime.pod_view import is_ready
 from runtime.reservations import Reservations, container_key, container_key_of, request_digest
 from runtime.oci.factory import RuntimeFactory
 from runtime.settings import LifecycleSettings
-from runtime.states import ContainerState, set_container_state
+from runtime.states import ContainerState
 from runtime.store import ContainerRecord, RecordStore
 from runtime.usage import UsageSampler
 
@@ -58,11 +58,19 @@ log = logging.getLogger("crispy.container")
 REOPEN_WAIT = 10.0
 
 
+class RootfsMounts(Protocol):
+    """Mounts a container's root (runtime/rootfs.py, the module itself, is the one the daemon uses)."""
+    def mount(self, layers: list[str], target: str, scratch: Path) -> None: ...
+
+    def unmount(self, target: str) -> None: ...
+
+
 class ContainerService:
     def __init__(self, settings: LifecycleSettings, *, index: RecordIndex, store: RecordStore,
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, images: ImageProvider,
                  runtimes: RuntimeFactory, pod_cgroups: PodCgroups, cgroups: CgroupManager | None,
-                 warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler) -> None:
+                 warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler,
+                 rootfs_mounts: RootfsMounts = rootfs) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -77,6 +85,8 @@ class ContainerService:
         self.migration_warmup = warmup
         self.exits = exits
         self.usage = usage
+        # runtime/rootfs.py on a node; tests without root stand in for overlayfs.
+        self.rootfs_mounts = rootfs_mounts
         self.state_root = settings.state_root
 
     def runtime_of(self, ctr: ContainerRecord) -> OciRuntime:
@@ -277,7 +287,7 @@ class ContainerService:
                     cgroup_driver=self.settings.cgroup_driver, target_pid_ns=target_pid_ns,
                     pids_limit=self.settings.pids_limit,
                     seccomp_default=self.settings.seccomp_default)
-                await asyncio.to_thread(rootfs.mount, layers, str(root), scratch)
+                await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
                 # The image's /etc/passwd and /etc/group are read in a thread of
                 # their own, with a deadline: whatever the image holds, this
                 # request cannot take a thread of the shared pool for good, nor
@@ -341,9 +351,10 @@ class ContainerService:
 
     async def _remove_files(self, ctr: ContainerRecord) -> None:
         state_root = self.state_root
+        unmount = self.rootfs_mounts.unmount
 
         def _rm() -> None:
-            rootfs.unmount(ctr.rootfs)
+            unmount(ctr.rootfs)
             if os.path.exists(ctr.bundle):
                 if kmount.mounts_under(ctr.bundle):
                     raise OSError(f"{ctr.bundle} still has mounts")
@@ -380,17 +391,19 @@ class ContainerService:
             await self.exits.wait(ctr, 5.0)
             ctr.reason, ctr.message = "StartError", e.message
             if ctr.state != ContainerState.EXITED:
-                set_container_state(ctr, ContainerState.EXITED, at=time.time_ns(), exit_code=128)
-            await self.store.save(ctr)
+                await self.store.move_container(ctr, ContainerState.EXITED, at=time.time_ns(), exit_code=128)
+            else:
+                await self.store.save(ctr)
             raise
         crashpoint("ctr.start.after_runtime_start")
         if ctr.state == ContainerState.CREATED:
-            set_container_state(ctr, ContainerState.RUNNING, at=started)
+            await self.store.move_container(ctr, ContainerState.RUNNING, at=started)
         else:
+            # Its exit was recorded first: only the start time is news.
             ctr.started_at = started
             if ctr.finished_at < started:
                 ctr.finished_at = started
-        await self.store.save(ctr)
+            await self.store.save(ctr)
         crashpoint("ctr.start.after_record_save")
 
     # ---- stop / remove ----------------------------------------------------------

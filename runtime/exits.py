@@ -15,12 +15,14 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Protocol
 
-from runtime import conmon, namespaces
+from runtime.oci import conmon
 from runtime.cgroups import CgroupManager
 from runtime.errors import Internal
 from runtime.index import RecordIndex
 from runtime.oci.interface import OciRuntime
+from runtime.procfs import process_start_time
 from runtime.reservations import Reservations, container_key_of
 from runtime.oci.factory import RuntimeFactory
 from runtime.states import ContainerState, set_container_state
@@ -81,14 +83,49 @@ async def readable(fd: int, timeout: float | None = None) -> bool:
         loop.remove_reader(fd)
 
 
+class Monitors(Protocol):
+    """A container's monitor (conmon) as a process. Tests without root stand
+    in for conmon here."""
+
+    def alive(self, pid: int, start_time: int) -> bool:
+        """Whether the monitor started as (`pid`, `start_time`) still runs."""
+
+    async def wait_gone(self, pid: int, start_time: int) -> None:
+        """Returns once that monitor has ended (at once if it has already)."""
+
+
+class ConmonProcesses:
+    """The monitors as processes on this node. A pid alone could name a
+    later process; its start time (ticks since boot) tells them apart."""
+
+    def alive(self, pid: int, start_time: int) -> bool:
+        return bool(pid) and process_start_time(pid) == start_time
+
+    async def wait_gone(self, pid: int, start_time: int) -> None:
+        try:
+            fd = os.pidfd_open(pid) if pid else -1
+        except (ProcessLookupError, OSError):
+            fd = -1
+        try:
+            # Checked after opening the pidfd: a pid reused since then would not
+            # be the process the pidfd refers to.
+            if fd >= 0 and process_start_time(pid) == start_time:
+                await readable(fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
 class ExitWatcher:
     def __init__(self, index: RecordIndex, store: RecordStore, runtimes: RuntimeFactory,
-                 cgroups: CgroupManager | None, reservations: Reservations) -> None:
+                 cgroups: CgroupManager | None, reservations: Reservations,
+                 monitors: Monitors | None = None) -> None:
         self._index = index
         self._store = store
         self._runtimes = runtimes
         self._cgroups = cgroups
         self._reservations = reservations
+        self._monitors: Monitors = monitors if monitors is not None else ConmonProcesses()
         # Per container: the task watching its conmon, and an event set once
         # its exit is recorded.
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -137,19 +174,12 @@ class ExitWatcher:
         except TimeoutError:
             return False
 
+    def monitor_alive(self, ctr: ContainerRecord) -> bool:
+        """Whether the container's conmon still runs."""
+        return self._monitors.alive(ctr.conmon_pid, ctr.conmon_start_time)
+
     async def _watch(self, ctr: ContainerRecord) -> None:
-        try:
-            fd = os.pidfd_open(ctr.conmon_pid) if ctr.conmon_pid else -1
-        except (ProcessLookupError, OSError):
-            fd = -1
-        try:
-            # Checked after opening the pidfd: a pid reused since then would not
-            # be the process the pidfd refers to.
-            if fd >= 0 and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time:
-                await readable(fd)
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        await self._monitors.wait_gone(ctr.conmon_pid, ctr.conmon_start_time)
         await self.record_exit(ctr)
 
     async def record_exit(self, ctr: ContainerRecord) -> None:

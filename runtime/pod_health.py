@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from runtime import namespaces
 from runtime.index import RecordIndex
 from runtime.pod_view import pinned_of
-from runtime.states import PodState, set_pod_state
+from runtime.states import PodState
 from runtime.store import RecordStore, SandboxRecord
 
 log = logging.getLogger("crispy.pods")
@@ -164,10 +164,9 @@ class PodHealth:
     async def mark_not_ready(self, rec: SandboxRecord, reason: str) -> None:
         if rec.state != PodState.READY or rec.id not in self._index.sandboxes:
             return
-        set_pod_state(rec, PodState.NOT_READY)
         self.untrack(rec.id)
         log.warning("pod sandbox is not ready any more: " + reason, extra={"fields": {"id": rec.id}})
-        await self._store.save(rec)
+        await self._store.move_pod(rec, PodState.NOT_READY)
         pinned = pinned_of(rec)
         if pinned.infra_pid and not namespaces.infra_alive(pinned):
             # Collects the infra's exit if it was our child (a zombie

@@ -48,6 +48,9 @@ log = logging.getLogger("crispy.sandbox")
 
 SHM_SIZE = 64 * 1024 * 1024  # Docker's and containerd's default pod /dev/shm
 
+# Makes and pins a pod's namespaces (runtime/namespaces.py `create` on a node).
+NamespaceMaker = Callable[[Path, namespaces.NamespaceRequest], Awaitable[namespaces.PodNamespaces]]
+
 
 class _Undo:
     def __init__(self) -> None:
@@ -69,7 +72,8 @@ class PodService:
     def __init__(self, settings: LifecycleSettings, *, index: RecordIndex, store: RecordStore,
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, network: PodNetwork,
                  handlers: RuntimeHandlers, pod_cgroups: PodCgroups, warmup: MigrationWarmup | None,
-                 containers: ContainerService, usage: UsageSampler) -> None:
+                 containers: ContainerService, usage: UsageSampler,
+                 make_namespaces: NamespaceMaker = namespaces.create) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -82,6 +86,8 @@ class PodService:
         self.migration_warmup = warmup
         self.containers = containers
         self.usage = usage
+        # Tests without root stand in for the kernel's namespaces here.
+        self.make_namespaces = make_namespaces
         self.state_root = settings.state_root
 
     # ---- the RPCs ---------------------------------------------------------
@@ -176,7 +182,7 @@ class PodService:
             # waits for the slowest instead of their sum. Each that succeeded
             # registers its undo even when another failed.
             shm_path = "" if rec.host_ipc else str(pod_dir / "shm")
-            ns_step = asyncio.ensure_future(namespaces.create(pod_dir, ns_req))
+            ns_step = asyncio.ensure_future(self.make_namespaces(pod_dir, ns_req))
             cgroup_step = asyncio.ensure_future(self.pod_cgroups.create(rec, config.linux.cgroup_parent))
             # Moving a process between v1 cgroups waits for an RCU grace period
             # (often 10 ms); nothing else needs it, so it starts as soon as the
@@ -271,6 +277,8 @@ class PodService:
             # NOT_READY from the first step on (the network may be gone before
             # the record is saved at the end), and after a crash in between too.
             _mark_stopping(rec)
+            # Not saved yet: the `stopping` file is this step's mark on disk,
+            # and the record is saved once, at the end of the stop.
             set_pod_state(rec, PodState.NOT_READY)
         # kubelet has normally stopped each container with its own grace period
         # already; stragglers get the stop signal and runtime.default_stop_timeout,
@@ -288,9 +296,8 @@ class PodService:
             crashpoint("pod.stop.after_cni_del")
             rec.network_status = None
         await namespaces.kill_infra(pinned_of(rec))
-        set_pod_state(rec, PodState.NOT_READY)
         crashpoint("pod.stop.before_record")
-        await self.store.save(rec)
+        await self.store.move_pod(rec, PodState.NOT_READY)
 
     async def _remove(self, rec: SandboxRecord) -> None:
         if rec.state == PodState.READY or rec.network_status is not None:

@@ -9,7 +9,7 @@ import logging
 import time
 from pathlib import Path
 
-from runtime import namespaces, pod_intent, private_dirs
+from runtime import pod_intent, private_dirs
 from runtime.container_service import ContainerService
 from runtime.errors import Internal
 from runtime.exits import ExitWatcher, exit_file, read_container_pid, read_exit
@@ -21,7 +21,7 @@ from runtime.oci.factory import RuntimeFactory
 from runtime.reservations import Reservations, container_key_of, pod_key_of
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings
-from runtime.states import ContainerState, PodState, set_container_state
+from runtime.states import ContainerState, PodState
 from runtime.store import ContainerRecord, RecordStore
 
 log = logging.getLogger("crispy.pods")
@@ -94,7 +94,7 @@ class StartupRecovery:
         if not ctr.pid:
             # Recorded during the create, before the runtime wrote its pid file.
             ctr.pid = await asyncio.to_thread(read_container_pid, ctr)
-        alive = bool(ctr.conmon_pid) and namespaces.process_start_time(ctr.conmon_pid) == ctr.conmon_start_time
+        alive = self._exits.monitor_alive(ctr)
         exit_recorded = False
         if not alive:
             exit_recorded = (await asyncio.to_thread(read_exit, exit_file(ctr)))[0] is not None
@@ -108,8 +108,7 @@ class StartupRecovery:
             # reported not running and a retried StartContainer would fail on a
             # running process. The moment it started is lost; the time it is
             # found running stands in.
-            set_container_state(ctr, ContainerState.RUNNING, at=time.time_ns())
-            await self._store.save(ctr)
+            await self._store.move_container(ctr, ContainerState.RUNNING, at=time.time_ns())
             log.warning("container was started just before crispy stopped; recorded as running now",
                         extra={"fields": {"id": ctr.id}})
             self._exits.watch(ctr)

@@ -1,6 +1,6 @@
 """What start-up does with a container crispy finds recorded, decided from
 its record's state and what is observed on the node. Pure, so every case
-is tested without root (tests/test_recovery_decisions.py)."""
+is tested without root (tests/unit/test_recovery_decisions.py)."""
 
 from __future__ import annotations
 

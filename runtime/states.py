@@ -4,8 +4,11 @@ says which change of state is legal.
 Every lifecycle step changes a record's state through `set_pod_state` or
 `set_container_state`, which check the move against the table below and
 set the fields that go with it (a container's exit code, finish time and
-reason). Saving stays with the caller, in the save it does anyway: a state
-change adds no write of its own.
+reason). `RecordStore.move_pod` and `move_container` (runtime/store.py) do
+that and save, in one step; the bare setters remain for the two places that
+save later on purpose: StopPodSandbox marks its pod NOT_READY in memory at
+its first step (its `stopping` file is the mark on disk) and saves at the
+end, and the exit watcher saves only records still in the index.
 
 The values are the strings records have always held on disk, and the enums
 are `StrEnum`s so that they compare equal to them and are written as them.
@@ -14,12 +17,9 @@ are `StrEnum`s so that they compare equal to them and are written as them.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from runtime.errors import Internal
-
-if TYPE_CHECKING:
-    from runtime.store import ContainerRecord, SandboxRecord
 
 
 class PodState(enum.StrEnum):
@@ -52,6 +52,23 @@ CONTAINER_TRANSITIONS: dict[ContainerState, frozenset[ContainerState]] = {
 }
 
 
+class PodStateful(Protocol):
+    """What a state change touches of a pod record (runtime/store.py's
+    SandboxRecord), named here so that the states need no records."""
+    id: str
+    state: PodState
+
+
+class ContainerStateful(Protocol):
+    """What a state change touches of a container record."""
+    id: str
+    state: ContainerState
+    exit_code: int
+    started_at: int
+    finished_at: int
+    reason: str
+
+
 def pod_can_move(current: PodState, new: PodState) -> bool:
     return new in POD_TRANSITIONS[current]
 
@@ -60,7 +77,7 @@ def container_can_move(current: ContainerState, new: ContainerState) -> bool:
     return new in CONTAINER_TRANSITIONS[current]
 
 
-def set_pod_state(rec: "SandboxRecord", new: PodState) -> None:
+def set_pod_state(rec: PodStateful, new: PodState) -> None:
     """Callers check the state first (each step knows what it acts on), so
     an illegal move here is crispy's own bug, not the client's."""
     current = PodState(rec.state)
@@ -69,7 +86,7 @@ def set_pod_state(rec: "SandboxRecord", new: PodState) -> None:
     rec.state = new
 
 
-def set_container_state(ctr: "ContainerRecord", new: ContainerState, *, at: int = 0,
+def set_container_state(ctr: ContainerStateful, new: ContainerState, *, at: int = 0,
                         exit_code: int | None = None, reason: str | None = None) -> None:
     """`at` (ns since the epoch): when the container started (RUNNING) or
     ended (EXITED). Moving to EXITED needs its exit code."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from runtime import atomicfile, private_dirs
-from runtime.states import ContainerState, PodState
+from runtime.states import ContainerState, PodState, set_container_state, set_pod_state
 
 log = logging.getLogger("crispy.store")
 
@@ -183,6 +183,19 @@ class RecordStore:
                 await asyncio.to_thread(atomicfile.write_bytes, path, data)
             else:
                 await asyncio.to_thread(_then_write, before, path, data)
+
+    async def move_pod(self, rec: SandboxRecord, new: PodState) -> None:
+        """A pod's change of state, checked (runtime/states.py), made and
+        saved in one step."""
+        set_pod_state(rec, new)
+        await self.save(rec)
+
+    async def move_container(self, ctr: ContainerRecord, new: ContainerState, *, at: int = 0,
+                             exit_code: int | None = None, reason: str | None = None) -> None:
+        """A container's change of state, checked, made (with the fields that
+        go with it) and saved in one step."""
+        set_container_state(ctr, new, at=at, exit_code=exit_code, reason=reason)
+        await self.save(ctr)
 
     async def delete(self, record: SandboxRecord | ContainerRecord) -> None:
         directory = self.pods_dir if isinstance(record, SandboxRecord) else self.containers_dir

@@ -12,8 +12,8 @@ inventory: mounts, processes, namespace pins, cgroups, IPAM reservations,
 bridge ports, iptables rules and state files that belong to the rig.
 
 Test modules parametrize over step names: pod and pull steps in
-tests/test_crash_pods.py, container steps and the faults (conmon, infra,
-namespace pin) in tests/test_crash_containers.py.
+tests/integration/test_crash_pods.py, container steps and the faults (conmon, infra,
+namespace pin) in tests/integration/test_crash_containers.py.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import grpc
 from cri.client import CRIClient
 from tests.daemon_proc import DaemonProcess, tmp_base
 from tests.pods_fixtures import leftover_cgroups, leftover_mounts, leftover_processes, start_pod_daemon
-from tests.test_cni_integration import CNI_BIN, SHARED_CHAINS, PodNet, iptables_rules
+from tests.integration.test_cni_integration import CNI_BIN, SHARED_CHAINS, PodNet, iptables_rules
 
 ENV = "CRISPY_CRASH_AT"
 

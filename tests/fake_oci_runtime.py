@@ -1,6 +1,6 @@
 """An in-memory OCI runtime for tests that run without root: the whole
 `runtime.oci.interface.OciRuntime`, no conmon, no processes for
-containers. tests/test_oci_contract.py holds it to the contract runc
+containers. tests/integration/test_oci_contract.py holds it to the contract runc
 keeps where callers depend on it (states, kill's answer, idempotent delete).
 
 Failures to inject, set on the instance:

@@ -7,12 +7,13 @@ protobuf out."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from google.protobuf import json_format
 
 from runtime.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
+from cri.servicers.node import Node
 from cri.servicers.filters import labels_match
 from cri.servicers.stats import container_stats
 from cri.servicers.summary_cache import SummaryCache
@@ -21,8 +22,6 @@ from runtime.container_config import verbose_info
 from runtime.states import ContainerState
 from runtime.store import ContainerRecord
 
-if TYPE_CHECKING:
-    from cri.daemon import Daemon
 
 _STATES = {ContainerState.CREATED: pb.CONTAINER_CREATED, ContainerState.RUNNING: pb.CONTAINER_RUNNING,
            ContainerState.EXITED: pb.CONTAINER_EXITED, ContainerState.UNKNOWN: pb.CONTAINER_UNKNOWN}
@@ -90,7 +89,7 @@ def matches(ctr: ContainerRecord, f: pb.ContainerFilter) -> bool:
 
 
 class ContainerRPCs:
-    daemon: "Daemon"
+    daemon: Node
     # Only the state of a listed container changes after CreateContainer.
     container_summaries: SummaryCache[ContainerRecord, pb.Container]
 

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
+from cri.servicers.node import Node
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
     from images.image_store import ImageRecord
 
 STREAM_CHUNK = 100
@@ -36,7 +36,7 @@ def to_pb(rec: "ImageRecord", pinned: bool = False) -> pb.Image:
 
 
 class ImageServicer:
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
 
     async def _filtered(self, request: Any) -> list["ImageRecord"]:

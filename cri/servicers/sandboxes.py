@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
+from cri.servicers.node import Node
 from cri.servicers.filters import labels_match
 from cri.servicers.stats import container_stats, pod_sandbox_stats
 from cri.servicers.summary_cache import SummaryCache
@@ -18,8 +19,6 @@ from runtime.pod_view import pod_ips, verbose_info
 from runtime.states import ContainerState, PodState
 from runtime.store import SandboxRecord
 
-if TYPE_CHECKING:
-    from cri.daemon import Daemon
 
 _STATES = {PodState.READY: pb.SANDBOX_READY, PodState.NOT_READY: pb.SANDBOX_NOTREADY}
 _MODES = {"pod": pb.POD, "container": pb.CONTAINER, "node": pb.NODE, "target": pb.TARGET}
@@ -61,7 +60,7 @@ def matches(rec: SandboxRecord, f: pb.PodSandboxFilter) -> bool:
 
 
 class SandboxRPCs:
-    daemon: "Daemon"
+    daemon: Node
     # Only the state of a listed pod changes after RunPodSandbox.
     sandbox_summaries: SummaryCache[SandboxRecord, pb.PodSandbox]
 
@@ -121,7 +120,7 @@ class SandboxRPCs:
         return reply
 
 
-async def _pod_stats(daemon: "Daemon", rec: SandboxRecord) -> pb.PodSandboxStats:
+async def _pod_stats(daemon: Node, rec: SandboxRecord) -> pb.PodSandboxStats:
     usage = await daemon.usage.pod_usage(rec)
     interfaces = await daemon.usage.pod_network_usage(rec)
     containers = [container_stats(ctr, await daemon.usage.container_usage(ctr))

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cri.proto import api_pb2 as pb
+from cri.servicers.node import Node
 
-if TYPE_CHECKING:
-    from cri.daemon import Daemon
 
 RUNTIME_NAME = "crispy"
 RUNTIME_API_VERSION = "v1"
 
 
 class StatusRPCs:
-    daemon: "Daemon"
+    daemon: Node
 
     async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
         return pb.VersionResponse(

@@ -3,15 +3,14 @@ the streaming server (cri/streaming/server.py), which does the work."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
+from runtime.errors import InvalidArgument, ResourceExhausted
 from cri.proto import api_pb2 as pb
+from cri.servicers.node import Node
 from cri.streaming.tokens import TooManyInFlight
 from cri.validation import check_request
 
-if TYPE_CHECKING:
-    from cri.daemon import Daemon
 
 
 def check_stdio(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:
@@ -22,13 +21,12 @@ def check_stdio(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:
 
 
 class StreamingRPCs:
-    daemon: "Daemon"
+    daemon: Node
 
     def _streaming(self) -> Any:
-        server = getattr(self.daemon, "streaming", None)
-        if server is None:
-            raise Unavailable("the streaming server is not running")
-        return server
+        # The server listens before the CRI socket does (Daemon.start), so
+        # every call here finds it running.
+        return self.daemon.streaming
 
     def _issue(self, kind: str, request: Any) -> str:
         try:

@@ -10,9 +10,20 @@ import binascii
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlencode
 
 from runtime.errors import InvalidArgument
+
+
+class AuthConfigLike(Protocol):
+    """The credentials a PullImage request carries (CRI's AuthConfig)."""
+    username: str
+    password: str
+    auth: str
+    server_address: str
+    identity_token: str
+    registry_token: str
 
 
 @dataclass(frozen=True)

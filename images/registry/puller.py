@@ -15,7 +15,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from runtime.errors import CrispyError, ResourceExhausted
 from images import manifest as mf
@@ -24,19 +26,36 @@ from images.archive_import import ImportedImage, LayerBlob
 from images.digests import ContentMismatch, chain_ids
 from images.image_store import ImageRecord
 from images.platform import select_manifest
-from images.registry.auth import Credentials, credentials_from, pull_scope
+from images.snapshots import SnapshotStore
+from images.content_store import ContentStore
+from images.platform import Platform
+from images.registry.auth import AuthConfigLike, Credentials, credentials_from, pull_scope
 from images.registry.client import RegistryClient, Target
 from images.registry.hosts import configured_credentials, endpoints_for
 from images.registry.shared import SharedWork
 from images.registry.slots import DownloadSlots
 from runtime.crashpoints import crashpoint
 
-if TYPE_CHECKING:
-    from images.manager import AuthConfigLike, ImageManager
-
 log = logging.getLogger("crispy.images.pull")
 
 PROGRESS_INTERVAL_S = 5.0
+
+
+class PullDestination(Protocol):
+    """Where a pull puts what it fetches: images/manager.py's ImageManager,
+    named by what the puller uses so that the registry side does not
+    import the manager that owns it."""
+    config: Any  # the daemon's configuration: its `registries`
+    images_cfg: Any  # its [images] table
+    platform: Platform
+    content: ContentStore
+    snapshots: SnapshotStore
+
+    def lease(self) -> AbstractAsyncContextManager[None]: ...
+
+    async def unpack_layer(self, chain_id: str, layer_digest: str, diff_id: str) -> Path: ...
+
+    async def commit(self, img: ImportedImage, pinned: bool = False) -> ImageRecord: ...
 
 
 @dataclass
@@ -66,7 +85,7 @@ class Progress:
                 "mb_per_s": round(self.done / elapsed / 1e6, 2), "elapsed_s": round(elapsed, 1)}
 
 
-def _request_credentials(auth: "AuthConfigLike | None", domain: str) -> Credentials | None:
+def _request_credentials(auth: AuthConfigLike | None, domain: str) -> Credentials | None:
     if auth is None:
         return None
     creds = credentials_from(auth.username, auth.password, auth.auth, auth.identity_token, auth.registry_token)
@@ -85,7 +104,7 @@ def _request_credentials(auth: "AuthConfigLike | None", domain: str) -> Credenti
 
 
 class Puller:
-    def __init__(self, images: "ImageManager") -> None:
+    def __init__(self, images: PullDestination) -> None:
         self.images = images
         cfg = images.images_cfg
         self.client = RegistryClient(cfg.pull_stall_timeout, min_rate=cfg.pull_min_rate,
@@ -97,14 +116,14 @@ class Puller:
     async def close(self) -> None:
         await self.client.close()
 
-    async def pull(self, ref_str: str, auth: "AuthConfigLike | None") -> ImageRecord:
+    async def pull(self, ref_str: str, auth: AuthConfigLike | None) -> ImageRecord:
         ref = reference.parse(ref_str)
         key = str(ref)
         if self._pulls.running(key):
             log.info("joining a pull already under way", extra={"fields": {"ref": key}})
         return await self._pulls.join(key, lambda: self._pull(ref, auth))
 
-    def _targets(self, ref: reference.Reference, auth: "AuthConfigLike | None") -> list[Target]:
+    def _targets(self, ref: reference.Reference, auth: AuthConfigLike | None) -> list[Target]:
         registries = self.images.config.registries
         req_creds = _request_credentials(auth, ref.domain)
         out = []
@@ -116,7 +135,7 @@ class Puller:
             out.append(Target(ep, creds, pull_scope(ref.path)))
         return out
 
-    async def _pull(self, ref: reference.Reference, auth: "AuthConfigLike | None") -> ImageRecord:
+    async def _pull(self, ref: reference.Reference, auth: AuthConfigLike | None) -> ImageRecord:
         targets = self._targets(ref, auth)
         progress = Progress(str(ref))
         reporter = asyncio.ensure_future(self._report(progress))

@@ -2,7 +2,7 @@
 start, kill, delete, state, exec and update, with all runtime state under
 crispy's state root (`--root`), never the runtime's default /run/runc or
 /run/crun. `create` runs under conmon, so that conmon is the parent of the
-container process (runtime/conmon.py); the bundle's `attach` socket and
+container process (runtime/oci/conmon.py); the bundle's `attach` socket and
 `ctl` FIFO are conmon's too.
 
 `CliRuntime` is what an unknown binary gets; runc.py and crun.py add what
@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime import conmon
+from runtime.oci import conmon
 from runtime.oci.interface import (
     Created,
     CreateParams,

@@ -19,7 +19,7 @@ from runtime.errors import FailedPrecondition, NotFound
 from runtime.stream_io import ExecIO, InputPipe, TerminalSize
 from runtime import attach, port_forward
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Sink:

@@ -136,7 +136,7 @@ def test_daemon_killed_mid_pull_leaves_no_image_and_resumes(daemon_base: Path):
     import signal
     import time
 
-    from tests.images.stub_registry import StubRegistry
+    from tests.stub_registry import StubRegistry
     from tests.registry import LocalRegistry
     big = ib.make_layer({"big": ib.File(os.urandom(3_000_000))})
     img = ib.build_image([ib.make_layer(ib.busybox_entries()), big], compression="none")

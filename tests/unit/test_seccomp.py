@@ -20,7 +20,7 @@ def test_default_profile_is_valid_and_shipped():
     seccomp.validate(profile, "default")
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
     # pyproject's package data must carry it into wheels.
-    assert 'runtime = ["*.json"]' in (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert 'runtime = ["*.json"]' in (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
 
 
 def _allowed_names(oci: dict) -> set[str]:

@@ -19,7 +19,7 @@ from runtime import libc
 from tests import imagebuild as ib
 from tests.registry import LocalRegistry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs in its own process: mallopt changes the whole process, and the fault
 # count must be the pull's alone.

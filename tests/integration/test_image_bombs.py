@@ -24,7 +24,7 @@ from images.holes import STRIDE, write_skipping_zeros
 from images.layer_limits import LayerLimits, LayerTooBig
 from images.unpack import BadLayer, unpack_layer
 from tests import imagebuild as ib
-from tests.test_image_unpack import _blob
+from tests.integration.test_image_unpack import _blob
 
 GiB = 1 << 30
 MiB = 1 << 20

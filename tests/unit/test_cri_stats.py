@@ -1,5 +1,5 @@
 """cri.servicers.stats: usage records in, CRI stats messages out, without a
-daemon (tests/test_container_resources.py checks the same RPCs on real
+daemon (tests/integration/test_container_resources.py checks the same RPCs on real
 cgroups and layers)."""
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import AlreadyExists, Internal, InvalidArgument
-from runtime import conmon, cri_log, namespaces, pod_files, rootfs
+from runtime import cri_log, namespaces, pod_files, rootfs
+from runtime.oci import conmon
 from runtime.oci.cli import _clean
 from runtime.oci.crun import CrunRuntime
 from runtime.oci.runc import RuncRuntime

@@ -12,7 +12,7 @@ from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import cdi
 from runtime.oci_spec import build_spec
-from tests.test_oci_spec import request, rootfs  # noqa: F401 - fixture
+from tests.unit.test_oci_spec import request, rootfs  # noqa: F401 - fixture
 
 VENDOR = {
     "cdiVersion": "0.6.0",

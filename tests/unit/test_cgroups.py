@@ -13,7 +13,7 @@ from runtime.cgroups import (V1Manager, V2Manager, fs_path, open_layout, shares_
                              weight_to_shares)
 from runtime.host import CgroupLayout
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def write_tree(base: Path, files: dict[str, str]) -> None:

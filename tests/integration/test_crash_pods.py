@@ -20,7 +20,7 @@ from tests.crash_harness import CrashRig
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import pod_config
 from tests.registry import REGISTRY_BIN, LocalRegistry
-from tests.test_cni_integration import CNI_BIN, PodNet, _undo_empty_new_tables, _undo_shared_chains, nft_tables, SYSCTLS
+from tests.integration.test_cni_integration import CNI_BIN, PodNet, _undo_empty_new_tables, _undo_shared_chains, nft_tables, SYSCTLS
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(f"{CNI_BIN}/portmap"),

@@ -27,7 +27,7 @@ from images.manager import ImageManager
 from images.registry.errors import PullTooSlow
 from tests import imagebuild as ib
 from tests.daemon_proc import DaemonProcess
-from tests.images.stub_registry import StubRegistry
+from tests.stub_registry import StubRegistry
 from tests.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration

@@ -3,6 +3,7 @@ pods and containers, and the fields a container's move sets."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -16,7 +17,7 @@ from runtime.states import (
     set_container_state,
     set_pod_state,
 )
-from runtime.store import ContainerRecord, SandboxRecord
+from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
 C, P = ContainerState, PodState
 
@@ -99,8 +100,26 @@ def test_nothing_outside_states_assigns_a_state() -> None:
     """The one owner of transitions: no other module of runtime/ sets `.state`."""
     import re
     from pathlib import Path
-    root = Path(__file__).resolve().parent.parent / "runtime"
+    root = Path(__file__).resolve().parents[2] / "runtime"
     assigning = re.compile(r"\.state\s*=[^=]|\.state,[^\n]*=[^=]")
     offenders = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py") if p.name not in ("states.py", "store.py")
                  for n, line in enumerate(p.read_text().splitlines(), 1) if assigning.search(line)]
     assert offenders == []
+
+
+def test_a_move_through_the_store_is_checked_made_and_saved(tmp_path) -> None:
+    store = RecordStore(tmp_path)
+    store.prepare()
+    ctr, pod = _ctr(C.CREATED), _pod(P.READY)
+
+    async def moves() -> None:
+        await store.move_container(ctr, C.RUNNING, at=7)
+        await store.move_pod(pod, P.NOT_READY)
+        with pytest.raises(Internal):
+            await store.move_container(ctr, C.CREATED)
+    asyncio.run(moves())
+    pods, ctrs = store.load()
+    assert [(c.state, c.started_at) for c in ctrs] == [(C.RUNNING, 7)]
+    assert [p.state for p in pods] == [P.NOT_READY]
+    # The refused move changed nothing, in memory or on disk.
+    assert ctr.state == C.RUNNING

@@ -20,7 +20,7 @@ from images.digests import ContentMismatch
 from images.manager import ImageManager
 from images.registry.errors import AuthenticationFailed, PullStalled, RegistryUnavailable
 from tests import imagebuild as ib
-from tests.images.stub_registry import StubRegistry
+from tests.stub_registry import StubRegistry
 from tests.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
