@@ -22,7 +22,6 @@ import grpc
 
 from cri import rpc
 from cri.config import Config
-from runtime.errors import InvalidArgument
 from cri.limits import MAX_MESSAGE_BYTES
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
@@ -35,17 +34,18 @@ from runtime.cgroups import open_layout
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.cni import CniNetwork, invoke
 from runtime.container_service import ContainerService
+from runtime.errors import InvalidArgument
 from runtime.exits import ExitWatcher
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks
 from runtime.network import PodNetwork
+from runtime.oci.factory import RuntimeFactory
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_health import PodHealth
 from runtime.pod_service import PodService
 from runtime.recovery import StartupRecovery
 from runtime.reservations import Reservations
-from runtime.oci.factory import RuntimeFactory
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings
 from runtime.store import RecordStore

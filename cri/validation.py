@@ -15,9 +15,9 @@ from typing import Any, Sequence
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from runtime.errors import InvalidArgument, ResourceExhausted
 from cri.limits import MAX_MESSAGE_BYTES, MAX_OBJECT_METADATA_BYTES
 from cri.proto import api_pb2 as pb
+from runtime.errors import InvalidArgument, ResourceExhausted
 
 _SHOWN_KEY = 64  # characters of a map key quoted in an error
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from runtime.errors import InvalidArgument
 from images import manifest as mf
 from images.content_store import ContentStore
 from images.digests import ContentMismatch, hex_of, sha256_of, verify
 from images.platform import Platform, select_manifest
 from images.reference import Reference, try_parse
+from runtime.errors import InvalidArgument
 
 log = logging.getLogger("crispy.images.import")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 
-
 from runtime.errors import CrispyError, ErrorKind
 
 

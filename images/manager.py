@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from images import owner, reference
 from images.archive_import import ArchiveReader, ImportedImage
 from images.content_store import ContentStore
@@ -38,6 +37,7 @@ from images.registry.puller import Puller
 from images.snapshots import SnapshotStore, disk_usage
 from runtime import private_dirs
 from runtime.crashpoints import crashpoint
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger("crispy.images")
 

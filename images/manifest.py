@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import FailedPrecondition, InvalidArgument
 from images.digests import ContentMismatch
 from images.reference import is_digest
+from runtime.errors import FailedPrecondition, InvalidArgument
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -23,11 +23,11 @@ from typing import BinaryIO, Iterator, cast
 
 import zstandard
 
-from runtime.errors import CrispyError, ErrorKind
 from images.digests import ContentMismatch
 from images.holes import write_skipping_zeros
 from images.layer_limits import LayerLimits, bounded
 from images.layer_stream import TarStream, decompressed
+from runtime.errors import CrispyError, ErrorKind
 
 log = logging.getLogger("crispy.images.unpack")
 

@@ -16,8 +16,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.errors import InvalidArgument
 from runtime import untrusted_files
+from runtime.errors import InvalidArgument
 
 DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 ANNOTATION_PREFIX = "cdi.k8s.io/"

@@ -39,6 +39,7 @@ from runtime.exits import KILL_WAIT, ExitWatcher
 from runtime.image_provider import ImageProvider
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks, uncancellable
+from runtime.oci.factory import RuntimeFactory
 from runtime.oci.interface import CreateParams, OciRuntime, PendingCreate
 from runtime.oci_spec import ContainerSpecRequest, exec_process_spec, resolve_user
 from runtime.pod_cgroups import PodCgroups
@@ -46,7 +47,6 @@ from runtime.pod_config import config_of, to_json
 from runtime.pod_health import PodHealth
 from runtime.pod_view import is_ready
 from runtime.reservations import Reservations, container_key, container_key_of, request_digest
-from runtime.oci.factory import RuntimeFactory
 from runtime.settings import LifecycleSettings
 from runtime.states import ContainerState
 from runtime.store import ContainerRecord, RecordStore

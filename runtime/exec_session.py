@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import Internal
 from runtime import private_dirs
+from runtime.errors import Internal
 from runtime.oci.interface import OciRuntime
 from runtime.stream_io import ExecIO, InputPipe, OutputSink, TerminalSize
 

@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from runtime.oci import conmon
 from runtime.cgroups import CgroupManager
 from runtime.errors import Internal
 from runtime.index import RecordIndex
+from runtime.oci import conmon
+from runtime.oci.factory import RuntimeFactory
 from runtime.oci.interface import OciRuntime
 from runtime.procfs import process_start_time
 from runtime.reservations import Reservations, container_key_of
-from runtime.oci.factory import RuntimeFactory
 from runtime.states import ContainerState, set_container_state
 from runtime.store import ContainerRecord, RecordStore
 

@@ -13,7 +13,6 @@ import os
 
 from runtime.libc import check, libc
 
-
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4

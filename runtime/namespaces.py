@@ -37,8 +37,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import InvalidArgument, Internal
 from runtime import kmount, procfs
+from runtime.errors import Internal, InvalidArgument
 from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
 from runtime.procfs import process_start_time
 

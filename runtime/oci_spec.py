@@ -15,10 +15,10 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import InvalidArgument, Unimplemented
 from cri.proto import api_pb2 as pb
 from runtime import capabilities, cdi, seccomp, users
 from runtime.cgroups.paths import cgroups_path
+from runtime.errors import InvalidArgument, Unimplemented
 
 __all__ = ["SandboxView", "ContainerSpecRequest", "build_spec", "resolve_user", "exec_process_spec", "cgroups_path",
            "validate_sysctls", "NodeFacts"]

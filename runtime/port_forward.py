@@ -22,7 +22,6 @@ from runtime.errors import FailedPrecondition, NotFound
 from runtime.libc import CLONE_NEWNET, check, libc
 
 
-
 def _setns(fd: int, nstype: int) -> None:
     check(libc.setns(fd, nstype), "setns")
 

@@ -15,9 +15,9 @@ from runtime.errors import Internal
 from runtime.exits import ExitWatcher, exit_file, read_container_pid, read_exit
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
+from runtime.oci.factory import RuntimeFactory
 from runtime.pod_health import PodHealth
 from runtime.recovery_decisions import Recovery, decide, needs_runtime_status
-from runtime.oci.factory import RuntimeFactory
 from runtime.reservations import Reservations, container_key_of, pod_key_of
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runtime.errors import InvalidArgument
 from runtime import kmount, private_dirs
+from runtime.errors import InvalidArgument
 
 # overlayfs takes its options from one page.
 _MAX_OPTIONS = 4000

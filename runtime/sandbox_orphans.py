@@ -24,9 +24,9 @@ from runtime import kmount, pod_intent, procfs
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.network import PodNetwork, PodNetworkStatus
+from runtime.oci.factory import RuntimeFactory
 from runtime.oci.interface import OciRuntime
 from runtime.pod_cgroups import PodCgroups
-from runtime.oci.factory import RuntimeFactory
 
 log = logging.getLogger("crispy.orphans")
 

@@ -17,8 +17,8 @@ import platform
 from importlib import resources
 from typing import Any
 
-from runtime.errors import InvalidArgument
 from runtime import untrusted_files
+from runtime.errors import InvalidArgument
 
 ACTIONS = {"SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
            "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY"}

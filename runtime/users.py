@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime import untrusted_files
+from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime.untrusted_files import resolve_in_root
 
 __all__ = ["PasswdEntry", "GroupEntry", "ResolvedUser", "resolve", "resolve_in_root", "read_passwd", "read_group",

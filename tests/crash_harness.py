@@ -31,8 +31,8 @@ import grpc
 
 from cri.client import CRIClient
 from tests.daemon_proc import DaemonProcess, tmp_base
-from tests.pods_fixtures import leftover_cgroups, leftover_mounts, leftover_processes, start_pod_daemon
 from tests.integration.test_cni_integration import CNI_BIN, SHARED_CHAINS, PodNet, iptables_rules
+from tests.pods_fixtures import leftover_cgroups, leftover_mounts, leftover_processes, start_pod_daemon
 
 ENV = "CRISPY_CRASH_AT"
 

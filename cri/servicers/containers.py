@@ -11,17 +11,16 @@ from typing import Any, cast
 
 from google.protobuf import json_format
 
-from runtime.errors import DeadlineExceeded, InvalidArgument
 from cri.proto import api_pb2 as pb
-from cri.servicers.node import Node
 from cri.servicers.filters import labels_match
+from cri.servicers.node import Node
 from cri.servicers.stats import container_stats
 from cri.servicers.summary_cache import SummaryCache
 from cri.validation import check_container_config, check_reply_size, check_request
 from runtime.container_config import verbose_info
+from runtime.errors import DeadlineExceeded, InvalidArgument
 from runtime.states import ContainerState
 from runtime.store import ContainerRecord
-
 
 _STATES = {ContainerState.CREATED: pb.CONTAINER_CREATED, ContainerState.RUNNING: pb.CONTAINER_RUNNING,
            ContainerState.EXITED: pb.CONTAINER_EXITED, ContainerState.UNKNOWN: pb.CONTAINER_UNKNOWN}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.servicers.node import Node
+from runtime.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from images.image_store import ImageRecord

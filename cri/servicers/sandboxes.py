@@ -8,17 +8,16 @@ import json
 import time
 from typing import Any
 
-from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
-from cri.servicers.node import Node
 from cri.servicers.filters import labels_match
+from cri.servicers.node import Node
 from cri.servicers.stats import container_stats, pod_sandbox_stats
 from cri.servicers.summary_cache import SummaryCache
 from cri.validation import check_pod_config, check_reply_size, check_request
+from runtime.errors import InvalidArgument
 from runtime.pod_view import pod_ips, verbose_info
 from runtime.states import ContainerState, PodState
 from runtime.store import SandboxRecord
-
 
 _STATES = {PodState.READY: pb.SANDBOX_READY, PodState.NOT_READY: pb.SANDBOX_NOTREADY}
 _MODES = {"pod": pb.POD, "container": pb.CONTAINER, "node": pb.NODE, "target": pb.TARGET}

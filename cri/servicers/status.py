@@ -8,7 +8,6 @@ from typing import Any
 from cri.proto import api_pb2 as pb
 from cri.servicers.node import Node
 
-
 RUNTIME_NAME = "crispy"
 RUNTIME_API_VERSION = "v1"
 

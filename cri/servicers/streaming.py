@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.errors import InvalidArgument, ResourceExhausted
 from cri.proto import api_pb2 as pb
 from cri.servicers.node import Node
 from cri.streaming.tokens import TooManyInFlight
 from cri.validation import check_request
-
+from runtime.errors import InvalidArgument, ResourceExhausted
 
 
 def check_stdio(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:

@@ -16,12 +16,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from runtime.errors import FailedPrecondition, Internal
 from cri.proto import api_pb2 as pb
 from runtime import attach, exec_session, oci_spec, port_forward
+from runtime.errors import FailedPrecondition, Internal
 from runtime.oci.interface import OciRuntime
-from runtime.stream_io import ExecIO
 from runtime.states import ContainerState, PodState
+from runtime.stream_io import ExecIO
 
 log = logging.getLogger("crispy.streaming")
 

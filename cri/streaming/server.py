@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from runtime.errors import CrispyError
 from cri.proto import api_pb2 as pb
 from cri.streaming import http_upgrade, portforward, remotecommand, spdy, websocket
-from cri.streaming.spdy_connection import SpdyClosed, SpdyConnection, SpdyStream
-from cri.streaming.ws_connection import ChannelStream, ConnectionClosed, WebSocketConnection, WebSocketTunnel
 from cri.streaming.backend import StreamBackend
 from cri.streaming.http_upgrade import HttpError
+from cri.streaming.spdy_connection import SpdyClosed, SpdyConnection, SpdyStream
 from cri.streaming.tokens import TokenCache
+from cri.streaming.ws_connection import ChannelStream, ConnectionClosed, WebSocketConnection, WebSocketTunnel
+from runtime.errors import CrispyError
 from runtime.stream_io import ExecIO, InputPipe
 
 log = logging.getLogger("crispy.streaming")

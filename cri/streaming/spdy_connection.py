@@ -8,8 +8,8 @@ import logging
 import time
 
 from cri.streaming import spdy
-from runtime.stream_io import InputPipe
 from cri.streaming.shutdown import close_transport
+from runtime.stream_io import InputPipe
 
 log = logging.getLogger("crispy.streaming")
 

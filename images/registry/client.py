@@ -22,15 +22,21 @@ from typing import AsyncIterator, Callable, TypeVar
 
 import httpx
 
-from runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from images.content_store import BlobWriter, ContentStore
 from images.digests import ContentMismatch
 from images.manifest import ACCEPT
 from images.registry.auth import Challenge, Credentials, Token, parse_challenges, parse_token_response, token_request
-from images.registry.errors import (AccessDenied, AuthenticationFailed, PullStalled, PullTooSlow, RegistryUnavailable,
-                                    clip)
+from images.registry.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    PullStalled,
+    PullTooSlow,
+    RegistryUnavailable,
+    clip,
+)
 from images.registry.hosts import Endpoint
 from images.registry.rate import RateGuard
+from runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 T = TypeVar("T")
 

@@ -3,7 +3,6 @@ kubelet should see."""
 
 from __future__ import annotations
 
-
 from runtime.errors import CrispyError, DeadlineExceeded, ErrorKind, Unavailable
 
 # Registry-controlled text (headers, URLs, error bodies) quoted in a message

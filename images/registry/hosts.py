@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from runtime.errors import InvalidArgument
 from images.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST
 from images.registry.auth import Credentials, credentials_from_json
+from runtime.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -14,27 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from runtime.errors import CrispyError, ResourceExhausted
 from images import manifest as mf
 from images import reference
 from images.archive_import import ImportedImage, LayerBlob
+from images.content_store import ContentStore
 from images.digests import ContentMismatch, chain_ids
 from images.image_store import ImageRecord
-from images.platform import select_manifest
-from images.snapshots import SnapshotStore
-from images.content_store import ContentStore
-from images.platform import Platform
+from images.platform import Platform, select_manifest
 from images.registry.auth import AuthConfigLike, Credentials, credentials_from, pull_scope
 from images.registry.client import RegistryClient, Target
 from images.registry.hosts import configured_credentials, endpoints_for
 from images.registry.shared import SharedWork
 from images.registry.slots import DownloadSlots
+from images.snapshots import SnapshotStore
 from runtime.crashpoints import crashpoint
+from runtime.errors import CrispyError, ResourceExhausted
 
 log = logging.getLogger("crispy.images.pull")
 

@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
 from runtime.cgroups.paths import fs_path
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 # v1 reports "no limit" as the largest page-aligned int64.
 V1_UNLIMITED = 0x7FFFFFFFFFFFF000

@@ -8,10 +8,21 @@ import logging
 import time
 from pathlib import Path
 
-from runtime.errors import InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
-from runtime.cgroups.manager import (V1_UNLIMITED, CgroupManager, CgroupStats, check_values, parse_pids,
-                                     read_flat_keyed, read_int, read_text, rmdir_tree, write, write_procs)
+from runtime.cgroups.manager import (
+    V1_UNLIMITED,
+    CgroupManager,
+    CgroupStats,
+    check_values,
+    parse_pids,
+    read_flat_keyed,
+    read_int,
+    read_text,
+    rmdir_tree,
+    write,
+    write_procs,
+)
+from runtime.errors import InvalidArgument, NotFound
 
 log = logging.getLogger("crispy.cgroups")
 

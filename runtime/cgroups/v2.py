@@ -7,10 +7,21 @@ import re
 import time
 from pathlib import Path
 
-from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from cri.proto import api_pb2 as pb
-from runtime.cgroups.manager import (CgroupManager, CgroupStats, check_values, parse_pids, read_flat_keyed, read_int,
-                                     read_psi, read_text, rmdir_tree, write, write_procs)
+from runtime.cgroups.manager import (
+    CgroupManager,
+    CgroupStats,
+    check_values,
+    parse_pids,
+    read_flat_keyed,
+    read_int,
+    read_psi,
+    read_text,
+    rmdir_tree,
+    write,
+    write_procs,
+)
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 DEFAULT_PERIOD = 100000
 INFRA_LEAF = "crispy-infra"

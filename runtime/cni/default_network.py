@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import InvalidArgument
 from runtime import atomicfile
 from runtime.cni.config import CONF_EXTENSIONS
+from runtime.errors import InvalidArgument
 
 DEFAULT_NAME = "crispy"
 DEFAULT_BRIDGE = "crispy0"

@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-
-from runtime.errors import CrispyError, ErrorKind
 from runtime.cni.config import NetworkConfigList, version_at_least
+from runtime.errors import CrispyError, ErrorKind
 
 log = logging.getLogger("crispy.cni")
 

@@ -20,13 +20,13 @@ import logging
 import os
 from typing import Any, Awaitable, Callable
 
-from runtime.errors import CrispyError, FailedPrecondition
 from runtime import atomicfile
-from runtime.crashpoints import crashpoint
 from runtime.cni import default_network, invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
 from runtime.cni.hostip import host_primary_ip
 from runtime.cni.invoke import CallArgs, PluginError
+from runtime.crashpoints import crashpoint
+from runtime.errors import CrispyError, FailedPrecondition
 from runtime.libc import CLONE_NEWNET
 from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness
 

@@ -14,9 +14,9 @@ from typing import Iterator
 
 import pytest
 
-from runtime.errors import FailedPrecondition, InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime.cgroups import ProcessGone, V1Manager, V2Manager, open_layout
+from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime.host import detect_cgroup_layout
 
 pytestmark = pytest.mark.integration

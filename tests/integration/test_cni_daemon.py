@@ -18,9 +18,9 @@ import pytest
 from cri.proto import api_pb2 as pb
 from runtime.cni import host_primary_ip
 from tests.daemon_proc import tmp_base
+from tests.integration.test_cni_integration import CNI_BIN, PodNet, host_guard, rules_of, unique_subnet  # noqa: F401
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import pod_config, remove_all_pods, start_pod_daemon
-from tests.integration.test_cni_integration import CNI_BIN, PodNet, host_guard, rules_of, unique_subnet  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not shutil.which("nsenter") or not os.path.exists(f"{CNI_BIN}/bridge"),

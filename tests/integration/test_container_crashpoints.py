@@ -20,8 +20,14 @@ from cri.proto import api_pb2 as pb
 from runtime.crashpoints import ENV
 from tests.daemon_proc import tmp_base
 from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import (cgroup_parent_for, container_config, load_image, pod_config, remove_all_pods,
-                                 start_pod_daemon)
+from tests.pods_fixtures import (
+    cgroup_parent_for,
+    container_config,
+    load_image,
+    pod_config,
+    remove_all_pods,
+    start_pod_daemon,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cri.proto import api_pb2 as pb
-from runtime.capabilities import DEFAULT_CAPABILITIES, ALL_CAPABILITIES
+from runtime.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import container_config, load_image, pod_config
 

@@ -24,13 +24,20 @@ import pytest
 from cri.proto import api_pb2 as pb
 from runtime import kmount
 from tests.crash_harness import CrashRig
-from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import container_config, load_image, wait_state
 from tests.integration.test_cni_integration import CNI_BIN
-from tests.integration.test_container_crashpoints import CREATE_POINTS, LOOP, START_POINTS, alive, assert_supervised_run, info_of
+from tests.integration.test_container_crashpoints import (
+    CREATE_POINTS,
+    LOOP,
+    START_POINTS,
+    alive,
+    assert_supervised_run,
+    info_of,
+)
 from tests.integration.test_crash_pods import crash_pod_config, net, run_pod, stop_and_remove  # noqa: F401 - net is a fixture
 from tests.integration.test_monitor_lost import wait_gone
 from tests.integration.test_pod_readiness import assert_wedge_free, wait_listed_not_ready
+from tests.pods_fixtures import *  # noqa: F403
+from tests.pods_fixtures import container_config, load_image, wait_state
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(f"{CNI_BIN}/portmap"),

@@ -17,10 +17,17 @@ import pytest
 from cri.proto import api_pb2 as pb
 from tests import imagebuild as ib
 from tests.crash_harness import CrashRig
+from tests.integration.test_cni_integration import (
+    CNI_BIN,
+    SYSCTLS,
+    PodNet,
+    _undo_empty_new_tables,
+    _undo_shared_chains,
+    nft_tables,
+)
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import pod_config
 from tests.registry import REGISTRY_BIN, LocalRegistry
-from tests.integration.test_cni_integration import CNI_BIN, PodNet, _undo_empty_new_tables, _undo_shared_chains, nft_tables, SYSCTLS
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(f"{CNI_BIN}/portmap"),

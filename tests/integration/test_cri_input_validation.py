@@ -14,9 +14,9 @@ import pytest
 
 from cri.limits import MAX_OBJECT_METADATA_BYTES
 from cri.proto import api_pb2 as pb
-from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import container_config, load_image, pod_config, start_pod_daemon, remove_all_pods
 from tests.daemon_proc import tmp_base
+from tests.pods_fixtures import *  # noqa: F403
+from tests.pods_fixtures import container_config, load_image, pod_config, remove_all_pods, start_pod_daemon
 
 pytestmark = pytest.mark.integration
 

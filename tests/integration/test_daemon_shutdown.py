@@ -22,9 +22,9 @@ import pytest
 
 from cri.proto import api_pb2 as pb
 from tests.crash_harness import CrashRig
+from tests.integration.test_cni_integration import CNI_BIN, PodNet, host_guard  # noqa: F401
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import pod_config
-from tests.integration.test_cni_integration import CNI_BIN, PodNet, host_guard  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(f"{CNI_BIN}/bridge"),

@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 
 import grpc
-
-from cri.rpc import status_for
 import pytest
 
+from cri.rpc import status_for
 from images.digests import sha256_of
 from images.holes import STRIDE, write_skipping_zeros
 from images.layer_limits import LayerLimits, LayerTooBig

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from cri.config import Config
-from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from images.digests import ContentMismatch
 from images.manager import ImageManager
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests import imagebuild as ib
 
 

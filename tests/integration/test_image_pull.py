@@ -15,13 +15,13 @@ from types import SimpleNamespace
 import pytest
 
 from cri.config import Config, RegistryHostConfig
-from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from images.digests import ContentMismatch
 from images.manager import ImageManager
 from images.registry.errors import AuthenticationFailed, PullStalled, RegistryUnavailable
+from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from tests import imagebuild as ib
-from tests.stub_registry import StubRegistry
 from tests.registry import LocalRegistry
+from tests.stub_registry import StubRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -136,8 +136,8 @@ def test_daemon_killed_mid_pull_leaves_no_image_and_resumes(daemon_base: Path):
     import signal
     import time
 
-    from tests.stub_registry import StubRegistry
     from tests.registry import LocalRegistry
+    from tests.stub_registry import StubRegistry
     big = ib.make_layer({"big": ib.File(os.urandom(3_000_000))})
     img = ib.build_image([ib.make_layer(ib.busybox_entries()), big], compression="none")
     big_digest = ib.digest_of(big)

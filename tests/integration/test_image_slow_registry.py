@@ -17,18 +17,17 @@ import time
 from pathlib import Path
 
 import grpc
-
-from cri.rpc import status_for
 import pytest
 
 from cri.config import Config
 from cri.proto import api_pb2 as pb
+from cri.rpc import status_for
 from images.manager import ImageManager
 from images.registry.errors import PullTooSlow
 from tests import imagebuild as ib
 from tests.daemon_proc import DaemonProcess
-from tests.stub_registry import StubRegistry
 from tests.registry import LocalRegistry
+from tests.stub_registry import StubRegistry
 
 pytestmark = pytest.mark.integration
 

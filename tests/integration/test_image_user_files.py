@@ -16,7 +16,16 @@ import pytest
 
 from cri.proto import api_pb2 as pb
 from runtime import users
-from tests.imagebuild import CharDevice, Fifo, File, Symlink, build_image, busybox_entries, make_layer, write_docker_archive
+from tests.imagebuild import (
+    CharDevice,
+    Fifo,
+    File,
+    Symlink,
+    build_image,
+    busybox_entries,
+    make_layer,
+    write_docker_archive,
+)
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import container_config, leftover_mounts, leftover_processes, load_image, pod_config
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument
 from runtime import namespaces
+from runtime.errors import InvalidArgument
 
 pytestmark = pytest.mark.integration
 

@@ -127,6 +127,7 @@ def test_half_made_objects_are_swept_at_start(pod_daemon, tmp_path):
     the record being written leaves state with no record: the next start
     removes it, processes and mounts included."""
     import subprocess
+
     from runtime import namespaces
     load_image(pod_daemon)
     pod_daemon.stop()

@@ -21,12 +21,12 @@ from typing import Iterator
 
 import pytest
 
-from runtime.errors import FailedPrecondition, NotFound
 from cri.proto import api_pb2 as pb
 from cri.servicers.streaming import StreamingRPCs
 from cri.streaming import remotecommand
 from cri.streaming.daemon_backend import DaemonStreamBackend
 from cri.streaming.server import ServerOptions, StreamingServer
+from runtime.errors import FailedPrecondition, NotFound
 from runtime.oci.factory import RuntimeFactory
 from runtime.store import ContainerRecord, SandboxRecord
 from tests.imagebuild import busybox_entries, make_layer

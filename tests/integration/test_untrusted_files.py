@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import pytest
 
-from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime import cdi, seccomp, untrusted_files, users
+from runtime.errors import FailedPrecondition, InvalidArgument
 
 
 def finishes(fn: Callable[[], Any], fifos: list[Path], within: float = 10.0) -> Any:

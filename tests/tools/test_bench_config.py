@@ -6,8 +6,10 @@ import tomllib
 from pathlib import Path
 
 from bench import network
-from bench.containerd import ContainerdSettings, render_config as containerd_config
-from bench.crispy import CrispySettings, render_config as crispy_config
+from bench.containerd import ContainerdSettings
+from bench.containerd import render_config as containerd_config
+from bench.crispy import CrispySettings
+from bench.crispy import render_config as crispy_config
 from cri import config as crispy_cfg
 
 CRI = "io.containerd.grpc.v1.cri"

@@ -13,6 +13,7 @@ import pytest
 from bench import measure, network, run
 from bench.target import mounts_under
 
+
 def _static_gcc() -> bool:
     return shutil.which("gcc") is not None and any(Path(d, "libc.a").exists() for d in (
         "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"))

@@ -13,7 +13,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 CRISPY = ("cri", "runtime", "images")
 DOMAIN = ("runtime", "images")

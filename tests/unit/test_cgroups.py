@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
-from runtime.cgroups import (V1Manager, V2Manager, fs_path, open_layout, shares_to_weight, slice_path,
-                             weight_to_shares)
+from runtime.cgroups import V1Manager, V2Manager, fs_path, open_layout, shares_to_weight, slice_path, weight_to_shares
+from runtime.errors import InvalidArgument
 from runtime.host import CgroupLayout
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -13,18 +13,16 @@ import time
 from pathlib import Path
 
 import grpc
-
-from cri.rpc import status_for
 import pytest
 
+from cri.rpc import status_for
 from runtime.cni import config as cniconfig
 from runtime.cni import default_network, invoke
 from runtime.cni.config import ConfigError, ConfigSource
 from runtime.cni.invoke import CallArgs, PluginError, PluginMissing, PluginTimeout
 from runtime.cni.network import CniNetwork, capability_args, cni_args, pod_ips
-from runtime.network import PodNetworkRequest, PortMapping
-
 from runtime.errors import FailedPrecondition, InvalidArgument
+from runtime.network import PodNetworkRequest, PortMapping
 
 CONFLIST = {"cniVersion": "1.0.0", "name": "net1",
             "plugins": [{"type": "bridge", "bridge": "b0", "ipam": {"type": "host-local"}},
@@ -458,6 +456,7 @@ def _nlmsg(kind, seq, body, attrs=()):
 def test_host_ip_parsing_picks_the_default_route_interface():
     import socket
     import struct
+
     from runtime.cni import hostip
 
     def route(fam, dst_len, table, oif):
@@ -486,6 +485,7 @@ def test_host_ip_parsing_picks_the_default_route_interface():
 
 def test_host_ip_matches_ip_route():
     import subprocess
+
     from runtime.cni import host_primary_ip
     out = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout.split()
     if "dev" not in out:

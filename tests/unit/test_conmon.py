@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import AlreadyExists, Internal, InvalidArgument
 from runtime import cri_log, namespaces, pod_files, rootfs
+from runtime.errors import AlreadyExists, Internal, InvalidArgument
 from runtime.oci import conmon
 from runtime.oci.cli import _clean
 from runtime.oci.crun import CrunRuntime
 from runtime.oci.runc import RuncRuntime
 from runtime.reservations import Reservations
-
 
 # ---- conmon ---------------------------------------------------------------------------
 

@@ -3,8 +3,8 @@
 import pytest
 
 from cri.config import RegistryHostConfig
-from runtime.errors import InvalidArgument
 from images.registry.hosts import endpoints_for
+from runtime.errors import InvalidArgument
 
 
 def test_mirrors_only_drops_the_upstream_endpoint():

@@ -1,8 +1,8 @@
 import pytest
 
-from runtime.errors import InvalidArgument
 from images import reference
 from images.digests import chain_ids, sha256_of
+from runtime.errors import InvalidArgument
 
 D = "sha256:" + "a" * 64
 

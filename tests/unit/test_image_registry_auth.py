@@ -9,12 +9,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cri.config import RegistryHostConfig
-from runtime.errors import FailedPrecondition, InvalidArgument
 from images import manifest as mf
 from images.platform import Platform, host_platform, select_manifest
-from images.registry.auth import (Challenge, Credentials, credentials_from, credentials_from_json, parse_challenges,
-                                  parse_token_response, token_request)
+from images.registry.auth import (
+    Challenge,
+    Credentials,
+    credentials_from,
+    credentials_from_json,
+    parse_challenges,
+    parse_token_response,
+    token_request,
+)
 from images.registry.hosts import endpoints_for, is_loopback, parse_mirror
+from runtime.errors import FailedPrecondition, InvalidArgument
 
 
 def test_parse_bearer_challenge():

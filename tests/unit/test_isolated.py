@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import DeadlineExceeded, Unavailable
 from runtime import isolated
+from runtime.errors import DeadlineExceeded, Unavailable
 
 
 def _open_fifo(path: Path) -> bytes:

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument, Unimplemented
 from cri.proto import api_pb2 as pb
 from runtime import capabilities
-from runtime.oci_spec import (DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, ContainerSpecRequest, NodeFacts,
-                              SandboxView, build_spec, cgroups_path, exec_process_spec, validate_sysctls)
+from runtime.errors import InvalidArgument, Unimplemented
+from runtime.oci_spec import (
+    DEFAULT_MASKED_PATHS,
+    DEFAULT_READONLY_PATHS,
+    ContainerSpecRequest,
+    NodeFacts,
+    SandboxView,
+    build_spec,
+    cgroups_path,
+    exec_process_spec,
+    validate_sysctls,
+)
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from runtime import cdi
+from runtime.errors import InvalidArgument
 from runtime.oci_spec import build_spec
 from tests.unit.test_oci_spec import request, rootfs  # noqa: F401 - fixture
 

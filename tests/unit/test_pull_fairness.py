@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 
-from runtime.errors import NotFound
 from cri.rpc import MAX_STATUS_MESSAGE, bounded
 from images.platform import Platform, select_manifest
 from images.registry.rate import RateGuard
 from images.registry.shared import SharedWork
 from images.registry.slots import DownloadSlots
+from runtime.errors import NotFound
 
 MT = "application/vnd.oci.image.manifest.v1+json"
 

@@ -129,8 +129,8 @@ def test_the_sweep_leaves_refused_records_objects_alone(tmp_path: Path) -> None:
     from runtime.handlers import RuntimeHandlers
     from runtime.host import CgroupLayout
     from runtime.index import RecordIndex
-    from runtime.pod_cgroups import PodCgroups
     from runtime.oci.factory import RuntimeFactory
+    from runtime.pod_cgroups import PodCgroups
     from runtime.sandbox_orphans import OrphanSweep
     from runtime.settings import LifecycleSettings
 

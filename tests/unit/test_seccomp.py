@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument
 from runtime import capabilities, seccomp
+from runtime.errors import InvalidArgument
 
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 

@@ -13,7 +13,6 @@ from cri.streaming import http_upgrade, portforward, remotecommand, websocket
 from cri.streaming.http_upgrade import HttpError
 from cri.streaming.tokens import TokenCache, TooManyInFlight
 
-
 # ---- HTTP upgrade --------------------------------------------------------
 
 def _req(lines: list[str], trailing: bytes = b"") -> tuple[http_upgrade.Request, bytes]:

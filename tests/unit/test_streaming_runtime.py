@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime import attach, port_forward
 from runtime.errors import FailedPrecondition, NotFound
 from runtime.stream_io import ExecIO, InputPipe, TerminalSize
-from runtime import attach, port_forward
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,11 +13,11 @@ import os
 import subprocess
 from typing import Any, AsyncIterator
 
-from runtime.errors import FailedPrecondition
 from cri.proto import api_pb2 as pb
 from cri.streaming import remotecommand, spdy, websocket
-from runtime.stream_io import ExecIO
 from cri.streaming.server import ServerOptions, StreamingServer
+from runtime.errors import FailedPrecondition
+from runtime.stream_io import ExecIO
 from tests.streaming_client import SpdyClient, WsClient
 
 

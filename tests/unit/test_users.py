@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument
 from runtime import users
+from runtime.errors import InvalidArgument
 
 
 @pytest.fixture

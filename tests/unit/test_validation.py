@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import InvalidArgument
 from cri.proto import api_pb2 as pb
 from cri.validation import check_request
 from runtime import pod_config
+from runtime.errors import InvalidArgument
 
 
 def _msg(fn) -> str:
