@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import importlib.util
 import logging
 import random
 import ssl
+import sys
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, TypeVar
-
-import httpx
+from types import ModuleType
+from typing import TYPE_CHECKING, AsyncIterator, Callable, TypeVar
 
 from images.content_store import BlobWriter, ContentStore
 from images.digests import ContentMismatch
@@ -38,6 +40,31 @@ from images.registry.hosts import Endpoint
 from images.registry.rate import RateGuard
 from runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
+
+def _on_first_use(name: str) -> ModuleType:
+    """The module, loaded when one of its names is first used. httpx and
+    what it imports (http.client, email, idna) are ~3.5 MiB of a daemon
+    that has not pulled yet; they came only with the first pull until the
+    registry client was imported at start-up, and still do."""
+    found = sys.modules.get(name)
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module named {name!r}")
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = _on_first_use("httpx")
+
 T = TypeVar("T")
 
 log = logging.getLogger("crispy.images.registry")
@@ -51,8 +78,14 @@ BACKOFF_MAX_S = 5.0
 WRITE_CHUNK = 1 << 20
 # Registries redirect blobs to storage (S3, a CDN) once, sometimes twice.
 MAX_REDIRECTS = 10
-_TRANSIENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
-              httpx.WriteError, httpx.WriteTimeout, httpx.PoolTimeout)
+
+
+@functools.cache
+def _transient() -> tuple[type[Exception], ...]:
+    """Failures worth another attempt (a function, so that naming them does
+    not load httpx)."""
+    return (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+            httpx.WriteError, httpx.WriteTimeout, httpx.PoolTimeout)
 
 
 async def settled_in_thread(fn: Callable[..., T], *args: object) -> T:
@@ -170,7 +203,7 @@ class RegistryClient:
                 client = self._http(t.endpoint)
                 try:
                     resp = await client.request(req.method, req.url, headers=req.headers, content=req.body or None)
-                except _TRANSIENT + (httpx.ReadTimeout,) as e:
+                except _transient() + (httpx.ReadTimeout,) as e:
                     raise RegistryUnavailable(f"token server {clip(req.url.split('?')[0])} unreachable: "
                                               f"{clip(e)}") from None
                 except httpx.TooManyRedirects:
@@ -221,7 +254,7 @@ class RegistryClient:
                                   f"fetching {what or path}; pull cancelled (images.pull_stall_timeout)") from None
             except httpx.UnsupportedProtocol as e:
                 raise RegistryUnavailable(f"registry {t.endpoint} cannot be reached: {clip(e)}") from None
-            except _TRANSIENT as e:
+            except _transient() as e:
                 if _is_certificate_error(e):
                     raise RegistryUnavailable(
                         f"registry {t.endpoint} presented a certificate crispy cannot verify ({e}); give its CA in "
@@ -318,7 +351,7 @@ class RegistryClient:
             raise self._too_slow(t, guard, what, "") from None
         except httpx.ReadTimeout:
             raise PullStalled(f"registry {t.endpoint.host} stalled sending {what}; pull cancelled") from None
-        except _TRANSIENT as e:
+        except _transient() as e:
             raise RegistryUnavailable(f"registry {t.endpoint.host} dropped the connection sending {what}: "
                                       f"{clip(e)}") from None
         return bytes(buf)
@@ -435,7 +468,7 @@ class RegistryClient:
                     raise PullStalled(f"registry {t.endpoint.host} sent nothing for {self.stall_timeout:g} s while "
                                       f"downloading {what} ({w.offset} of {size} bytes); pull cancelled "
                                       f"(images.pull_stall_timeout)") from None
-                except _TRANSIENT as e:
+                except _transient() as e:
                     attempt += 1
                     if attempt >= MAX_ATTEMPTS:
                         raise RegistryUnavailable(f"download of {what} from {t.endpoint.host} kept failing "
