@@ -15,8 +15,9 @@ the limit instead of after the damage."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
+from images.settings import ImagesConfig
 from runtime.errors import ResourceExhausted
 
 
@@ -31,7 +32,7 @@ class LayerLimits:
     ratio_floor: int = 0
 
     @classmethod
-    def from_config(cls, images_cfg: Any) -> "LayerLimits":
+    def from_config(cls, images_cfg: ImagesConfig) -> "LayerLimits":
         return cls(max_bytes=images_cfg.max_layer_unpacked_bytes,
                    max_ratio=images_cfg.max_layer_expansion_ratio,
                    ratio_floor=images_cfg.layer_expansion_floor_bytes)

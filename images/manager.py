@@ -34,6 +34,7 @@ from images.manifest import parse_config
 from images.platform import Platform, host_platform
 from images.registry.auth import AuthConfigLike
 from images.registry.puller import Puller
+from images.settings import ImageSettings
 from images.snapshots import SnapshotStore, disk_usage
 from runtime import private_dirs
 from runtime.crashpoints import crashpoint
@@ -65,7 +66,7 @@ def mountpoint_of(path: Path) -> str:
 
 
 class ImageManager:
-    def __init__(self, daemon_config: Any, data_root: Path, users_of: Callable[[str], list[str]]) -> None:
+    def __init__(self, daemon_config: ImageSettings, data_root: Path, users_of: Callable[[str], list[str]]) -> None:
         self.config = daemon_config
         self.images_cfg = daemon_config.images
         self.root = Path(data_root) / "images"
@@ -79,9 +80,9 @@ class ImageManager:
         self._gc_pending = False
         self._snapshot_tasks: dict[str, asyncio.Future[Path]] = {}
         self._usage: FsUsage | None = None
-        self._registry: Any = None  # images.registry.puller.Puller, created on first pull
+        self._registry: Puller | None = None  # made on the first pull
         self._pinned: set[str] = set()
-        for name in getattr(self.images_cfg, "pinned_images", []):
+        for name in self.images_cfg.pinned_images:
             ref = reference.try_parse(name)
             if ref is None:
                 log.error("ignoring invalid images.pinned_images entry", extra={"fields": {"ref": name}})

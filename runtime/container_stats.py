@@ -8,10 +8,11 @@ container is kept by the caller (the manager) and passed in.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from runtime.cgroups.manager import CgroupManager, CgroupStats
 from runtime.store import ContainerRecord
 
 
@@ -30,7 +31,7 @@ class LayerUsage:
 @dataclass
 class ContainerUsage:
     timestamp_ns: int
-    cgroup: Any | None  # runtime.cgroups.CgroupStats, None once the cgroup is gone
+    cgroup: CgroupStats | None  # None once the cgroup is gone
     nano_cores: int | None
     layer: LayerUsage | None
     layer_mountpoint: str
@@ -61,14 +62,14 @@ def nano_cores(previous: CpuSample | None, current: CpuSample) -> int | None:
 @dataclass
 class CgroupUsage:
     timestamp_ns: int
-    cgroup: Any | None
+    cgroup: CgroupStats | None
     nano_cores: int | None
     process_count: int | None
 
 
-def collect_cgroup(cgroups: Any, path: str, previous: CpuSample | None) -> tuple[CgroupUsage, CpuSample | None]:
+def collect_cgroup(cgroups: CgroupManager | None, path: str,
+                   previous: CpuSample | None) -> tuple[CgroupUsage, CpuSample | None]:
     """Blocking. A pod's cgroup: usage, CPU rate and process count."""
-    import time
     stats = None
     if cgroups is not None and path:
         try:
@@ -76,7 +77,7 @@ def collect_cgroup(cgroups: Any, path: str, previous: CpuSample | None) -> tuple
                 stats = cgroups.stats(path)
         except (OSError, ValueError):
             stats = None
-    if stats is None:
+    if stats is None or cgroups is None:
         return CgroupUsage(time.time_ns(), None, None, None), None
     sample = CpuSample(stats.timestamp_ns, stats.cpu_usage_ns) if stats.cpu_usage_ns is not None else None
     rate = nano_cores(previous, sample) if sample is not None else None
@@ -89,7 +90,8 @@ def collect_cgroup(cgroups: Any, path: str, previous: CpuSample | None) -> tuple
     return CgroupUsage(stats.timestamp_ns, stats, rate, procs), sample
 
 
-def collect(cgroups: Any, ctr: ContainerRecord, previous: CpuSample | None) -> tuple[ContainerUsage, CpuSample | None]:
+def collect(cgroups: CgroupManager | None, ctr: ContainerRecord,
+            previous: CpuSample | None) -> tuple[ContainerUsage, CpuSample | None]:
     """Blocking. Returns the usage and the CPU sample to keep for next time."""
     stats = None
     if cgroups is not None and ctr.cgroup_path and ctr.state == "running":
@@ -104,7 +106,7 @@ def collect(cgroups: Any, ctr: ContainerRecord, previous: CpuSample | None) -> t
         sample = CpuSample(stats.timestamp_ns, stats.cpu_usage_ns)
         rate = nano_cores(previous, sample)
     upper = Path(ctr.container_dir) / "upper"
-    timestamp = stats.timestamp_ns if stats is not None else __import__("time").time_ns()
+    timestamp = stats.timestamp_ns if stats is not None else time.time_ns()
     return ContainerUsage(timestamp, stats, rate, layer_usage(upper), str(upper.parent)), sample
 
 

@@ -14,13 +14,14 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from cri.proto import api_pb2 as pb
 from runtime import attach, exec_session, oci_spec, port_forward
 from runtime.errors import FailedPrecondition, Internal
 from runtime.oci.interface import OciRuntime
 from runtime.states import ContainerState, PodState
+from runtime.store import ContainerRecord, SandboxRecord
 from runtime.stream_io import ExecIO
 
 log = logging.getLogger("crispy.streaming")
@@ -30,12 +31,12 @@ FIRST_SIZE_WAIT = 1.0
 
 
 class Lookup(Protocol):
-    def container(self, ref: str) -> Any: ...
-    def sandbox(self, ref: str) -> Any: ...
+    def container(self, ref: str) -> ContainerRecord: ...
+    def sandbox(self, ref: str) -> SandboxRecord: ...
 
 
 class Runtimes(Protocol):
-    def for_record(self, rec: Any) -> OciRuntime: ...
+    def for_record(self, rec: ContainerRecord) -> OciRuntime: ...
 
 
 class DaemonStreamBackend:
@@ -49,13 +50,13 @@ class DaemonStreamBackend:
         """Removes exec work directories a crashed crispy left behind."""
         await asyncio.to_thread(shutil.rmtree, self.exec_root, True)
 
-    def running_container(self, ref: str) -> Any:
+    def running_container(self, ref: str) -> ContainerRecord:
         ctr = self.index.container(ref)
         if ctr.state != ContainerState.RUNNING:
             raise FailedPrecondition(f"container {ctr.id[:13]} is not running (state {ctr.state}); start it first")
         return ctr
 
-    def ready_sandbox(self, ref: str) -> Any:
+    def ready_sandbox(self, ref: str) -> SandboxRecord:
         sb = self.index.sandbox(ref)
         if sb.state != PodState.READY:
             raise FailedPrecondition(f"pod sandbox {sb.id[:13]} is not ready; port-forward needs a running pod")

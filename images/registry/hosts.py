@@ -8,11 +8,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from images.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST
 from images.registry.auth import Credentials, credentials_from_json
+from images.settings import RegistryHostConfig
 from runtime.errors import InvalidArgument
 
 
@@ -47,7 +47,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _reach(host: str, cfg: Any) -> tuple[bool, bool, str]:
+def _reach(host: str, cfg: RegistryHostConfig | None) -> tuple[bool, bool, str]:
     """(http fallback, verify certificates, ca_file) for `host` with its
     settings `cfg` (or None). A loopback registry is treated as insecure
     unless it was given a CA to check it with."""
@@ -57,7 +57,8 @@ def _reach(host: str, cfg: Any) -> tuple[bool, bool, str]:
     return lax, not lax, ca_file
 
 
-def _endpoint(host: str, base_path: str, scheme: str | None, cfg: Any, config_key: str, mirror: bool) -> Endpoint:
+def _endpoint(host: str, base_path: str, scheme: str | None, cfg: RegistryHostConfig | None, config_key: str,
+              mirror: bool) -> Endpoint:
     fallback, verify, ca_file = _reach(host, cfg)
     if scheme is not None:
         fallback = False  # an explicit http:// or https:// mirror URL is taken at its word
@@ -80,7 +81,7 @@ def parse_mirror(url: str) -> tuple[str, str, str | None]:
     return parts.netloc, path, parts.scheme
 
 
-def endpoints_for(domain: str, registries: dict[str, Any]) -> list[Endpoint]:
+def endpoints_for(domain: str, registries: dict[str, RegistryHostConfig]) -> list[Endpoint]:
     """Mirrors in configured order, then the registry itself (unless the
     host is set to mirrors_only)."""
     cfg = registries.get(domain)
@@ -99,7 +100,7 @@ def endpoints_for(domain: str, registries: dict[str, Any]) -> list[Endpoint]:
     return out
 
 
-def configured_credentials(registries: dict[str, Any], key: str) -> Credentials | None:
+def configured_credentials(registries: dict[str, RegistryHostConfig], key: str) -> Credentials | None:
     cfg = registries.get(key)
     if not cfg or not cfg.auth_file:
         return None

@@ -31,6 +31,7 @@ from images.registry.client import RegistryClient, Target
 from images.registry.hosts import configured_credentials, endpoints_for
 from images.registry.shared import SharedWork
 from images.registry.slots import DownloadSlots
+from images.settings import ImagesConfig, ImageSettings
 from images.snapshots import SnapshotStore
 from runtime.crashpoints import crashpoint
 from runtime.errors import CrispyError, ResourceExhausted
@@ -44,8 +45,8 @@ class PullDestination(Protocol):
     """Where a pull puts what it fetches: images/manager.py's ImageManager,
     named by what the puller uses so that the registry side does not
     import the manager that owns it."""
-    config: Any  # the daemon's configuration: its `registries`
-    images_cfg: Any  # its [images] table
+    config: ImageSettings  # its `registries`
+    images_cfg: ImagesConfig
     platform: Platform
     content: ContentStore
     snapshots: SnapshotStore

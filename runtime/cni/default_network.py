@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime import atomicfile
 from runtime.cni.config import CONF_EXTENSIONS
+from runtime.cni.settings import CniConfig
 from runtime.errors import InvalidArgument
 
 DEFAULT_NAME = "crispy"
@@ -80,7 +81,7 @@ def install(conf_dir: str, subnets: list[str], **kwargs: Any) -> Path | None:
     return path
 
 
-def install_for(cni_cfg: Any, data_root: str) -> tuple[Path | None, str]:
+def install_for(cni_cfg: CniConfig, data_root: str) -> tuple[Path | None, str]:
     """What `crispy cni-install` does: the default network on the pod CIDR
     kubelet last gave (UpdateRuntimeConfig, persisted under data_root) or
     else `[cni] default_subnet`. Returns the file written (or None) and a

@@ -25,6 +25,7 @@ from runtime.cni import default_network, invoke, masq
 from runtime.cni.config import ConfigError, ConfigSource, DirScan, NetworkConfigList, from_dict
 from runtime.cni.hostip import host_primary_ip
 from runtime.cni.invoke import CallArgs, PluginError
+from runtime.cni.settings import CniConfig
 from runtime.crashpoints import crashpoint
 from runtime.errors import CrispyError, FailedPrecondition
 from runtime.libc import CLONE_NEWNET
@@ -123,8 +124,8 @@ class CniNetwork:
         self._path = os.pathsep.join(dict.fromkeys(p for p in parts if p))
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "CniNetwork":
-        """From the `[cni]` table (cri.config.CniConfig)."""
+    def from_config(cls, cfg: CniConfig) -> "CniNetwork":
+        """From the `[cni]` table."""
         return cls(cfg.conf_dir, cfg.bin_dirs, cfg.plugin_timeout)
 
     # ---- readiness -----------------------------------------------------
