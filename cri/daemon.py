@@ -308,6 +308,8 @@ class Daemon:
                        "driver": self.config.runtime.cgroup_driver},
             "podCIDR": self.pod_cidr,
             "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
+            # Why a handler lacks a feature, which Status' booleans cannot say.
+            "runtimeHandlerFeatures": {name: dataclasses.asdict(f) for name, f in self.features.handlers().items()},
         }
 
     def check_usable(self) -> None:

@@ -126,7 +126,11 @@ def runtime_features(found: oci_probe.Probe, features_output: str | None) -> Run
                                source=f"version {found.version}")
     # runc has had `features` since 1.1, before it had `rro`; anything else
     # we know nothing about.
-    return RuntimeFeatures(False, False, source=f"{found.kind.value} {found.version} has no features command")
+    if found.kind is RuntimeKind.RUNC:
+        return RuntimeFeatures(False, False, source=f"runc {found.version} has no features command")
+    says = found.banner or "nothing"
+    return RuntimeFeatures(False, False, source=f"neither runc nor crun (--version says {says!r}) and no features "
+                                                "command")
 
 
 def handler_features(kernel: KernelFeatures, rt: RuntimeFeatures, name: str,

@@ -111,6 +111,10 @@ def test_status_advertises_per_handler(c, daemon):
     assert not handlers["oldrt"].recursive_read_only_mounts
     # crispy does not run pods in user namespaces yet, whatever runc can do.
     assert not any(f.user_namespaces for f in handlers.values())
+    # The verbose info says why a handler lacks one.
+    why = json.loads(c.runtime.Status(pb.StatusRequest(verbose=True)).info["runtimeHandlerFeatures"])
+    assert "no features command" in why["oldrt"]["rro_missing"] and "oldrt version 0.1" in why["oldrt"]["rro_missing"]
+    assert why["runc"]["rro_missing"] == ""
 
 
 @pytest.mark.skipif(shutil.which("crictl") is None, reason="crictl is not installed")

@@ -55,7 +55,8 @@ def test_crun_without_features_command_goes_by_version():
 def test_runc_without_features_supports_nothing():
     rt = features.runtime_features(RUNC, None)
     assert (rt.rro, rt.idmap_mounts) == (False, False)
-    assert features.runtime_features(Probe(RuntimeKind.OTHER, "unknown"), "garbage").rro is False
+    other = features.runtime_features(Probe(RuntimeKind.OTHER, "0.1", banner="oldrt version 0.1"), "garbage")
+    assert other.rro is False and "oldrt version 0.1" in other.source
 
 
 @pytest.mark.parametrize("text,want", [("6.18.44-fc-v1045", (6, 18)), ("5.12.0", (5, 12)), ("5.4.0-100-generic", (5, 4)),
