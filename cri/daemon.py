@@ -36,6 +36,7 @@ from runtime.cni import CniNetwork, invoke
 from runtime.container_service import ContainerService
 from runtime.errors import InvalidArgument
 from runtime.exits import ExitWatcher
+from runtime.features import NodeFeatures
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks
@@ -113,6 +114,7 @@ class Daemon:
         pod_cgroups = PodCgroups(cgroups, settings)
         self.runtimes = RuntimeFactory(self.state_root)
         handlers = RuntimeHandlers(settings, self.runtimes)
+        self.features = NodeFeatures(handlers.by_name)
         self.images = ImageManager(self.config, self.data_root, self.index.image_users)
         self.health = PodHealth(self.index, self.records)
         exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations)
@@ -120,7 +122,7 @@ class Daemon:
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,
-            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage)
+            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features)
         self.pods = PodService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, network=self.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=warmup,
@@ -244,6 +246,8 @@ class Daemon:
         the socket accepts a single call. One line per part."""
         await self.images.open()
         await self.recovery.run()
+        # After recovery asked each runtime what it is: its features now.
+        await asyncio.to_thread(self.features.probe)
         sc = self.config.streaming
         try:
             await self.streaming.start()
@@ -304,6 +308,8 @@ class Daemon:
                        "driver": self.config.runtime.cgroup_driver},
             "podCIDR": self.pod_cidr,
             "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
+            # Why a handler lacks a feature, which Status' booleans cannot say.
+            "runtimeHandlerFeatures": {name: dataclasses.asdict(f) for name, f in self.features.handlers().items()},
         }
 
     def check_usable(self) -> None:

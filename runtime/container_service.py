@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cri.proto import api_pb2 as pb
-from runtime import exec_sync, isolated, kmount, rootfs
+from runtime import exec_sync, isolated, kmount, procfs, rootfs
 from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.container_config import log_path as _log_path
@@ -36,6 +36,7 @@ from runtime.container_config import write_spec as _write_spec
 from runtime.crashpoints import crashpoint
 from runtime.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from runtime.exits import KILL_WAIT, ExitWatcher
+from runtime.features import UNPROBED, NodeFeatures
 from runtime.image_provider import ImageProvider
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks, uncancellable
@@ -49,7 +50,7 @@ from runtime.pod_view import is_ready
 from runtime.reservations import Reservations, container_key, container_key_of, request_digest
 from runtime.settings import LifecycleSettings
 from runtime.states import ContainerState
-from runtime.store import ContainerRecord, RecordStore
+from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 from runtime.usage import UsageSampler
 
 log = logging.getLogger("crispy.container")
@@ -70,7 +71,7 @@ class ContainerService:
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, images: ImageProvider,
                  runtimes: RuntimeFactory, pod_cgroups: PodCgroups, cgroups: CgroupManager | None,
                  warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler,
-                 rootfs_mounts: RootfsMounts = rootfs) -> None:
+                 rootfs_mounts: RootfsMounts = rootfs, features: NodeFeatures | None = None) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -87,7 +88,18 @@ class ContainerService:
         self.usage = usage
         # runtime/rootfs.py on a node; tests without root stand in for overlayfs.
         self.rootfs_mounts = rootfs_mounts
+        # What each runtime binary supports (recursive read-only mounts);
+        # None in tests that assemble a service without a node.
+        self.features = features
         self.state_root = settings.state_root
+
+    def _rro_missing(self, pod: SandboxRecord) -> str | None:
+        """Why the pod's runtime handler cannot make recursive read-only
+        mounts, or None when it can."""
+        found = self.features.for_path(pod.oci_runtime) if self.features is not None else UNPROBED
+        if found.recursive_read_only_mounts:
+            return None
+        return f"runtime handler {pod.runtime_handler!r} ({pod.oci_runtime}) cannot: {found.rro_missing}"
 
     def runtime_of(self, ctr: ContainerRecord) -> OciRuntime:
         return self.runtimes.for_record(ctr)
@@ -175,6 +187,13 @@ class ContainerService:
             return await asyncio.to_thread(self.cgroups.read_resources, ctr.cgroup_path)
         except OSError:
             return None
+
+    async def live_user(self, ctr: ContainerRecord) -> procfs.ProcessIds | None:
+        """Who the container's init process runs as now (the kernel's
+        answer, groups and all), or None when it is not running."""
+        if ctr.state != ContainerState.RUNNING or ctr.pid <= 0:
+            return None
+        return await asyncio.to_thread(procfs.ids, ctr.pid)
 
     async def reopen_log(self, ref: str) -> None:
         ctr = self.index.container(ref)
@@ -286,7 +305,8 @@ class ContainerService:
                     rootfs=str(root), cgroup_version=self.settings.cgroup_layout.version,
                     cgroup_driver=self.settings.cgroup_driver, target_pid_ns=target_pid_ns,
                     pids_limit=self.settings.pids_limit,
-                    seccomp_default=self.settings.seccomp_default)
+                    seccomp_default=self.settings.seccomp_default,
+                    rro_missing=self._rro_missing(pod))
                 await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
                 # The image's /etc/passwd and /etc/group are read in a thread of
                 # their own, with a deadline: whatever the image holds, this

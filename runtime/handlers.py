@@ -45,6 +45,17 @@ class RuntimeHandlers:
         raise InvalidArgument(f"unknown runtime handler {handler!r}; this node has: {known} "
                               f"(configure more under [runtime.handlers])")
 
+    def by_name(self) -> list[tuple[str, str | None]]:
+        """Every handler, the default "" first, with the binary it runs
+        (None when it cannot run anything here), for the features probe."""
+        out: list[tuple[str, str | None]] = []
+        for name in ["", *sorted(h for h in self._handlers if h != "")]:
+            try:
+                out.append((name, self.resolve(name)))
+            except (InvalidArgument, FailedPrecondition):
+                out.append((name, None))
+        return out
+
     def installed_paths(self) -> list[str]:
         """Every runtime binary a handler may name, that is installed."""
         paths = set()

@@ -18,7 +18,7 @@ from typing import Any
 from cri.proto import api_pb2 as pb
 from runtime import capabilities, cdi, seccomp, users
 from runtime.cgroups.paths import cgroups_path
-from runtime.errors import InvalidArgument, Unimplemented
+from runtime.errors import FailedPrecondition, InvalidArgument, Unimplemented
 
 __all__ = ["SandboxView", "ContainerSpecRequest", "build_spec", "resolve_user", "exec_process_spec", "cgroups_path",
            "validate_sysctls", "NodeFacts"]
@@ -98,6 +98,9 @@ class ContainerSpecRequest:
     # image's files apart from the rest, see runtime/isolated.py); None:
     # build_spec reads them itself.
     user: "users.ResolvedUser | None" = None
+    # Why the pod's runtime handler cannot make recursive read-only mounts
+    # (runtime/features.py), or None when it can.
+    rro_missing: str | None = "recursive read-only mounts were not probed"
 
 
 @dataclass
@@ -363,6 +366,19 @@ _PROPAGATION = {pb.PROPAGATION_PRIVATE: "rprivate", pb.PROPAGATION_HOST_TO_CONTA
                 pb.PROPAGATION_BIDIRECTIONAL: "rshared"}
 
 
+def _check_rro(m: pb.Mount, dest: str, missing: str | None) -> None:
+    """A recursive read-only mount must be read-only and private (the CRI's
+    rule: a submount that appears later through propagation would not be
+    read-only), and the handler must be able to make one."""
+    if not m.readonly:
+        raise InvalidArgument(f"mount {dest}: recursive_read_only needs readonly true as well")
+    if m.propagation != pb.PROPAGATION_PRIVATE:
+        raise InvalidArgument(f"mount {dest}: recursive_read_only needs propagation PROPAGATION_PRIVATE, not "
+                              f"{pb.MountPropagation.Name(m.propagation)}")
+    if missing is not None:
+        raise FailedPrecondition(f"mount {dest}: recursive read-only mounts are not available: {missing}")
+
+
 def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[str, Any]], str, list[str]]:
     """The container's own mounts, parents before children, the rootfs
     propagation they need ("" = the runtime default), and the missing
@@ -383,8 +399,6 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
                                 "yet")
         if m.uidMappings or m.gidMappings:
             raise Unimplemented(f"id-mapped mounts ({dest}) are not supported by crispy yet")
-        if m.recursive_read_only:
-            raise Unimplemented(f"recursive read-only mounts ({dest}) are not supported by crispy yet; use readonly")
         if not m.host_path or not m.host_path.startswith("/"):
             raise InvalidArgument(f"mount host_path {m.host_path!r} for {dest} must be an absolute path")
         src = m.host_path
@@ -396,6 +410,8 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
         if m.propagation not in _PROPAGATION:
             raise InvalidArgument(f"mount {dest}: unknown propagation {m.propagation}")
         propagation = _PROPAGATION[m.propagation]
+        if m.recursive_read_only:
+            _check_rro(m, dest, req.rro_missing)
         if m.propagation != pb.PROPAGATION_PRIVATE:
             mp = _mount_point_of(src, node.mountinfo)
             if m.propagation == pb.PROPAGATION_BIDIRECTIONAL:
@@ -417,6 +433,10 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
             raise Unimplemented(f"SELinux relabeling of {src} is not supported by crispy yet")
         # Without SELinux there is nothing to relabel, so the flag is moot.
         options = ["rbind", propagation, "ro" if m.readonly else "rw"]
+        if m.recursive_read_only:
+            # The runtime applies MOUNT_ATTR_RDONLY with AT_RECURSIVE after the
+            # bind, so mounts under the source are read-only too.
+            options.append("rro")
         out.append({"destination": dest, "type": "bind", "source": src, "options": options})
     # Parents first, so /a/b is mounted onto /a and not hidden under it.
     out.sort(key=lambda mt: len([p for p in mt["destination"].split("/") if p]))

@@ -19,6 +19,7 @@ from cri.servicers.summary_cache import SummaryCache
 from cri.validation import check_container_config, check_reply_size, check_request
 from runtime.container_config import verbose_info
 from runtime.errors import DeadlineExceeded, InvalidArgument
+from runtime.procfs import ProcessIds
 from runtime.states import ContainerState
 from runtime.store import ContainerRecord
 
@@ -46,7 +47,8 @@ def container_summary(ctr: ContainerRecord) -> pb.Container:
         labels=labels, annotations=annotations, image_id=ctr.image_id)
 
 
-def container_status(ctr: ContainerRecord, live: pb.LinuxContainerResources | None = None) -> pb.ContainerStatus:
+def container_status(ctr: ContainerRecord, live: pb.LinuxContainerResources | None = None,
+                     live_user: ProcessIds | None = None) -> pb.ContainerStatus:
     labels, annotations = _labels(ctr)
     resources = None
     if live is not None:
@@ -54,9 +56,16 @@ def container_status(ctr: ContainerRecord, live: pb.LinuxContainerResources | No
     elif ctr.resources:
         resources = pb.ContainerResources(linux=json_format.ParseDict(
             ctr.resources, pb.LinuxContainerResources(), ignore_unknown_fields=True))
-    user = pb.ContainerUser(linux=pb.LinuxContainerUser(
-        uid=ctr.user.get("uid", 0), gid=ctr.user.get("gid", 0),
-        supplemental_groups=ctr.user.get("supplemental_groups", []))) if ctr.user else None
+    # The running process's own ids when there is one (what the kernel
+    # applies); else what the spec asked the runtime for.
+    user = None
+    if live_user is not None:
+        user = pb.ContainerUser(linux=pb.LinuxContainerUser(
+            uid=live_user.uid, gid=live_user.gid, supplemental_groups=list(live_user.groups)))
+    elif ctr.user:
+        user = pb.ContainerUser(linux=pb.LinuxContainerUser(
+            uid=ctr.user.get("uid", 0), gid=ctr.user.get("gid", 0),
+            supplemental_groups=ctr.user.get("supplemental_groups", [])))
     # Signal.Value is typed as returning a plain int; it is one of Signal's numbers.
     stop_signal = cast(pb.Signal, pb.Signal.Value(ctr.stop_signal)) if ctr.stop_signal in pb.Signal.keys() \
         else pb.RUNTIME_DEFAULT
@@ -132,7 +141,8 @@ class ContainerRPCs:
         if request.verbose:
             info = {"info": json.dumps(verbose_info(ctr), sort_keys=True)}
         live = await self.daemon.containers.live_resources(ctr)
-        return pb.ContainerStatusResponse(status=container_status(ctr, live), info=info)
+        live_user = await self.daemon.containers.live_user(ctr)
+        return pb.ContainerStatusResponse(status=container_status(ctr, live, live_user), info=info)
 
     async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
         if not request.cmd:

@@ -11,6 +11,7 @@ from cri.config import Config
 from cri.streaming.server import StreamingServer
 from images.manager import ImageManager
 from runtime.container_service import ContainerService
+from runtime.features import NodeFeatures
 from runtime.index import RecordIndex
 from runtime.pod_health import PodHealth
 from runtime.pod_service import PodService
@@ -27,6 +28,7 @@ class Node(Protocol):
     health: PodHealth
     images: ImageManager
     streaming: StreamingServer
+    features: NodeFeatures
 
     def runtime_readiness(self) -> dict[str, Any]: ...
 

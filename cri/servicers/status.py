@@ -31,7 +31,14 @@ class StatusRPCs:
         info = {}
         if request.verbose:
             info = {k: json.dumps(v, sort_keys=True) for k, v in self.daemon.status_info().items()}
-        return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), info=info)
+        features = self.daemon.features
+        handlers = [pb.RuntimeHandler(name=name, features=pb.RuntimeHandlerFeatures(
+            recursive_read_only_mounts=f.recursive_read_only_mounts, user_namespaces=f.user_namespaces))
+            for name, f in features.handlers().items()]
+        return pb.StatusResponse(
+            status=pb.RuntimeStatus(conditions=conditions), info=info, runtime_handlers=handlers,
+            features=pb.RuntimeFeatures(supplemental_groups_policy=features.supplemental_groups_policy,
+                                        user_namespaces_host_network=features.user_namespaces_host_network))
 
     async def RuntimeConfig(self, request: pb.RuntimeConfigRequest, context: Any) -> pb.RuntimeConfigResponse:
         driver = pb.SYSTEMD if self.daemon.config.runtime.cgroup_driver == "systemd" else pb.CGROUPFS

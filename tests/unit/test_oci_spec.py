@@ -9,7 +9,7 @@ import pytest
 
 from cri.proto import api_pb2 as pb
 from runtime import capabilities
-from runtime.errors import InvalidArgument, Unimplemented
+from runtime.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from runtime.oci_spec import (
     DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
@@ -529,6 +529,34 @@ def test_bad_mounts(rootfs, tmp_path):
         build_spec(request(rootfs, pb.ContainerConfig(mounts=[pb.Mount(container_path="/x", host_path="tmp")])))
     with pytest.raises(Unimplemented, match="image volumes"):
         build_spec(request(rootfs, pb.ContainerConfig(mounts=[pb.Mount(container_path="/x", image=pb.ImageSpec(image="busybox"))])))
+
+
+def _rro_spec(rootfs, tmp_path, mountinfo, missing=None, **mount_kw):
+    mount_kw.setdefault("readonly", True)
+    config = pb.ContainerConfig(mounts=[pb.Mount(container_path="/m", host_path=str(tmp_path / "mnt/private/data"),
+                                                 recursive_read_only=True, **mount_kw)])
+    return build_spec(request(rootfs, config, facts=node(mountinfo=mountinfo), rro_missing=missing))
+
+
+def test_recursive_read_only_mount_uses_rro(rootfs, tmp_path, mountinfo):
+    spec = _rro_spec(rootfs, tmp_path, mountinfo)
+    assert dest_map(spec)["/m"]["options"] == ["rbind", "rprivate", "ro", "rro"]
+
+
+@pytest.mark.parametrize("mount_kw,says", [
+    ({"readonly": False}, "needs readonly true"),
+    ({"propagation": pb.PROPAGATION_HOST_TO_CONTAINER}, "PROPAGATION_PRIVATE, not PROPAGATION_HOST_TO_CONTAINER"),
+    ({"propagation": pb.PROPAGATION_BIDIRECTIONAL}, "PROPAGATION_PRIVATE, not PROPAGATION_BIDIRECTIONAL"),
+])
+def test_recursive_read_only_needs_readonly_and_private(rootfs, tmp_path, mountinfo, mount_kw, says):
+    # Checked before whether the handler could: the request itself is wrong.
+    with pytest.raises(InvalidArgument, match=says):
+        _rro_spec(rootfs, tmp_path, mountinfo, missing="runtime handler 'x' cannot", **mount_kw)
+
+
+def test_recursive_read_only_on_a_handler_without_it(rootfs, tmp_path, mountinfo):
+    with pytest.raises(FailedPrecondition, match="/m: recursive read-only mounts are not available: runtime handler 'old'"):
+        _rro_spec(rootfs, tmp_path, mountinfo, missing="runtime handler 'old' (/opt/old-runc) cannot: no rro")
 
 
 # ---- devices ------------------------------------------------------------------------
