@@ -98,6 +98,9 @@ class ContainerRecord:
     resources: dict[str, Any] = field(default_factory=dict)  # LinuxContainerResources as proto JSON
     user: dict[str, Any] = field(default_factory=dict)  # {"uid", "gid", "supplemental_groups"}
     mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI Mounts as proto JSON
+    # Image volumes (runtime/image_volumes.py record_entry): what to unmount
+    # at remove and which images RemoveImage must keep.
+    image_volumes: list[dict[str, Any]] = field(default_factory=list)
     request_digest: str = ""
     schema: int = SCHEMA
 
