@@ -16,7 +16,7 @@ from cri.proto import api_pb2 as pb
 from runtime import image_volumes
 from runtime.errors import InvalidArgument, NotFound
 from runtime.index import RecordIndex
-from runtime.store import ContainerRecord, from_dict
+from runtime.store import ContainerRecord, encode, from_dict
 from tests.unit import lifecycle_kit as kit
 from tests.unit.test_oci_spec import build_spec, request
 from tests.unit.test_oci_spec import rootfs as rootfs  # noqa: F401 - the fixture
@@ -89,6 +89,12 @@ def test_old_records_load_without_image_volumes() -> None:
     rec = from_dict(ContainerRecord, {"id": "c", "sandbox_id": "p", "name": "n", "attempt": 0, "config": {},
                                       "created_at": 1, "image_id": "sha256:1"})
     assert rec.image_volumes == []
+    # Written back as the older crispy wrote it, until a volume is recorded.
+    assert "image_volumes" not in json.loads(encode(rec))
+    rec.image_volumes = [{"container_path": "/d", "image_id": "sha256:v", "sub_path": "", "target": "/x"}]
+    assert json.loads(encode(rec))["image_volumes"] == rec.image_volumes
+    fresh = ContainerRecord(id="c", sandbox_id="p", name="n", attempt=0, config={}, created_at=1)
+    assert json.loads(encode(fresh))["image_volumes"] == []
 
 
 def test_image_users_count_volume_users() -> None:
