@@ -300,19 +300,28 @@ class ContainerService:
                     cgroup_driver=self.settings.cgroup_driver, target_pid_ns=target_pid_ns,
                     pids_limit=self.settings.pids_limit,
                     seccomp_default=self.settings.seccomp_default)
-                await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
-                for vol, img in zip(volumes, volume_images, strict=True):
-                    spec_req.image_volumes[vol["container_path"]] = await asyncio.to_thread(
-                        self.volume_mounts.mount, self.images.layer_dirs(img), vol["target"], vol["sub_path"])
-                if volumes:
-                    crashpoint("ctr.create.after_image_volumes")
-                # The image's /etc/passwd and /etc/group are read in a thread of
-                # their own, with a deadline: whatever the image holds, this
-                # request cannot take a thread of the shared pool for good, nor
-                # keep the pod's lock.
-                spec_req.user = await isolated.call(
-                    resolve_user, spec_req, what="reading the image's /etc/passwd and /etc/group",
-                    timeout=self.settings.user_lookup_timeout)
+                # Image volumes are mounted alongside the root and the user
+                # lookup (another thread, another core); the undo waits for
+                # them, so no mount lands after it has unmounted.
+                mounting = (asyncio.ensure_future(asyncio.to_thread(self._mount_volumes, volumes, volume_images))
+                            if volumes else None)
+                try:
+                    await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
+                    # The image's /etc/passwd and /etc/group are read in a thread of
+                    # their own, with a deadline: whatever the image holds, this
+                    # request cannot take a thread of the shared pool for good, nor
+                    # keep the pod's lock.
+                    spec_req.user = await isolated.call(
+                        resolve_user, spec_req, what="reading the image's /etc/passwd and /etc/group",
+                        timeout=self.settings.user_lookup_timeout)
+                    if mounting is not None:
+                        spec_req.image_volumes = await mounting
+                        crashpoint("ctr.create.after_image_volumes")
+                finally:
+                    if mounting is not None:
+                        await asyncio.wait([mounting])
+                        if not mounting.cancelled():
+                            mounting.exception()  # retrieved: the first failure is what is raised
                 spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json")
                 ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
                 user = spec["process"].get("user", {})
@@ -353,6 +362,12 @@ class ContainerService:
             await asyncio.shield(undo())
             raise
         return ctr
+
+    def _mount_volumes(self, volumes: list[dict[str, Any]], volume_images: list[Any]) -> dict[str, str]:
+        """Blocking: container path -> the host directory to bind there."""
+        return {vol["container_path"]: self.volume_mounts.mount(self.images.layer_dirs(img), vol["target"],
+                                                                vol["sub_path"])
+                for vol, img in zip(volumes, volume_images, strict=True)}
 
     async def _volume_image(self, vol: image_volumes.VolumeRequest) -> Any:
         try:
