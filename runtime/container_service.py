@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cri.proto import api_pb2 as pb
-from runtime import exec_sync, isolated, kmount, procfs, rootfs
+from runtime import exec_sync, image_volumes, isolated, kmount, procfs, rootfs
 from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.container_config import log_path as _log_path
@@ -66,12 +66,20 @@ class RootfsMounts(Protocol):
     def unmount(self, target: str) -> None: ...
 
 
+class VolumeMounts(Protocol):
+    """Mounts image volumes (runtime/image_volumes.py is the one the daemon uses)."""
+    def mount(self, layers: list[str], target: str, sub_path: str) -> str: ...
+
+    def unmount(self, target: str) -> None: ...
+
+
 class ContainerService:
     def __init__(self, settings: LifecycleSettings, *, index: RecordIndex, store: RecordStore,
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, images: ImageProvider,
                  runtimes: RuntimeFactory, pod_cgroups: PodCgroups, cgroups: CgroupManager | None,
                  warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler,
-                 rootfs_mounts: RootfsMounts = rootfs, features: NodeFeatures | None = None) -> None:
+                 rootfs_mounts: RootfsMounts = rootfs, volume_mounts: VolumeMounts = image_volumes,
+                 features: NodeFeatures | None = None) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -91,6 +99,7 @@ class ContainerService:
         # What each runtime binary supports (recursive read-only mounts);
         # None in tests that assemble a service without a node.
         self.features = features
+        self.volume_mounts = volume_mounts
         self.state_root = settings.state_root
 
     def _rro_missing(self, pod: SandboxRecord) -> str | None:
@@ -241,8 +250,10 @@ class ContainerService:
         if not is_ready(pod):
             raise FailedPrecondition(f"pod sandbox {pod.id[:13]} is not ready; containers can only be created in a "
                                      f"ready pod (stop and remove it, then run a new sandbox)")
+        volume_requests = image_volumes.requests(config)
         image = await self.images.get(config.image.image)
         layers = self.images.layer_dirs(image)
+        volume_images = [await self._volume_image(v) for v in volume_requests]
         target_pid_ns = None
         nsopt = config.linux.security_context.namespace_options
         if nsopt.pid == pb.TARGET:
@@ -259,6 +270,8 @@ class ContainerService:
         root = bundle / "rootfs"
         pod_config = config_of(pod)
         log_path = _log_path(pod_config, config, bundle)
+        volumes = [image_volumes.record_entry(v, img.id, image_volumes.target_of(str(bundle), i))
+                   for i, (v, img) in enumerate(zip(volume_requests, volume_images, strict=True))]
         ctr = ContainerRecord(
             id=container_id, sandbox_id=pod.id, name=config.metadata.name, attempt=config.metadata.attempt,
             config=to_json(config), created_at=time.time_ns(), image=config.image.image, image_id=image.id,
@@ -266,7 +279,8 @@ class ContainerService:
             container_dir=str(scratch), log_path=log_path, oci_runtime=pod.oci_runtime,
             stop_signal=stop_signal_of(config, image.config or {}),
             resources=to_json(config.linux.resources) if config.linux.HasField("resources") else {},
-            mounts=[to_json(m) for m in config.mounts], request_digest=digest)
+            mounts=_mounts_json(config.mounts, volume_images), request_digest=digest,
+            image_volumes=volumes)
         signal_number(ctr.stop_signal)  # refuse an unknown one now, not at stop time
         runtime = self.runtime_of(ctr)
         params = CreateParams(
@@ -307,14 +321,28 @@ class ContainerService:
                     pids_limit=self.settings.pids_limit,
                     seccomp_default=self.settings.seccomp_default,
                     rro_missing=self._rro_missing(pod))
-                await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
-                # The image's /etc/passwd and /etc/group are read in a thread of
-                # their own, with a deadline: whatever the image holds, this
-                # request cannot take a thread of the shared pool for good, nor
-                # keep the pod's lock.
-                spec_req.user = await isolated.call(
-                    resolve_user, spec_req, what="reading the image's /etc/passwd and /etc/group",
-                    timeout=self.settings.user_lookup_timeout)
+                # Image volumes are mounted alongside the root and the user
+                # lookup (another thread, another core); the undo waits for
+                # them, so no mount lands after it has unmounted.
+                mounting = (asyncio.ensure_future(asyncio.to_thread(self._mount_volumes, volumes, volume_images))
+                            if volumes else None)
+                try:
+                    await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
+                    # The image's /etc/passwd and /etc/group are read in a thread of
+                    # their own, with a deadline: whatever the image holds, this
+                    # request cannot take a thread of the shared pool for good, nor
+                    # keep the pod's lock.
+                    spec_req.user = await isolated.call(
+                        resolve_user, spec_req, what="reading the image's /etc/passwd and /etc/group",
+                        timeout=self.settings.user_lookup_timeout)
+                    if mounting is not None:
+                        spec_req.image_volumes = await mounting
+                        crashpoint("ctr.create.after_image_volumes")
+                finally:
+                    if mounting is not None:
+                        await asyncio.wait([mounting])
+                        if not mounting.cancelled():
+                            mounting.exception()  # retrieved: the first failure is what is raised
                 spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json")
                 ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
                 user = spec["process"].get("user", {})
@@ -356,6 +384,21 @@ class ContainerService:
             raise
         return ctr
 
+    def _mount_volumes(self, volumes: list[dict[str, Any]], volume_images: list[Any]) -> dict[str, str]:
+        """Blocking: container path -> the host directory to bind there."""
+        return {vol["container_path"]: self.volume_mounts.mount(self.images.layer_dirs(img), vol["target"],
+                                                                vol["sub_path"])
+                for vol, img in zip(volumes, volume_images, strict=True)}
+
+    async def _volume_image(self, vol: image_volumes.VolumeRequest) -> Any:
+        try:
+            return await self.images.get(vol.image)
+        except NotFound:
+            # kubelet pulls an image volume's image before it creates the
+            # container, as it does the container's own image.
+            raise NotFound(f"image {vol.image!r} for the image volume at {vol.container_path} is not present; "
+                           "pull it first") from None
+
     def _conmon_path(self) -> str:
         if not self.settings.conmon_path:
             raise FailedPrecondition(f"{self.settings.conmon} is not installed; install conmon")
@@ -372,9 +415,12 @@ class ContainerService:
     async def _remove_files(self, ctr: ContainerRecord) -> None:
         state_root = self.state_root
         unmount = self.rootfs_mounts.unmount
+        unmount_volume = self.volume_mounts.unmount
 
         def _rm() -> None:
             unmount(ctr.rootfs)
+            for vol in ctr.image_volumes:
+                unmount_volume(vol["target"])
             if os.path.exists(ctr.bundle):
                 if kmount.mounts_under(ctr.bundle):
                     raise OSError(f"{ctr.bundle} still has mounts")
@@ -457,3 +503,17 @@ class ContainerService:
         await self._remove_files(ctr)
         await self.store.delete(ctr)
         self.exits.forget(ctr.id)
+
+
+def _mounts_json(mounts: Any, volume_images: list[Any]) -> list[dict[str, Any]]:
+    """The mounts as recorded (and reported by ContainerStatus): an image
+    volume's ImageSpec carries the id of the image mounted, what PullImage
+    returned for it. `volume_images` are in the order of the image mounts."""
+    images = iter(volume_images)
+    out = []
+    for m in mounts:
+        entry = to_json(m)
+        if image_volumes.is_image_mount(m):
+            entry["image"]["image_ref"] = next(images).id
+        out.append(entry)
+    return out

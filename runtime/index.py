@@ -27,9 +27,10 @@ class RecordIndex:
         return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
 
     def image_users(self, image_id: str) -> list[str]:
-        """IDs of containers created from `image_id` (RemoveImage refuses
-        while there are any)."""
-        return [c.id for c in self.containers.values() if c.image_id == image_id]
+        """IDs of containers created from `image_id` or mounting it as an
+        image volume (RemoveImage refuses while there are any)."""
+        return [c.id for c in self.containers.values()
+                if c.image_id == image_id or any(v.get("image_id") == image_id for v in c.image_volumes)]
 
 
 def _find(table: dict[str, R], ref: str, what: str) -> R:

@@ -12,7 +12,7 @@ import copy
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cri.proto import api_pb2 as pb
@@ -101,6 +101,9 @@ class ContainerSpecRequest:
     # Why the pod's runtime handler cannot make recursive read-only mounts
     # (runtime/features.py), or None when it can.
     rro_missing: str | None = "recursive read-only mounts were not probed"
+    # Image volumes mounted ahead (runtime/image_volumes.py): container
+    # path -> the host directory to bind there.
+    image_volumes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -395,8 +398,8 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
             raise InvalidArgument(f"two mounts have the same container_path {dest}")
         seen.add(dest)
         if m.HasField("image") and m.image.image:
-            raise Unimplemented(f"image volumes (mount of image {m.image.image} at {dest}) are not supported by crispy "
-                                "yet")
+            out.append(_image_volume_mount(req, m))
+            continue
         if m.uidMappings or m.gidMappings:
             raise Unimplemented(f"id-mapped mounts ({dest}) are not supported by crispy yet")
         if not m.host_path or not m.host_path.startswith("/"):
@@ -441,6 +444,18 @@ def _cri_mounts(req: ContainerSpecRequest, node: NodeFacts) -> tuple[list[dict[s
     # Parents first, so /a/b is mounted onto /a and not hidden under it.
     out.sort(key=lambda mt: len([p for p in mt["destination"].split("/") if p]))
     return out, rootfs_propagation, missing
+
+
+def _image_volume_mount(req: ContainerSpecRequest, m: pb.Mount) -> dict[str, Any]:
+    dest = m.container_path
+    if not m.readonly:
+        raise InvalidArgument(f"mount {dest}: image volumes are read-only; set readonly: true for the mount of "
+                              f"image {m.image.image}")
+    src = req.image_volumes.get(dest)
+    if src is None:
+        raise InvalidArgument(f"mount {dest}: image {m.image.image} was not mounted for this container")
+    # The overlay under it is read-only already; "ro" keeps the bind so too.
+    return {"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "ro"]}
 
 
 # ---- devices ------------------------------------------------------------------------

@@ -20,15 +20,24 @@ from runtime.errors import InvalidArgument
 _MAX_OPTIONS = 4000
 
 
-def overlay_options(lowers_lowest_first: list[str], upper: str, work: str) -> str:
+def lower_option(lowers_lowest_first: list[str]) -> str:
+    """The `lowerdir=` option for an image's layers (also the whole option
+    string of a read-only overlay, runtime/image_volumes.py)."""
     # overlayfs lists lower dirs top-most first; images list layers lowest first.
     lowers = list(reversed(lowers_lowest_first))
     for d in lowers:
         if "," in d or ":" in d:
             raise InvalidArgument(f"layer directory {d} contains ',' or ':', which overlayfs cannot take")
-    opts = "lowerdir=" + ":".join(lowers) + f",upperdir={upper},workdir={work}"
+    opts = "lowerdir=" + ":".join(lowers)
     if len(opts) > _MAX_OPTIONS:
         raise InvalidArgument(f"the image has too many layers ({len(lowers)}) for one overlay mount")
+    return opts
+
+
+def overlay_options(lowers_lowest_first: list[str], upper: str, work: str) -> str:
+    opts = lower_option(lowers_lowest_first) + f",upperdir={upper},workdir={work}"
+    if len(opts) > _MAX_OPTIONS:
+        raise InvalidArgument(f"the image has too many layers ({len(lowers_lowest_first)}) for one overlay mount")
     return opts
 
 

@@ -33,6 +33,14 @@ T = TypeVar("T")
 # The version of the record layout this crispy writes and understands.
 SCHEMA = 1
 
+# Field metadata for a field added after schema 1: a record loaded without
+# it is written back without it while it stays empty, so a record that
+# never used the later feature stays what the crispy before it wrote (a
+# downgrade reads it unchanged). Records made here are written whole.
+OMIT_EMPTY = {"omit_empty": True}
+# The attribute (not a field) naming such fields a loaded record lacked.
+_UNWRITTEN = "_unwritten_fields"
+
 
 @dataclass
 class SandboxRecord:
@@ -98,6 +106,9 @@ class ContainerRecord:
     resources: dict[str, Any] = field(default_factory=dict)  # LinuxContainerResources as proto JSON
     user: dict[str, Any] = field(default_factory=dict)  # {"uid", "gid", "supplemental_groups"}
     mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI Mounts as proto JSON
+    # Image volumes (runtime/image_volumes.py record_entry): what to unmount
+    # at remove and which images RemoveImage must keep.
+    image_volumes: list[dict[str, Any]] = field(default_factory=list, metadata=OMIT_EMPTY)
     request_digest: str = ""
     schema: int = SCHEMA
 
@@ -116,15 +127,22 @@ def encode(record: SandboxRecord | ContainerRecord) -> bytes:
     (a deep copy, ~0.4 ms a container record) nor an indented dump (the
     pure-Python encoder, ~0.25 ms): the fields hold only JSON values, and
     this is ~0.07 ms, which every Create/Start/Stop pays."""
-    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    unwritten = getattr(record, _UNWRITTEN, ())
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)
+              if not (f.name in unwritten and not getattr(record, f.name))}
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Builds a record, ignoring keys a newer crispy may have written."""
     # T is unbound, but every record type passed here is a dataclass.
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in data.items() if k in names})
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = {f.name for f in fields}
+    rec = cls(**{k: v for k, v in data.items() if k in names})
+    unwritten = frozenset(f.name for f in fields if f.metadata.get("omit_empty") and f.name not in data)
+    if unwritten:
+        setattr(rec, _UNWRITTEN, unwritten)
+    return rec
 
 
 class NewerSchema(ValueError):

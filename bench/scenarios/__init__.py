@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from bench.scenarios import churn, container_start, exec_sync, memory, pod_net, pod_start, pull, relist
+from bench.scenarios import (
+    churn,
+    container_start,
+    exec_sync,
+    image_volume,
+    memory,
+    pod_net,
+    pod_start,
+    pull,
+    relist,
+)
 from bench.scenarios.base import Scenario
 
 REGISTRY: dict[str, Scenario] = {s.name: s for s in (
@@ -11,6 +21,7 @@ REGISTRY: dict[str, Scenario] = {s.name: s for s in (
     pull.PullWarm(),
     pod_start.PodStart(),
     container_start.ContainerStart(),
+    image_volume.ImageVolumeStart(),
     exec_sync.ExecSync(),
     pod_net.PodStartNetworked(),
     churn.Churn(),
