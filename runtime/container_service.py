@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cri.proto import api_pb2 as pb
-from runtime import exec_sync, isolated, kmount, rootfs
+from runtime import exec_sync, isolated, kmount, rootfs, userns
 from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.container_config import log_path as _log_path
@@ -45,11 +45,11 @@ from runtime.oci_spec import ContainerSpecRequest, exec_process_spec, resolve_us
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_config import config_of, to_json
 from runtime.pod_health import PodHealth
-from runtime.pod_view import is_ready
+from runtime.pod_view import is_ready, pinned_of
 from runtime.reservations import Reservations, container_key, container_key_of, request_digest
 from runtime.settings import LifecycleSettings
 from runtime.states import ContainerState
-from runtime.store import ContainerRecord, RecordStore
+from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 from runtime.usage import UsageSampler
 
 log = logging.getLogger("crispy.container")
@@ -60,9 +60,20 @@ REOPEN_WAIT = 10.0
 
 class RootfsMounts(Protocol):
     """Mounts a container's root (runtime/rootfs.py, the module itself, is the one the daemon uses)."""
-    def mount(self, layers: list[str], target: str, scratch: Path) -> None: ...
+    def mount(self, layers: list[str], target: str, scratch: Path,
+              idmap: rootfs.RootIdmap | None = None) -> None: ...
 
     def unmount(self, target: str) -> None: ...
+
+
+def root_idmap(pod: SandboxRecord, pod_config: pb.PodSandboxConfig) -> rootfs.RootIdmap | None:
+    """How a container root of `pod` must be mapped: None unless the pod
+    has a user namespace of its own."""
+    pinned = pinned_of(pod)
+    maps = userns.pod_userns(pod_config.linux.security_context.namespace_options)
+    if not pinned.user or maps is None:
+        return None
+    return rootfs.RootIdmap(pinned.user, maps.uids.host_id, maps.gids.host_id)
 
 
 class ContainerService:
@@ -287,7 +298,11 @@ class ContainerService:
                     cgroup_driver=self.settings.cgroup_driver, target_pid_ns=target_pid_ns,
                     pids_limit=self.settings.pids_limit,
                     seccomp_default=self.settings.seccomp_default)
-                await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
+                idmap = root_idmap(pod, pod_config)
+                if idmap is None:
+                    await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
+                else:
+                    await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch, idmap)
                 # The image's /etc/passwd and /etc/group are read in a thread of
                 # their own, with a deadline: whatever the image holds, this
                 # request cannot take a thread of the shared pool for good, nor

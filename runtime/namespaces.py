@@ -21,6 +21,20 @@ reparented to the node's init when crispy exits, so it survives a crispy
 restart or kill; crispy finds it again by pid plus start time (pids get
 reused). Its environment names the pod directory (CRISPY_POD_DIR) so an
 operator can tell whose it is.
+
+A pod with its own user namespace (`hostUsers: false`) needs the others
+owned by it: the OCI runtime, once in the user namespace, can only join
+namespaces that namespace owns, and only in such a network namespace may
+it mount /sys. A threaded process can neither unshare nor enter a user
+namespace, so a holder process does it: util-linux `unshare` makes the
+user namespace and the others in one call (the kernel makes the user
+namespace first and the rest belong to it) and execs `sleep`; crispy
+writes the mappings from outside, pins the user namespace, and the pod's
+thread then enters the others with setns(2), which a thread may do and
+root of the node is allowed to (its capabilities cover every user
+namespace below its own), and goes on as above. The holder is killed once
+the namespaces are pinned; it carries CRISPY_POD_DIR too, so a crash in
+that window is swept like an unpinned infra.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +56,11 @@ from runtime import kmount, procfs
 from runtime.errors import Internal, InvalidArgument
 from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
 from runtime.procfs import process_start_time
+from runtime.userns import PodUserns
+
+# How long the user namespace holder may take to unshare (an exec of
+# unshare(1); milliseconds normally).
+HOLDER_TIMEOUT = 10.0
 
 # Sysctl names: kernel-style dotted names or slash-separated paths.
 _SYSCTL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
@@ -63,6 +83,8 @@ class NamespaceRequest:
     pod_pid: bool = False
     hostname: str = ""
     sysctls: dict[str, str] = field(default_factory=dict)
+    # The pod's own user namespace, owning every namespace made here.
+    userns: PodUserns | None = None
 
 
 @dataclass
@@ -73,13 +95,15 @@ class PodNamespaces:
     ipc: str = ""
     uts: str = ""
     pid: str = ""
+    user: str = ""
     infra_pid: int = 0
     # Field 22 of /proc/<pid>/stat when we started it, to tell our infra
     # process from an unrelated one that got its pid later.
     infra_start_time: int = 0
 
     def paths(self) -> dict[str, str]:
-        return {k: v for k, v in (("network", self.net), ("ipc", self.ipc), ("uts", self.uts), ("pid", self.pid)) if v}
+        return {k: v for k, v in (("network", self.net), ("ipc", self.ipc), ("uts", self.uts), ("pid", self.pid),
+                                  ("user", self.user)) if v}
 
 
 def sysctl_path(name: str) -> str:
@@ -126,6 +150,8 @@ async def create(pin_dir: Path, req: NamespaceRequest) -> PodNamespaces:
         return PodNamespaces()
     sysctls = [(sysctl_path(name), value) for name, value in req.sysctls.items()]
     infra = _tool("catatonit") if req.pod_pid else ""
+    if req.userns is not None:
+        _tool("unshare")
     loop = asyncio.get_running_loop()
     done: asyncio.Future[PodNamespaces] = loop.create_future()
 
@@ -165,9 +191,16 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
     pinned = PodNamespaces()
     flags = ((CLONE_NEWNET if req.net else 0) | (CLONE_NEWIPC if req.ipc else 0)
              | (CLONE_NEWUTS if req.uts else 0) | (CLONE_NEWPID if req.pod_pid else 0))
+    holder = 0
     try:
         try:
-            check(libc.unshare(flags), "unshare")
+            if req.userns is not None:
+                holder = _spawn_holder(pin_dir, flags)
+                _map_and_pin_userns(pinned, pin_dir, holder, req.userns)
+                _enter_holder_namespaces(holder, flags)
+                holder = _end_holder(holder)
+            else:
+                check(libc.unshare(flags), "unshare")
             for kind, wanted in (("net", req.net), ("ipc", req.ipc), ("uts", req.uts)):
                 if wanted:
                     path = str(pin_dir / kind)
@@ -194,9 +227,96 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
             except OSError as e:
                 raise Internal(f"starting the pod's infra process failed: {e}") from None
     except BaseException:
+        if holder:
+            _end_holder(holder)
         _discard_now(pinned)
         raise
     return pinned
+
+
+_UNSHARE_OPTIONS = ((CLONE_NEWNET, "--net"), (CLONE_NEWIPC, "--ipc"), (CLONE_NEWUTS, "--uts"),
+                    (CLONE_NEWPID, "--pid"))
+
+
+def _spawn_holder(pin_dir: Path, flags: int) -> int:
+    """Starts `unshare --user ... sleep` and returns its pid once it is in
+    its new namespaces (it then waits for its mappings and its end)."""
+    unshare = _tool("unshare")
+    sleep = _tool("sleep")
+    args = [unshare, "--user", *(opt for flag, opt in _UNSHARE_OPTIONS if flags & flag), "--", sleep, "infinity"]
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CRISPY_POD_DIR": str(pin_dir)}
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
+                   (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        pid = os.posix_spawn(unshare, args, env, file_actions=actions, setsid=True, setsigmask=(),
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    finally:
+        os.close(err_w)
+    try:
+        own = os.readlink("/proc/self/ns/user")
+        deadline = time.monotonic() + HOLDER_TIMEOUT
+        delay = 0.0005
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                os.set_blocking(err_r, False)
+                try:
+                    why = os.read(err_r, 4096).decode(errors="replace").strip()
+                except BlockingIOError:
+                    why = ""
+                raise OSError(f"unshare(1) could not make the pod's user namespace "
+                              f"(exit status {os.waitstatus_to_exitcode(status)}): {why or 'no message'}")
+            try:
+                if os.readlink(f"/proc/{pid}/ns/user") != own:
+                    return pid
+            except FileNotFoundError:
+                pass
+            if time.monotonic() > deadline:
+                raise OSError(f"unshare(1) did not make the pod's user namespace within {HOLDER_TIMEOUT:g}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+    except BaseException:
+        _end_holder(pid)
+        raise
+    finally:
+        os.close(err_r)
+
+
+def _map_and_pin_userns(pinned: PodNamespaces, pin_dir: Path, holder: int, maps: PodUserns) -> None:
+    # Root of the parent namespace may write any mapping, gids included,
+    # without first denying setgroups(2) in the child.
+    for name, mapping in (("uid_map", maps.uids), ("gid_map", maps.gids)):
+        with open(f"/proc/{holder}/{name}", "w") as f:
+            f.write(mapping.line())
+    path = str(pin_dir / "user")
+    _touch(path)
+    pinned.user = path
+    kmount.mount(f"/proc/{holder}/ns/user", path, None, kmount.MS_BIND)
+
+
+def _enter_holder_namespaces(holder: int, flags: int) -> None:
+    """The calling thread joins the holder's namespaces, which its user
+    namespace owns; for PID that is the one its children would be in, so
+    the infra started next is that namespace's init."""
+    for flag, name in ((CLONE_NEWNET, "net"), (CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts"),
+                       (CLONE_NEWPID, "pid_for_children")):
+        if flags & flag:
+            fd = os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                check(libc.setns(fd, flag), f"setns({name})")
+            finally:
+                os.close(fd)
+
+
+def _end_holder(pid: int) -> int:
+    """Kills and reaps the holder; 0 for the caller's variable."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    return 0
 
 
 def _touch(path: str) -> None:
@@ -295,7 +415,7 @@ async def unpin(ns: PodNamespaces) -> None:
 
 
 def _unpin_now(ns: PodNamespaces) -> None:
-    for path in (ns.net, ns.ipc, ns.uts, ns.pid):
+    for path in (ns.net, ns.ipc, ns.uts, ns.pid, ns.user):
         if path:
             kmount.umount_all(path)
             try:

@@ -6,14 +6,24 @@ A read-only root (readonly_rootfs) is mounted the same way and made
 read-only by the OCI runtime (`root.readonly` in the spec): the runtime
 must first create mount points that the image may lack (/etc/hostname,
 /dev/shm, volume targets), which needs a writable upper dir.
+
+In a pod with its own user namespace the container's root must look owned
+by the container's root, which is host ID `host_uid` there. The layers are
+not copied or chown'd: the lower dirs are an ID-mapped view
+(runtime/idmapped.py) of the layer store, mounted for the moment of the
+overlay mount only (overlayfs keeps private clones of its layers, so the
+view is unmounted right after). Only the empty upper dir is chown'd, as it
+is the container's "/"; what the container writes lands there with its
+host IDs, as the kernel maps them anyway.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import kmount, private_dirs
+from runtime import idmapped, kmount, private_dirs
 from runtime.errors import InvalidArgument
 
 # overlayfs takes its options from one page.
@@ -32,7 +42,15 @@ def overlay_options(lowers_lowest_first: list[str], upper: str, work: str) -> st
     return opts
 
 
-def mount(layers: list[str], target: str, scratch: Path) -> None:
+@dataclass(frozen=True)
+class RootIdmap:
+    """The pod's pinned user namespace and the host IDs of its root."""
+    userns_path: str
+    host_uid: int
+    host_gid: int
+
+
+def mount(layers: list[str], target: str, scratch: Path, idmap: RootIdmap | None = None) -> None:
     """Blocking. `scratch` (on the data root) holds upper/ and work/."""
     if not layers:
         raise InvalidArgument("the image has no layers to make a root filesystem from")
@@ -52,7 +70,26 @@ def mount(layers: list[str], target: str, scratch: Path) -> None:
     except FileExistsError:
         pass
     work.mkdir(mode=0o700, exist_ok=True)
-    kmount.mount("overlay", target, "overlay", 0, overlay_options(layers, str(upper), str(work)))
+    if idmap is None:
+        kmount.mount("overlay", target, "overlay", 0, overlay_options(layers, str(upper), str(work)))
+        return
+    os.chown(upper, idmap.host_uid, idmap.host_gid)
+    _mount_idmapped(layers, target, str(upper), str(work), idmap)
+
+
+def _mount_idmapped(layers: list[str], target: str, upper: str, work: str, idmap: RootIdmap) -> None:
+    # One view of the layers' common parent (the layer store) rather than
+    # one per layer: a single mount whatever the image's depth.
+    store = os.path.commonpath(layers)
+    view = os.path.join(os.path.dirname(target), "layers-idmapped")
+    os.makedirs(view, mode=0o700, exist_ok=True)
+    mapped = [os.path.join(view, os.path.relpath(d, store)) if d != store else view for d in layers]
+    idmapped.bind(store, view, idmap.userns_path)
+    try:
+        kmount.mount("overlay", target, "overlay", 0, overlay_options(mapped, upper, work))
+    finally:
+        kmount.umount_all(view)
+    os.rmdir(view)
 
 
 def unmount(target: str) -> None:
