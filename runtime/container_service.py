@@ -23,8 +23,8 @@ from cri.proto import api_pb2 as pb
 from runtime import exec_sync, isolated, kmount, rootfs, userns
 from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
-from runtime.container_config import log_path as _log_path
 from runtime.container_config import (
+    IDMAPPED_VOLUMES,
     read_spec,
     require_running,
     sandbox_view,
@@ -32,6 +32,7 @@ from runtime.container_config import (
     signal_number,
     stop_signal_of,
 )
+from runtime.container_config import log_path as _log_path
 from runtime.container_config import write_spec as _write_spec
 from runtime.crashpoints import crashpoint
 from runtime.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -310,7 +311,8 @@ class ContainerService:
                 spec_req.user = await isolated.call(
                     resolve_user, spec_req, what="reading the image's /etc/passwd and /etc/group",
                     timeout=self.settings.user_lookup_timeout)
-                spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json")
+                spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json",
+                                               idmap.userns_path if idmap else "")
                 ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
                 user = spec["process"].get("user", {})
                 ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
@@ -370,6 +372,9 @@ class ContainerService:
 
         def _rm() -> None:
             unmount(ctr.rootfs)
+            views = os.path.join(ctr.bundle, IDMAPPED_VOLUMES)
+            for point in kmount.mounts_under(views):
+                kmount.umount_all(point)
             if os.path.exists(ctr.bundle):
                 if kmount.mounts_under(ctr.bundle):
                     raise OSError(f"{ctr.bundle} still has mounts")

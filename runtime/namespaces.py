@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import kmount, procfs
+from runtime.crashpoints import crashpoint
 from runtime.errors import Internal, InvalidArgument
 from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
 from runtime.procfs import process_start_time
@@ -197,6 +198,7 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
             if req.userns is not None:
                 holder = _spawn_holder(pin_dir, flags)
                 _map_and_pin_userns(pinned, pin_dir, holder, req.userns)
+                crashpoint("pod.userns.holder_alive")
                 _enter_holder_namespaces(holder, flags)
                 holder = _end_holder(holder)
             else:
