@@ -67,14 +67,15 @@ class RootfsMounts(Protocol):
     def unmount(self, target: str) -> None: ...
 
 
-def root_idmap(pod: SandboxRecord, pod_config: pb.PodSandboxConfig) -> rootfs.RootIdmap | None:
+def root_idmap(pod: SandboxRecord, pod_config: pb.PodSandboxConfig, bundle: Path) -> rootfs.RootIdmap | None:
     """How a container root of `pod` must be mapped: None unless the pod
     has a user namespace of its own."""
     pinned = pinned_of(pod)
     maps = userns.pod_userns(pod_config.linux.security_context.namespace_options)
     if not pinned.user or maps is None:
         return None
-    return rootfs.RootIdmap(pinned.user, maps.uids.host_id, maps.gids.host_id)
+    return rootfs.RootIdmap(pinned.user, maps.uids.host_id, maps.gids.host_id,
+                            view_dir=str(bundle / "layers-idmapped"))
 
 
 class ContainerService:
@@ -249,8 +250,11 @@ class ContainerService:
         container_id = secrets.token_hex(32)
         bundle = self.bundle_dir(container_id)
         scratch = self.scratch_dir(container_id)
-        root = bundle / "rootfs"
         pod_config = config_of(pod)
+        idmap = root_idmap(pod, pod_config, bundle)
+        # A user-namespaced root must be reachable from inside its namespace
+        # (runtime/rootfs.py).
+        root = bundle / "rootfs" if idmap is None else rootfs.userns_roots(self.state_root) / container_id
         log_path = _log_path(pod_config, config, bundle)
         ctr = ContainerRecord(
             id=container_id, sandbox_id=pod.id, name=config.metadata.name, attempt=config.metadata.attempt,
@@ -299,10 +303,10 @@ class ContainerService:
                     cgroup_driver=self.settings.cgroup_driver, target_pid_ns=target_pid_ns,
                     pids_limit=self.settings.pids_limit,
                     seccomp_default=self.settings.seccomp_default)
-                idmap = root_idmap(pod, pod_config)
                 if idmap is None:
                     await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
                 else:
+                    await asyncio.to_thread(rootfs.userns_root_of, self.state_root, container_id)
                     await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch, idmap)
                 # The image's /etc/passwd and /etc/group are read in a thread of
                 # their own, with a deadline: whatever the image holds, this
@@ -372,6 +376,8 @@ class ContainerService:
 
         def _rm() -> None:
             unmount(ctr.rootfs)
+            if ctr.rootfs and Path(ctr.rootfs).parent == rootfs.userns_roots(state_root):
+                rootfs.remove_userns_root(ctr.rootfs)
             views = os.path.join(ctr.bundle, IDMAPPED_VOLUMES)
             for point in kmount.mounts_under(views):
                 kmount.umount_all(point)

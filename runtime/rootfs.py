@@ -15,6 +15,15 @@ overlay mount only (overlayfs keeps private clones of its layers, so the
 view is unmounted right after). Only the empty upper dir is chown'd, as it
 is the container's "/"; what the container writes lands there with its
 host IDs, as the kernel maps them anyway.
+
+Such a root is mounted outside the state root, in `<state_root>-userns/`
+(0711): the OCI runtime bind-mounts the root onto itself from inside the
+user namespace, where the container's root is an unprivileged host ID
+that must be able to search every directory on the way, and the state
+root's trees are root-only (runtime/private_dirs.py). Others may only
+search that directory, not list it, and what a root mounted there holds
+is owned by the pod's host IDs, so a setuid file in it grants no more than
+the pod's own (unprivileged) IDs.
 """
 
 from __future__ import annotations
@@ -42,12 +51,43 @@ def overlay_options(lowers_lowest_first: list[str], upper: str, work: str) -> st
     return opts
 
 
+USERNS_ROOTS_MODE = 0o711
+
+
 @dataclass(frozen=True)
 class RootIdmap:
     """The pod's pinned user namespace and the host IDs of its root."""
     userns_path: str
     host_uid: int
     host_gid: int
+    # Where the layers' ID-mapped view is mounted for the moment of the
+    # overlay mount: in the (root-only) bundle, which the sweep unmounts
+    # before deleting anything.
+    view_dir: str
+
+
+def userns_roots(state_root: Path) -> Path:
+    """The directory user-namespaced container roots are mounted in."""
+    return state_root.with_name(state_root.name + "-userns")
+
+
+def userns_root_of(state_root: Path, container_id: str) -> Path:
+    """Blocking: the mount point for a user-namespaced container's root,
+    its directory made searchable (see the module doc)."""
+    roots = userns_roots(state_root)
+    roots.mkdir(mode=USERNS_ROOTS_MODE, exist_ok=True)
+    os.chmod(roots, USERNS_ROOTS_MODE)
+    return roots / container_id
+
+
+def remove_userns_root(path: str) -> None:
+    """Blocking, idempotent: unmounts and removes a mount point made by
+    userns_root_of (never recursing into it)."""
+    kmount.umount_all(path)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def mount(layers: list[str], target: str, scratch: Path, idmap: RootIdmap | None = None) -> None:
@@ -81,7 +121,7 @@ def _mount_idmapped(layers: list[str], target: str, upper: str, work: str, idmap
     # One view of the layers' common parent (the layer store) rather than
     # one per layer: a single mount whatever the image's depth.
     store = os.path.commonpath(layers)
-    view = os.path.join(os.path.dirname(target), "layers-idmapped")
+    view = idmap.view_dir
     os.makedirs(view, mode=0o700, exist_ok=True)
     mapped = [os.path.join(view, os.path.relpath(d, store)) if d != store else view for d in layers]
     idmapped.bind(store, view, idmap.userns_path)

@@ -71,9 +71,18 @@ def host_ids(pid: int) -> tuple[int, int]:
     return int(fields["Uid"][0]), int(fields["Gid"][0])
 
 
+def searchable_roots(r: CrashRig) -> CrashRig:
+    """User-namespaced roots live beside the state root
+    (runtime/rootfs.py); on a node its parent is /run, searchable by all.
+    The test's private base stands in for it."""
+    for d in (r.base, Path(r.daemon.state_root).parent):
+        os.chmod(d, 0o711)
+    return r
+
+
 @pytest.fixture
 def rig(net) -> Iterator[CrashRig]:
-    r = CrashRig(net)
+    r = searchable_roots(CrashRig(net))
     load_image(r.daemon)
     try:
         yield r
@@ -138,7 +147,7 @@ def test_host_network_with_a_user_namespace_is_refused(rig):
 @pytest.mark.parametrize("step", ["pod.userns.holder_alive", "pod.after_namespaces", "pod.before_cni_add",
                                   "pod.after_record"])
 def test_kill_during_run_pod_sandbox_with_a_user_namespace(net, step):  # noqa: F811 - net is the fixture
-    rig = CrashRig(net, crash_at=step)
+    rig = searchable_roots(CrashRig(net, crash_at=step))
     try:
         cfg = userns_pod_config("usernscrash")
         rig.crash(lambda c: run_pod(c, cfg))
