@@ -25,16 +25,14 @@ operator can tell whose it is.
 A pod with its own user namespace (`hostUsers: false`) needs the others
 owned by it: the OCI runtime, once in the user namespace, can only join
 namespaces that namespace owns, and only in such a network namespace may
-it mount /sys. A threaded process can neither unshare nor enter a user
-namespace, so a holder process does it: util-linux `unshare` makes the
-user namespace and the others in one call (the kernel makes the user
-namespace first and the rest belong to it) and execs `sleep`; crispy
-writes the mappings from outside, pins the user namespace, and the pod's
-thread then enters the others with setns(2), which a thread may do and
-root of the node is allowed to (its capabilities cover every user
-namespace below its own), and goes on as above. The holder is killed once
-the namespaces are pinned; it carries CRISPY_POD_DIR too, so a crash in
-that window is swept like an unpinned infra.
+it mount /sys, only in such a PID namespace /proc. A threaded process can
+neither unshare nor enter a user namespace, so a holder process makes them
+all (runtime/userns_holder.py), forking the infra when the pod shares a PID
+namespace; crispy writes the mappings from outside and pins the user and
+PID namespaces from the holder and the infra, and the pod's thread enters
+the holder's network, IPC and UTS namespaces with setns(2) (allowed to a
+thread, and to the node's root, whose capabilities cover every user
+namespace below its own) and goes on as above.
 """
 
 from __future__ import annotations
@@ -48,20 +46,15 @@ import signal
 import socket
 import struct
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime import kmount, procfs
+from runtime import kmount, procfs, userns_holder
 from runtime.crashpoints import crashpoint
 from runtime.errors import Internal, InvalidArgument
 from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
 from runtime.procfs import process_start_time
 from runtime.userns import PodUserns
-
-# How long the user namespace holder may take to unshare (an exec of
-# unshare(1); milliseconds normally).
-HOLDER_TIMEOUT = 10.0
 
 # Sysctl names: kernel-style dotted names or slash-separated paths.
 _SYSCTL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
@@ -151,8 +144,6 @@ async def create(pin_dir: Path, req: NamespaceRequest) -> PodNamespaces:
         return PodNamespaces()
     sysctls = [(sysctl_path(name), value) for name, value in req.sysctls.items()]
     infra = _tool("catatonit") if req.pod_pid else ""
-    if req.userns is not None:
-        _tool("unshare")
     loop = asyncio.get_running_loop()
     done: asyncio.Future[PodNamespaces] = loop.create_future()
 
@@ -192,15 +183,19 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
     pinned = PodNamespaces()
     flags = ((CLONE_NEWNET if req.net else 0) | (CLONE_NEWIPC if req.ipc else 0)
              | (CLONE_NEWUTS if req.uts else 0) | (CLONE_NEWPID if req.pod_pid else 0))
-    holder = 0
+    holder: userns_holder.Holder | None = None
     try:
         try:
             if req.userns is not None:
-                holder = _spawn_holder(pin_dir, flags)
-                _map_and_pin_userns(pinned, pin_dir, holder, req.userns)
+                holder = userns_holder.spawn(flags, infra, _infra_env(pin_dir))
+                infra_pid = userns_holder.map_ids(holder, req.userns)
+                _pin(pinned, pin_dir, "user", f"/proc/{holder.pid}/ns/user")
+                if infra_pid:
+                    _adopt_infra(pinned, pin_dir, infra_pid)
                 crashpoint("pod.userns.holder_alive")
-                _enter_holder_namespaces(holder, flags)
-                holder = _end_holder(holder)
+                _enter_holder_namespaces(holder.pid, flags)
+                userns_holder.end(holder)
+                holder = None
             else:
                 check(libc.unshare(flags), "unshare")
             for kind, wanted in (("net", req.net), ("ipc", req.ipc), ("uts", req.uts)):
@@ -223,102 +218,49 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
             except OSError as e:
                 raise InvalidArgument(f"cannot apply the pod's sysctls: /proc/sys/{path}: "
                                       f"{e.strerror or e}") from None
-        if req.pod_pid:
+        if req.pod_pid and req.userns is None:
             try:
                 _start_infra(pinned, pin_dir, infra)
             except OSError as e:
                 raise Internal(f"starting the pod's infra process failed: {e}") from None
     except BaseException:
-        if holder:
-            _end_holder(holder)
+        if holder is not None:
+            userns_holder.end(holder)
         _discard_now(pinned)
         raise
     return pinned
 
 
-_UNSHARE_OPTIONS = ((CLONE_NEWNET, "--net"), (CLONE_NEWIPC, "--ipc"), (CLONE_NEWUTS, "--uts"),
-                    (CLONE_NEWPID, "--pid"))
+def _infra_env(pin_dir: Path) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CRISPY_POD_DIR": str(pin_dir)}
 
 
-def _spawn_holder(pin_dir: Path, flags: int) -> int:
-    """Starts `unshare --user ... sleep` and returns its pid once it is in
-    its new namespaces (it then waits for its mappings and its end)."""
-    unshare = _tool("unshare")
-    sleep = _tool("sleep")
-    args = [unshare, "--user", *(opt for flag, opt in _UNSHARE_OPTIONS if flags & flag), "--", sleep, "infinity"]
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CRISPY_POD_DIR": str(pin_dir)}
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    try:
-        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
-                   (os.POSIX_SPAWN_DUP2, err_w, 2)]
-        pid = os.posix_spawn(unshare, args, env, file_actions=actions, setsid=True, setsigmask=(),
-                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-    finally:
-        os.close(err_w)
-    try:
-        own = os.readlink("/proc/self/ns/user")
-        deadline = time.monotonic() + HOLDER_TIMEOUT
-        delay = 0.0005
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                os.set_blocking(err_r, False)
-                try:
-                    why = os.read(err_r, 4096).decode(errors="replace").strip()
-                except BlockingIOError:
-                    why = ""
-                raise OSError(f"unshare(1) could not make the pod's user namespace "
-                              f"(exit status {os.waitstatus_to_exitcode(status)}): {why or 'no message'}")
-            try:
-                if os.readlink(f"/proc/{pid}/ns/user") != own:
-                    return pid
-            except FileNotFoundError:
-                pass
-            if time.monotonic() > deadline:
-                raise OSError(f"unshare(1) did not make the pod's user namespace within {HOLDER_TIMEOUT:g}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
-    except BaseException:
-        _end_holder(pid)
-        raise
-    finally:
-        os.close(err_r)
-
-
-def _map_and_pin_userns(pinned: PodNamespaces, pin_dir: Path, holder: int, maps: PodUserns) -> None:
-    # Root of the parent namespace may write any mapping, gids included,
-    # without first denying setgroups(2) in the child.
-    for name, mapping in (("uid_map", maps.uids), ("gid_map", maps.gids)):
-        with open(f"/proc/{holder}/{name}", "w") as f:
-            f.write(mapping.line())
-    path = str(pin_dir / "user")
+def _pin(pinned: PodNamespaces, pin_dir: Path, kind: str, nsfs: str) -> None:
+    path = str(pin_dir / kind)
     _touch(path)
-    pinned.user = path
-    kmount.mount(f"/proc/{holder}/ns/user", path, None, kmount.MS_BIND)
+    setattr(pinned, kind, path)
+    kmount.mount(nsfs, path, None, kmount.MS_BIND)
+
+
+def _adopt_infra(pinned: PodNamespaces, pin_dir: Path, pid: int) -> None:
+    """The holder's infra becomes the pod's, as one `_start_infra` made."""
+    pinned.infra_pid = pid
+    pinned.infra_start_time = process_start_time(pid) or 0
+    _pin(pinned, pin_dir, "pid", f"/proc/{pid}/ns/pid")
+    if not pinned.infra_start_time or not infra_alive(pinned):
+        raise OSError(f"the infra process {pid} died at once")
 
 
 def _enter_holder_namespaces(holder: int, flags: int) -> None:
-    """The calling thread joins the holder's namespaces, which its user
-    namespace owns; for PID that is the one its children would be in, so
-    the infra started next is that namespace's init."""
-    for flag, name in ((CLONE_NEWNET, "net"), (CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts"),
-                       (CLONE_NEWPID, "pid_for_children")):
+    """The calling thread joins the holder's network, IPC and UTS
+    namespaces, which its user namespace owns."""
+    for flag, name in ((CLONE_NEWNET, "net"), (CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts")):
         if flags & flag:
             fd = os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 check(libc.setns(fd, flag), f"setns({name})")
             finally:
                 os.close(fd)
-
-
-def _end_holder(pid: int) -> int:
-    """Kills and reaps the holder; 0 for the caller's variable."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-    return 0
 
 
 def _touch(path: str) -> None:

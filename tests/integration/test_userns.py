@@ -8,6 +8,7 @@ process, and neither does a crash in the middle of RunPodSandbox."""
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Iterator
@@ -126,7 +127,10 @@ def test_container_runs_in_the_pods_user_namespace(rig):
         assert os.readlink(f"/proc/{pid}/ns/user") == os.readlink(
             f"/proc/{json.loads(c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=other, verbose=True)).info['info'])['pid']}/ns/user")
         assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+        roots = Path(rig.daemon.state_root + "-userns")
+        assert os.path.ismount(roots / ctr) and stat.S_IMODE(roots.stat().st_mode) == 0o711
         stop_and_remove(c, pod)
+        assert os.listdir(roots) == []
     rig.stop()
     rig.assert_no_leaks()
 
