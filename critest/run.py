@@ -277,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
 
     run = Run(base=Path(tempfile.mkdtemp(prefix="crispy-ct-", dir="/tmp")),
               cgroup_parent=f"/crispy-critest-{uuid.uuid4().hex[:8]}")
+    # Searchable (not listable) like /run: user-namespaced container roots
+    # are mounted beside the state root and reached from inside the user
+    # namespace (runtime/rootfs.py).
+    os.chmod(run.base, 0o711)
     junit = results / "junit.xml"
     rc = None
     failure = ""

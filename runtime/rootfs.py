@@ -29,11 +29,12 @@ the pod's own (unprivileged) IDs.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import idmapped, kmount, private_dirs
-from runtime.errors import InvalidArgument
+from runtime.errors import FailedPrecondition, InvalidArgument
 
 # overlayfs takes its options from one page.
 _MAX_OPTIONS = 4000
@@ -73,8 +74,16 @@ def userns_roots(state_root: Path) -> Path:
 
 def userns_root_of(state_root: Path, container_id: str) -> Path:
     """Blocking: the mount point for a user-namespaced container's root,
-    its directory made searchable (see the module doc)."""
+    its directory made searchable (see the module doc). FailedPrecondition
+    if a directory above it is not searchable by others: the container's
+    root could not reach its own root filesystem."""
     roots = userns_roots(state_root)
+    for parent in roots.parents:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            raise FailedPrecondition(
+                f"pods with their own user namespace need {parent} searchable by every user: their containers' "
+                f"roots are mounted in {roots}, which the container's root (an unprivileged host ID) must reach; "
+                f"run `chmod o+x {parent}` or put the state root under a directory like /run")
     roots.mkdir(mode=USERNS_ROOTS_MODE, exist_ok=True)
     os.chmod(roots, USERNS_ROOTS_MODE)
     return roots / container_id

@@ -103,3 +103,16 @@ def test_run_pod_sandbox_validation_takes_pod_mode_and_refuses_the_rest():
         pod_config.validate(_pod(options(pb.CONTAINER, uids=[], gids=[])))
     with pytest.raises(InvalidArgument, match="container ID 0 is not mapped"):
         pod_config.validate(_pod(options(uids=[pb.IDMapping(container_id=1, host_id=1000, length=10)])))
+
+
+def test_user_namespaced_roots_need_searchable_parents(tmp_path):
+    import os
+
+    from runtime import rootfs
+    from runtime.errors import FailedPrecondition
+    private = tmp_path / "private"
+    private.mkdir()
+    os.chmod(private, 0o700)
+    with pytest.raises(FailedPrecondition, match=f"chmod o\\+x {private}`"):
+        rootfs.userns_root_of(private / "state", "c1")
+    assert not (private / "state-userns").exists()
