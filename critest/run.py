@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run = Run(base=Path(tempfile.mkdtemp(prefix="crispy-ct-", dir="/tmp")),
               cgroup_parent=f"/crispy-critest-{uuid.uuid4().hex[:8]}")
+    # Searchable (not listable) like /: user-namespaced container roots
+    # are reached from inside the user namespace (runtime/rootfs.py).
+    os.chmod(run.base, 0o711)
     junit = results / "junit.xml"
     rc = None
     failure = ""
@@ -294,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         install_network(run)
         run.daemon = DaemonProcess(run.base, config_text=crispy_config(run))
         run.daemon.start()
+        # The state root's parent is the socket's directory here (0750); on
+        # a node it is /run. Others may search it (not list it), as
+        # user-namespaced container roots beside the state root need.
+        os.chmod(Path(run.daemon.state_root).parent, 0o751)
         with run.daemon.client() as client:
             version = client.version()
         print(f"critest.run: crispy {version.runtime_version} up on {run.daemon.socket}", flush=True)

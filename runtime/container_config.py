@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cri.proto import api_pb2 as pb
+from runtime import idmapped
 from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime.oci_spec import ContainerSpecRequest, SandboxView, build_spec
 from runtime.pod_config import config_of, shown
@@ -79,11 +80,41 @@ def log_path(pod_config: pb.PodSandboxConfig, config: pb.ContainerConfig, bundle
     return str(bundle / "container.log")
 
 
-def write_spec(spec_req: ContainerSpecRequest, spec_path: Path) -> dict[str, Any]:
-    """Blocking: the spec built and written."""
+# Under the bundle: ID-mapped views of a user-namespaced container's volumes.
+IDMAPPED_VOLUMES = "volumes-idmapped"
+
+
+def write_spec(spec_req: ContainerSpecRequest, spec_path: Path, userns_path: str = "") -> dict[str, Any]:
+    """Blocking: the spec built and written. `userns_path`: the pod's user
+    namespace, through which the container's volumes are then mapped."""
     spec = build_spec(spec_req)
+    if userns_path:
+        idmap_volumes(spec, spec_req.config, spec_path.parent / IDMAPPED_VOLUMES, userns_path)
     spec_path.write_text(json.dumps(spec))
     return spec
+
+
+def idmap_volumes(spec: dict[str, Any], config: pb.ContainerConfig, view_dir: Path, userns_path: str) -> None:
+    """Points each private-propagation volume (kubelet's emptyDir, hostPath,
+    configMap...) at an ID-mapped view of it, so a file owned by host ID n
+    shows as n inside the pod's user namespace (fsGroup ownership that
+    kubelet set included) and what the container writes lands with those
+    IDs on the node. runc before 1.2 cannot map mounts itself. A volume with
+    host propagation keeps its plain bind: a view of it would be a private
+    copy that no longer receives the host's new mounts. The views are
+    unmounted with the bundle (ContainerService._remove_files)."""
+    private = {m.container_path for m in config.mounts if m.propagation == pb.PROPAGATION_PRIVATE}
+    for i, mount in enumerate(m for m in spec["mounts"] if m.get("type") == "bind"):
+        if mount["destination"] not in private:
+            continue
+        view = view_dir / str(i)
+        view_dir.mkdir(mode=0o700, exist_ok=True)
+        if os.path.isdir(mount["source"]):
+            view.mkdir(mode=0o700)
+        else:
+            os.close(os.open(view, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        idmapped.bind(mount["source"], str(view), userns_path)
+        mount["source"] = str(view)
 
 
 def read_spec(ctr: ContainerRecord) -> dict[str, Any]:

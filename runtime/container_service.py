@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cri.proto import api_pb2 as pb
-from runtime import exec_sync, image_volumes, isolated, kmount, procfs, rootfs
+from runtime import exec_sync, image_volumes, isolated, kmount, procfs, rootfs, userns
 from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
-from runtime.container_config import log_path as _log_path
 from runtime.container_config import (
+    IDMAPPED_VOLUMES,
     read_spec,
     require_running,
     sandbox_view,
@@ -32,6 +32,7 @@ from runtime.container_config import (
     signal_number,
     stop_signal_of,
 )
+from runtime.container_config import log_path as _log_path
 from runtime.container_config import write_spec as _write_spec
 from runtime.crashpoints import crashpoint
 from runtime.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -46,7 +47,7 @@ from runtime.oci_spec import ContainerSpecRequest, exec_process_spec, resolve_us
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_config import config_of, to_json
 from runtime.pod_health import PodHealth
-from runtime.pod_view import is_ready
+from runtime.pod_view import is_ready, pinned_of
 from runtime.reservations import Reservations, container_key, container_key_of, request_digest
 from runtime.settings import LifecycleSettings
 from runtime.states import ContainerState
@@ -61,7 +62,8 @@ REOPEN_WAIT = 10.0
 
 class RootfsMounts(Protocol):
     """Mounts a container's root (runtime/rootfs.py, the module itself, is the one the daemon uses)."""
-    def mount(self, layers: list[str], target: str, scratch: Path) -> None: ...
+    def mount(self, layers: list[str], target: str, scratch: Path,
+              idmap: rootfs.RootIdmap | None = None) -> None: ...
 
     def unmount(self, target: str) -> None: ...
 
@@ -71,6 +73,17 @@ class VolumeMounts(Protocol):
     def mount(self, layers: list[str], target: str, sub_path: str) -> str: ...
 
     def unmount(self, target: str) -> None: ...
+
+
+def root_idmap(pod: SandboxRecord, pod_config: pb.PodSandboxConfig, bundle: Path) -> rootfs.RootIdmap | None:
+    """How a container root of `pod` must be mapped: None unless the pod
+    has a user namespace of its own."""
+    pinned = pinned_of(pod)
+    maps = userns.pod_userns(pod_config.linux.security_context.namespace_options)
+    if not pinned.user or maps is None:
+        return None
+    return rootfs.RootIdmap(pinned.user, maps.uids.host_id, maps.gids.host_id,
+                            view_dir=str(bundle / "layers-idmapped"))
 
 
 class ContainerService:
@@ -267,8 +280,11 @@ class ContainerService:
         container_id = secrets.token_hex(32)
         bundle = self.bundle_dir(container_id)
         scratch = self.scratch_dir(container_id)
-        root = bundle / "rootfs"
         pod_config = config_of(pod)
+        idmap = root_idmap(pod, pod_config, bundle)
+        # A user-namespaced root must be reachable from inside its namespace
+        # (runtime/rootfs.py).
+        root = bundle / "rootfs" if idmap is None else rootfs.userns_roots(self.state_root) / container_id
         log_path = _log_path(pod_config, config, bundle)
         volumes = [image_volumes.record_entry(v, img.id, image_volumes.target_of(str(bundle), i))
                    for i, (v, img) in enumerate(zip(volume_requests, volume_images, strict=True))]
@@ -327,7 +343,11 @@ class ContainerService:
                 mounting = (asyncio.ensure_future(asyncio.to_thread(self._mount_volumes, volumes, volume_images))
                             if volumes else None)
                 try:
-                    await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
+                    if idmap is None:
+                        await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch)
+                    else:
+                        await asyncio.to_thread(rootfs.userns_root_of, self.state_root, container_id)
+                        await asyncio.to_thread(self.rootfs_mounts.mount, layers, str(root), scratch, idmap)
                     # The image's /etc/passwd and /etc/group are read in a thread of
                     # their own, with a deadline: whatever the image holds, this
                     # request cannot take a thread of the shared pool for good, nor
@@ -343,7 +363,8 @@ class ContainerService:
                         await asyncio.wait([mounting])
                         if not mounting.cancelled():
                             mounting.exception()  # retrieved: the first failure is what is raised
-                spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json")
+                spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json",
+                                               idmap.userns_path if idmap else "")
                 ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
                 user = spec["process"].get("user", {})
                 ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
@@ -421,6 +442,11 @@ class ContainerService:
             unmount(ctr.rootfs)
             for vol in ctr.image_volumes:
                 unmount_volume(vol["target"])
+            if ctr.rootfs and Path(ctr.rootfs).parent == rootfs.userns_roots(state_root):
+                rootfs.remove_userns_root(ctr.rootfs)
+            views = os.path.join(ctr.bundle, IDMAPPED_VOLUMES)
+            for point in kmount.mounts_under(views):
+                kmount.umount_all(point)
             if os.path.exists(ctr.bundle):
                 if kmount.mounts_under(ctr.bundle):
                     raise OSError(f"{ctr.bundle} still has mounts")

@@ -13,14 +13,16 @@ the cached answer.
   options (runc since 1.1, crun since 1.8.6); crun 1.8.0-1.8.5 has no such
   command but has the option (checked on 1.8.1 by the integration tests),
   so for crun without `features` the version decides.
-- User namespaces need idmapped mounts (kernel 5.12, the runtime's
-  mount idmap support) and crispy's own implementation
-  (`USER_NAMESPACES_IMPLEMENTED`).
+- User namespaces need the kernel's user namespaces and idmapped mounts
+  (5.12: crispy maps container roots and volumes itself, runtime/idmapped.py,
+  so the runtime's own idmap support is not needed) and a runtime that joins
+  a pinned user namespace by path given its mappings (runc, crun).
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import json
 import logging
@@ -37,9 +39,8 @@ from runtime.oci.interface import RuntimeKind
 log = logging.getLogger("crispy.runtime")
 
 # crispy runs pods in their own user namespace (NamespaceOption.userns_options
-# mode POD). Until it does, no handler advertises user namespaces, whatever
-# the runtime could do.
-USER_NAMESPACES_IMPLEMENTED = False
+# mode POD: runtime/userns.py, userns_holder.py, idmapped.py).
+USER_NAMESPACES_IMPLEMENTED = True
 
 # kubelet may send SupplementalGroupsPolicy Strict: oci_spec.resolve_user
 # honours it and ContainerStatus.user reports the process's real groups.
@@ -62,6 +63,9 @@ _SYS_MOUNT_SETATTR = 442  # the same number on every architecture (new syscall t
 class KernelFeatures:
     mount_setattr: bool
     release: str = ""
+    # Unprivileged-or-not, user namespaces can be made at all
+    # (user.max_user_namespaces > 0).
+    user_namespaces: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class RuntimeFeatures:
     rro: bool
     idmap_mounts: bool
     source: str  # "features" (its own JSON), "version", or why neither worked
+    # Joins an existing user namespace by path when given its mappings, as
+    # pods with their own user namespace need (runc and crun do).
+    joins_userns: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,18 +123,20 @@ def parse_features(output: str) -> RuntimeFeatures | None:
 def runtime_features(found: oci_probe.Probe, features_output: str | None) -> RuntimeFeatures:
     """What a runtime supports: its `features` document when it has one,
     else what its version is known to support."""
+    joins = found.kind in (RuntimeKind.RUNC, RuntimeKind.CRUN)
     if features_output is not None:
         parsed = parse_features(features_output)
         if parsed is not None:
-            return parsed
+            return dataclasses.replace(parsed, joins_userns=joins)
     if found.kind is RuntimeKind.CRUN:
         version = parse_version(found.version)
         return RuntimeFeatures(rro=version >= CRUN_RRO_SINCE, idmap_mounts=version >= CRUN_IDMAP_SINCE,
-                               source=f"version {found.version}")
+                               source=f"version {found.version}", joins_userns=True)
     # runc has had `features` since 1.1, before it had `rro`; anything else
     # we know nothing about.
     if found.kind is RuntimeKind.RUNC:
-        return RuntimeFeatures(False, False, source=f"runc {found.version} has no features command")
+        return RuntimeFeatures(False, False, source=f"runc {found.version} has no features command",
+                               joins_userns=True)
     says = found.banner or "nothing"
     return RuntimeFeatures(False, False, source=f"neither runc nor crun (--version says {says!r}) and no features "
                                                 "command")
@@ -141,7 +150,8 @@ def handler_features(kernel: KernelFeatures, rt: RuntimeFeatures, name: str,
     elif not rt.rro:
         missing = f"its OCI runtime does not support the rro mount option ({rt.source})"
     return HandlerFeatures(recursive_read_only_mounts=not missing,
-                           user_namespaces=userns_implemented and kernel.mount_setattr and rt.idmap_mounts,
+                           user_namespaces=(userns_implemented and kernel.mount_setattr and kernel.user_namespaces
+                                            and rt.joins_userns),
                            rro_missing=missing)
 
 
@@ -156,7 +166,15 @@ def probe_kernel() -> KernelFeatures:
     libc = ctypes.CDLL(None, use_errno=True)
     rc = libc.syscall(_SYS_MOUNT_SETATTR, -1, b"", 0, None, 0)
     err = ctypes.get_errno()
-    return KernelFeatures(rc == 0 or err != errno.ENOSYS, release)
+    return KernelFeatures(rc == 0 or err != errno.ENOSYS, release, _user_namespaces_allowed())
+
+
+def _user_namespaces_allowed() -> bool:
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            return int(f.read().strip() or "0") > 0
+    except (OSError, ValueError):
+        return os.path.exists("/proc/self/ns/user")
 
 
 def run_features(path: str) -> str | None:

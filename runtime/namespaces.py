@@ -21,6 +21,18 @@ reparented to the node's init when crispy exits, so it survives a crispy
 restart or kill; crispy finds it again by pid plus start time (pids get
 reused). Its environment names the pod directory (CRISPY_POD_DIR) so an
 operator can tell whose it is.
+
+A pod with its own user namespace (`hostUsers: false`) needs the others
+owned by it: the OCI runtime, once in the user namespace, can only join
+namespaces that namespace owns, and only in such a network namespace may
+it mount /sys, only in such a PID namespace /proc. A threaded process can
+neither unshare nor enter a user namespace, so a holder process makes them
+all (runtime/userns_holder.py), forking the infra when the pod shares a PID
+namespace; crispy writes the mappings from outside and pins the user and
+PID namespaces from the holder and the infra, and the pod's thread enters
+the holder's network, IPC and UTS namespaces with setns(2) (allowed to a
+thread, and to the node's root, whose capabilities cover every user
+namespace below its own) and goes on as above.
 """
 
 from __future__ import annotations
@@ -37,10 +49,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime import kmount, procfs
+from runtime import kmount, procfs, userns_holder
+from runtime.crashpoints import crashpoint
 from runtime.errors import Internal, InvalidArgument
 from runtime.libc import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, check, libc
 from runtime.procfs import process_start_time
+from runtime.userns import PodUserns
 
 # Sysctl names: kernel-style dotted names or slash-separated paths.
 _SYSCTL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
@@ -63,6 +77,8 @@ class NamespaceRequest:
     pod_pid: bool = False
     hostname: str = ""
     sysctls: dict[str, str] = field(default_factory=dict)
+    # The pod's own user namespace, owning every namespace made here.
+    userns: PodUserns | None = None
 
 
 @dataclass
@@ -73,13 +89,15 @@ class PodNamespaces:
     ipc: str = ""
     uts: str = ""
     pid: str = ""
+    user: str = ""
     infra_pid: int = 0
     # Field 22 of /proc/<pid>/stat when we started it, to tell our infra
     # process from an unrelated one that got its pid later.
     infra_start_time: int = 0
 
     def paths(self) -> dict[str, str]:
-        return {k: v for k, v in (("network", self.net), ("ipc", self.ipc), ("uts", self.uts), ("pid", self.pid)) if v}
+        return {k: v for k, v in (("network", self.net), ("ipc", self.ipc), ("uts", self.uts), ("pid", self.pid),
+                                  ("user", self.user)) if v}
 
 
 def sysctl_path(name: str) -> str:
@@ -165,9 +183,21 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
     pinned = PodNamespaces()
     flags = ((CLONE_NEWNET if req.net else 0) | (CLONE_NEWIPC if req.ipc else 0)
              | (CLONE_NEWUTS if req.uts else 0) | (CLONE_NEWPID if req.pod_pid else 0))
+    holder: userns_holder.Holder | None = None
     try:
         try:
-            check(libc.unshare(flags), "unshare")
+            if req.userns is not None:
+                holder = userns_holder.spawn(flags, infra, _infra_env(pin_dir))
+                infra_pid = userns_holder.map_ids(holder, req.userns)
+                _pin(pinned, pin_dir, "user", f"/proc/{holder.pid}/ns/user")
+                if infra_pid:
+                    _adopt_infra(pinned, pin_dir, infra_pid)
+                crashpoint("pod.userns.holder_alive")
+                _enter_holder_namespaces(holder.pid, flags)
+                userns_holder.end(holder)
+                holder = None
+            else:
+                check(libc.unshare(flags), "unshare")
             for kind, wanted in (("net", req.net), ("ipc", req.ipc), ("uts", req.uts)):
                 if wanted:
                     path = str(pin_dir / kind)
@@ -188,15 +218,49 @@ def _make(pin_dir: Path, req: NamespaceRequest, sysctls: list[tuple[str, str]], 
             except OSError as e:
                 raise InvalidArgument(f"cannot apply the pod's sysctls: /proc/sys/{path}: "
                                       f"{e.strerror or e}") from None
-        if req.pod_pid:
+        if req.pod_pid and req.userns is None:
             try:
                 _start_infra(pinned, pin_dir, infra)
             except OSError as e:
                 raise Internal(f"starting the pod's infra process failed: {e}") from None
     except BaseException:
+        if holder is not None:
+            userns_holder.end(holder)
         _discard_now(pinned)
         raise
     return pinned
+
+
+def _infra_env(pin_dir: Path) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CRISPY_POD_DIR": str(pin_dir)}
+
+
+def _pin(pinned: PodNamespaces, pin_dir: Path, kind: str, nsfs: str) -> None:
+    path = str(pin_dir / kind)
+    _touch(path)
+    setattr(pinned, kind, path)
+    kmount.mount(nsfs, path, None, kmount.MS_BIND)
+
+
+def _adopt_infra(pinned: PodNamespaces, pin_dir: Path, pid: int) -> None:
+    """The holder's infra becomes the pod's, as one `_start_infra` made."""
+    pinned.infra_pid = pid
+    pinned.infra_start_time = process_start_time(pid) or 0
+    _pin(pinned, pin_dir, "pid", f"/proc/{pid}/ns/pid")
+    if not pinned.infra_start_time or not infra_alive(pinned):
+        raise OSError(f"the infra process {pid} died at once")
+
+
+def _enter_holder_namespaces(holder: int, flags: int) -> None:
+    """The calling thread joins the holder's network, IPC and UTS
+    namespaces, which its user namespace owns."""
+    for flag, name in ((CLONE_NEWNET, "net"), (CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts")):
+        if flags & flag:
+            fd = os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                check(libc.setns(fd, flag), f"setns({name})")
+            finally:
+                os.close(fd)
 
 
 def _touch(path: str) -> None:
@@ -295,7 +359,7 @@ async def unpin(ns: PodNamespaces) -> None:
 
 
 def _unpin_now(ns: PodNamespaces) -> None:
-    for path in (ns.net, ns.ipc, ns.uts, ns.pid):
+    for path in (ns.net, ns.ipc, ns.uts, ns.pid, ns.user):
         if path:
             kmount.umount_all(path)
             try:

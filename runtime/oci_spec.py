@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cri.proto import api_pb2 as pb
-from runtime import capabilities, cdi, seccomp, users
+from runtime import capabilities, cdi, seccomp, userns, users
 from runtime.cgroups.paths import cgroups_path
 from runtime.errors import FailedPrecondition, InvalidArgument, Unimplemented
 
@@ -596,9 +596,9 @@ def _resources(req: ContainerSpecRequest) -> dict[str, Any]:
 def _namespaces(req: ContainerSpecRequest, privileged: bool) -> list[dict[str, str]]:
     sb = req.sandbox
     opts = req.config.linux.security_context.namespace_options
-    if opts.HasField("userns_options") and opts.userns_options.mode != pb.NODE:
-        raise Unimplemented("user namespaces are not supported by crispy yet; leave userns_options unset or NODE")
     ns: list[dict[str, str]] = [{"type": "mount"}]
+    if _joins_pod_userns(req):
+        ns.append({"type": "user", "path": sb.namespaces["user"]})
     for kind in ("network", "ipc", "uts"):
         if kind in sb.namespaces:
             ns.append({"type": kind, "path": sb.namespaces[kind]})
@@ -621,6 +621,40 @@ def _namespaces(req: ContainerSpecRequest, privileged: bool) -> list[dict[str, s
         # On v2 a private cgroup namespace shows the container its own cgroup as root.
         ns.append({"type": "cgroup"})
     return ns
+
+
+def _joins_pod_userns(req: ContainerSpecRequest) -> bool:
+    """Whether the container runs in its pod's own user namespace: always
+    when the pod has one, never otherwise; a container cannot opt out of, or
+    into, what its pod was made with."""
+    pod_has = "user" in req.sandbox.namespaces
+    opts = req.config.linux.security_context.namespace_options
+    if not opts.HasField("userns_options"):
+        return pod_has
+    mode = opts.userns_options.mode
+    field = "ContainerConfig.linux.security_context.namespace_options.userns_options"
+    if mode not in (pb.POD, pb.NODE):
+        raise InvalidArgument(f"{field}.mode {userns.mode_name(mode)} is not supported: a container runs in its "
+                              f"pod's user namespace (POD) or, in a pod without one, the node's (NODE)")
+    if mode == pb.POD and not pod_has:
+        raise InvalidArgument(f"{field}.mode is POD but pod sandbox {req.sandbox.id[:13]} was made without a user "
+                              f"namespace of its own; use NODE, or run the pod with userns_options mode POD")
+    if mode == pb.NODE and pod_has:
+        raise InvalidArgument(f"{field}.mode is NODE but pod sandbox {req.sandbox.id[:13]} has a user namespace of "
+                              f"its own, which all its containers share; use POD")
+    return pod_has
+
+
+def _userns_mappings(req: ContainerSpecRequest) -> dict[str, list[dict[str, int]]]:
+    """The pod's ID mappings for a container joining its user namespace by
+    path. The namespace already has them; runc (1.1) still wants them in the
+    spec to know the container's root on the host (and refuses a user
+    namespace without them), and they must be the namespace's own."""
+    maps = userns.pod_userns(req.sandbox.config.linux.security_context.namespace_options)
+    if maps is None:
+        raise InvalidArgument(f"pod sandbox {req.sandbox.id[:13]} has a user namespace but its config names no "
+                              f"mappings")
+    return {"uidMappings": [maps.uids.oci()], "gidMappings": [maps.gids.oci()]}
 
 
 def sysctl_namespace(name: str) -> str | None:
@@ -738,6 +772,8 @@ def build_spec(req: ContainerSpecRequest) -> dict:
         "cgroupsPath": cgroups_path(req.sandbox.cgroup_parent, req.id, req.cgroup_driver),
         "devices": devices,
     }
+    if "user" in kinds:
+        linux.update(_userns_mappings(req))
     if not privileged:
         linux["maskedPaths"] = list(sc.masked_paths) or list(DEFAULT_MASKED_PATHS)
         linux["readonlyPaths"] = list(sc.readonly_paths) or list(DEFAULT_READONLY_PATHS)

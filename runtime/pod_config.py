@@ -9,7 +9,8 @@ from typing import Any
 from google.protobuf import json_format
 
 from cri.proto import api_pb2 as pb
-from runtime.errors import InvalidArgument, Unimplemented
+from runtime import userns
+from runtime.errors import InvalidArgument
 from runtime.network import PodNetworkRequest, PortMapping
 from runtime.store import SandboxRecord
 
@@ -38,8 +39,7 @@ def validate(config: pb.PodSandboxConfig) -> None:
     if ns.pid == pb.TARGET:
         raise InvalidArgument("a pod sandbox cannot target another container's PID namespace; use POD, "
                               "CONTAINER or NODE")
-    if ns.HasField("userns_options") and ns.userns_options.mode == pb.POD:
-        raise Unimplemented("user namespaces for pods are not supported by crispy yet; use the NODE user namespace")
+    userns.pod_userns(ns)
     for pm in config.port_mappings:
         if pm.protocol not in PROTOCOLS:
             raise InvalidArgument(f"port mapping protocol {pm.protocol} is unknown; use TCP, UDP or SCTP")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from cri.proto import api_pb2 as pb
-from runtime import kmount, namespaces, pod_files, pod_intent
+from runtime import kmount, namespaces, pod_files, pod_intent, userns
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.cni import host_network_status
 from runtime.container_service import ContainerService
@@ -174,7 +174,8 @@ class PodService:
             # Host network means the node's hostname too (UTS goes with it).
             ns_req = namespaces.NamespaceRequest(
                 net=not rec.host_network, ipc=not rec.host_ipc, uts=not rec.host_network,
-                pod_pid=rec.pid_mode == "pod", hostname=config.hostname, sysctls=dict(config.linux.sysctls))
+                pod_pid=rec.pid_mode == "pod", hostname=config.hostname, sysctls=dict(config.linux.sysctls),
+                userns=userns.pod_userns(nsopt))
             dns = pod_files.DnsSettings(list(config.dns_config.servers), list(config.dns_config.searches),
                                         list(config.dns_config.options))
             # The namespaces, /dev/shm, the cgroup and the files that do not

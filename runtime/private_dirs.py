@@ -8,9 +8,10 @@ Nothing that is not root ever needs to walk crispy's trees: the OCI runtime
 and conmon run as root, overlayfs reaches its lower and upper dirs with the
 mounter's credentials (root, at mount time), and a container's process
 only sees its own root after pivot_root. So every directory above a layer,
-a writable layer or a pod's files is 0700. (User namespaces would change
-this: a remapped root must search the bundle and the layers; crispy refuses
-userns_options today.)
+a writable layer or a pod's files is 0700. (A pod with its own user
+namespace gets its containers' roots mounted outside these trees, in
+`<state_root>-userns`, see runtime/rootfs.py; its layers stay here and are
+reached through an ID-mapped view that root mounts for the overlay mount.)
 
 `mkdir(mode=..., exist_ok=True)` leaves an existing directory (from an
 older crispy, or made by hand) as it is, and the umask may have narrowed a

@@ -6,15 +6,35 @@ A read-only root (readonly_rootfs) is mounted the same way and made
 read-only by the OCI runtime (`root.readonly` in the spec): the runtime
 must first create mount points that the image may lack (/etc/hostname,
 /dev/shm, volume targets), which needs a writable upper dir.
+
+In a pod with its own user namespace the container's root must look owned
+by the container's root, which is host ID `host_uid` there. The layers are
+not copied or chown'd: the lower dirs are an ID-mapped view
+(runtime/idmapped.py) of the layer store, mounted for the moment of the
+overlay mount only (overlayfs keeps private clones of its layers, so the
+view is unmounted right after). Only the empty upper dir is chown'd, as it
+is the container's "/"; what the container writes lands there with its
+host IDs, as the kernel maps them anyway.
+
+Such a root is mounted outside the state root, in `<state_root>-userns/`
+(0711): the OCI runtime bind-mounts the root onto itself from inside the
+user namespace, where the container's root is an unprivileged host ID
+that must be able to search every directory on the way, and the state
+root's trees are root-only (runtime/private_dirs.py). Others may only
+search that directory, not list it, and what a root mounted there holds
+is owned by the pod's host IDs, so a setuid file in it grants no more than
+the pod's own (unprivileged) IDs.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import kmount, private_dirs
-from runtime.errors import InvalidArgument
+from runtime import idmapped, kmount, private_dirs
+from runtime.errors import FailedPrecondition, InvalidArgument
 
 # overlayfs takes its options from one page.
 _MAX_OPTIONS = 4000
@@ -41,7 +61,54 @@ def overlay_options(lowers_lowest_first: list[str], upper: str, work: str) -> st
     return opts
 
 
-def mount(layers: list[str], target: str, scratch: Path) -> None:
+USERNS_ROOTS_MODE = 0o711
+
+
+@dataclass(frozen=True)
+class RootIdmap:
+    """The pod's pinned user namespace and the host IDs of its root."""
+    userns_path: str
+    host_uid: int
+    host_gid: int
+    # Where the layers' ID-mapped view is mounted for the moment of the
+    # overlay mount: in the (root-only) bundle, which the sweep unmounts
+    # before deleting anything.
+    view_dir: str
+
+
+def userns_roots(state_root: Path) -> Path:
+    """The directory user-namespaced container roots are mounted in."""
+    return state_root.with_name(state_root.name + "-userns")
+
+
+def userns_root_of(state_root: Path, container_id: str) -> Path:
+    """Blocking: the mount point for a user-namespaced container's root,
+    its directory made searchable (see the module doc). FailedPrecondition
+    if a directory above it is not searchable by others: the container's
+    root could not reach its own root filesystem."""
+    roots = userns_roots(state_root)
+    for parent in roots.parents:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            raise FailedPrecondition(
+                f"pods with their own user namespace need {parent} searchable by every user: their containers' "
+                f"roots are mounted in {roots}, which the container's root (an unprivileged host ID) must reach; "
+                f"run `chmod o+x {parent}` or put the state root under a directory like /run")
+    roots.mkdir(mode=USERNS_ROOTS_MODE, exist_ok=True)
+    os.chmod(roots, USERNS_ROOTS_MODE)
+    return roots / container_id
+
+
+def remove_userns_root(path: str) -> None:
+    """Blocking, idempotent: unmounts and removes a mount point made by
+    userns_root_of (never recursing into it)."""
+    kmount.umount_all(path)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def mount(layers: list[str], target: str, scratch: Path, idmap: RootIdmap | None = None) -> None:
     """Blocking. `scratch` (on the data root) holds upper/ and work/."""
     if not layers:
         raise InvalidArgument("the image has no layers to make a root filesystem from")
@@ -61,7 +128,26 @@ def mount(layers: list[str], target: str, scratch: Path) -> None:
     except FileExistsError:
         pass
     work.mkdir(mode=0o700, exist_ok=True)
-    kmount.mount("overlay", target, "overlay", 0, overlay_options(layers, str(upper), str(work)))
+    if idmap is None:
+        kmount.mount("overlay", target, "overlay", 0, overlay_options(layers, str(upper), str(work)))
+        return
+    os.chown(upper, idmap.host_uid, idmap.host_gid)
+    _mount_idmapped(layers, target, str(upper), str(work), idmap)
+
+
+def _mount_idmapped(layers: list[str], target: str, upper: str, work: str, idmap: RootIdmap) -> None:
+    # One view of the layers' common parent (the layer store) rather than
+    # one per layer: a single mount whatever the image's depth.
+    store = os.path.commonpath(layers)
+    view = idmap.view_dir
+    os.makedirs(view, mode=0o700, exist_ok=True)
+    mapped = [os.path.join(view, os.path.relpath(d, store)) if d != store else view for d in layers]
+    idmapped.bind(store, view, idmap.userns_path)
+    try:
+        kmount.mount("overlay", target, "overlay", 0, overlay_options(mapped, upper, work))
+    finally:
+        kmount.umount_all(view)
+    os.rmdir(view)
 
 
 def unmount(target: str) -> None:

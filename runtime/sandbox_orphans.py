@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Collection
 
-from runtime import kmount, pod_intent, procfs
+from runtime import kmount, pod_intent, procfs, rootfs
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.network import PodNetwork, PodNetworkStatus
@@ -171,6 +171,8 @@ class OrphanSweep:
                 except Exception as e:  # noqa: BLE001 - best effort, keep sweeping
                     log.error("runtime cleanup of an orphan failed", extra={"fields": {"id": name, "error": str(e)}})
             await asyncio.to_thread(_remove_orphan_dirs, ctrs_dir / name, self._data_root / "rootfs" / name)
+            # A user-namespaced container's root is mounted outside its bundle.
+            await asyncio.to_thread(rootfs.remove_userns_root, str(rootfs.userns_roots(self._state_root) / name))
 
     def _known_runtimes(self) -> list[OciRuntime]:
         # Only runtimes that have a state directory can know the container.

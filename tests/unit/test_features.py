@@ -84,11 +84,17 @@ def test_handler_needs_kernel_and_runtime_for_rro():
 
 
 def test_user_namespaces_only_when_crispy_implements_them():
-    rt = RuntimeFeatures(True, True, "features")
+    # crispy maps roots itself: the runtime's own idmap support is not needed,
+    # only that it joins the pod's user namespace (runc and crun).
+    rt = RuntimeFeatures(True, False, "features", joins_userns=True)
     assert features.handler_features(NEW_KERNEL, rt, "", userns_implemented=False).user_namespaces is False
     assert features.handler_features(NEW_KERNEL, rt, "", userns_implemented=True).user_namespaces is True
-    assert features.handler_features(NEW_KERNEL, RuntimeFeatures(True, False, "features"), "",
+    assert features.handler_features(NEW_KERNEL, RuntimeFeatures(True, True, "features"), "",
                                      userns_implemented=True).user_namespaces is False
+    no_userns = KernelFeatures(True, "6.18.0", user_namespaces=False)
+    assert features.handler_features(no_userns, rt, "", userns_implemented=True).user_namespaces is False
+    old_kernel = KernelFeatures(False, "5.10.0")
+    assert features.handler_features(old_kernel, rt, "", userns_implemented=True).user_namespaces is False
 
 
 def test_node_features_probe_each_binary_once_and_name_every_handler():

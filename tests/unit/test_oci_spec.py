@@ -9,7 +9,7 @@ import pytest
 
 from cri.proto import api_pb2 as pb
 from runtime import capabilities
-from runtime.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from runtime.errors import FailedPrecondition, InvalidArgument
 from runtime.oci_spec import (
     DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
@@ -625,11 +625,47 @@ def test_cgroup_namespace_on_v2(rootfs):
     assert "cgroup" not in ns_of(build_spec(request(rootfs, cgroup_version=1)))
 
 
-def test_user_namespace_unimplemented(rootfs):
+def _userns_sandbox() -> SandboxView:
+    sb = sandbox()
+    sb.namespaces["user"] = "/run/crispy/ns/user"
+    opts = sb.config.linux.security_context.namespace_options.userns_options
+    opts.mode = pb.POD
+    opts.uids.add(container_id=0, host_id=65536 * 3, length=65536)
+    opts.gids.add(container_id=0, host_id=65536 * 4, length=65536)
+    return sb
+
+
+def test_container_joins_the_pods_user_namespace_with_its_mappings(rootfs):
+    sb = _userns_sandbox()
+    config = pb.ContainerConfig()
+    config.linux.security_context.namespace_options.userns_options.CopyFrom(
+        sb.config.linux.security_context.namespace_options.userns_options)
+    for cfg in (config, pb.ContainerConfig()):  # as kubelet sends it, and left unset
+        spec = build_spec(request(rootfs, cfg, sb=sb))
+        assert ns_of(spec)["user"] == "/run/crispy/ns/user"
+        # runc 1.1 needs the namespace's own mappings beside its path.
+        assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 196608, "size": 65536}]
+        assert spec["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 262144, "size": 65536}]
+
+
+def test_no_user_namespace_without_the_pods(rootfs):
+    spec = build_spec(request(rootfs))
+    assert "user" not in ns_of(spec)
+    assert "uidMappings" not in spec["linux"] and "gidMappings" not in spec["linux"]
+
+
+def test_container_user_namespace_must_match_the_pods(rootfs):
     config = pb.ContainerConfig()
     config.linux.security_context.namespace_options.userns_options.mode = pb.POD
-    with pytest.raises(Unimplemented, match="user namespaces"):
+    with pytest.raises(InvalidArgument, match="without a user namespace of its own"):
         build_spec(request(rootfs, config))
+    config.linux.security_context.namespace_options.userns_options.mode = pb.NODE
+    with pytest.raises(InvalidArgument, match="use POD"):
+        build_spec(request(rootfs, config, sb=_userns_sandbox()))
+    for mode in (pb.CONTAINER, pb.TARGET):
+        config.linux.security_context.namespace_options.userns_options.mode = mode
+        with pytest.raises(InvalidArgument, match=f"mode {pb.NamespaceMode.Name(mode)} is not supported"):
+            build_spec(request(rootfs, config, sb=_userns_sandbox()))
 
 
 def test_sysctls(rootfs):
