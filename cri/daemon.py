@@ -157,7 +157,12 @@ class Daemon:
     def _prepare_socket(self) -> str:
         path = Path(self.config.socket)
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o750)
+        # The operator's group may reach the socket, others may not. Unless
+        # the directory is above the state root: user-namespaced container
+        # roots are mounted beside the state root, and a container's root
+        # (an unprivileged host ID) must search every directory above them.
+        above_state = path.parent.resolve() in Path(self.config.state_root).resolve().parents
+        os.chmod(path.parent, 0o751 if above_state else 0o750)
         if path.exists() or path.is_symlink():
             # A socket someone still answers on is not stale, even if the
             # roots differ: refuse rather than steal it.
