@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime.explain.sources import PROC, ns_inode, path_inode
+from runtime.explain.sources import PROC, host_ns_inode, ns_inode, path_inode
 
 # /proc/<pid>/ns names, in the order reports list them.
 KINDS = ("net", "ipc", "uts", "pid", "mnt", "user", "cgroup", "time")
@@ -62,7 +62,7 @@ def of_container(pid: int, spec_namespaces: list[dict[str, Any]], pod_paths: dic
     out = []
     for kind in KINDS:
         inode = ns_inode(proc, pid, kind)
-        host = ns_inode(proc, 1, kind)
+        host = host_ns_inode(proc, kind)
         expected, joined = _expected(kind, spec_namespaces, pod_paths)
         facts = NamespaceFacts(kind=kind, inode=inode, holder="gone", expected=expected)
         if inode is None:
@@ -109,7 +109,7 @@ def of_pod(infra_pid: int, pod_paths: dict[str, str], host_network: bool, host_i
     wants_host = {"net": host_network, "uts": host_network, "ipc": host_ipc, "pid": pid_mode == "node"}
     out = []
     for kind in ("net", "ipc", "uts", "pid", "user"):
-        host = ns_inode(proc, 1, kind)
+        host = host_ns_inode(proc, kind)
         path = pod_paths.get(POD_KEYS[kind], "")
         if wants_host.get(kind):
             expected = "host"

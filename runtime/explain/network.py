@@ -28,6 +28,9 @@ class NetworkFacts:
     ips: list[str] = field(default_factory=list)
     port_mappings: list[dict[str, Any]] = field(default_factory=list)
     nat_rules: list[str] = field(default_factory=list)
+    # Worth knowing but asked for (a host network, no CNI network yet).
+    notes: list[str] = field(default_factory=list)
+    # What the namespace has that the pod's records say it should not, or lacks.
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,7 +88,7 @@ def cni_facts(facts: NetworkFacts, network_status: dict[str, Any] | None) -> Non
     facts.ips = list(state.get("ips") or [])
     facts.port_mappings = list((state.get("capabilityArgs") or {}).get("portMappings") or [])
     if state.get("loopbackOnly"):
-        facts.warnings.append("no CNI network was configured when the pod started: it has loopback only")
+        facts.notes.append("no CNI network was configured when the pod started: it has loopback only")
 
 
 async def run(argv: list[str]) -> tuple[int, str, str]:

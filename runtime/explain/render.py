@@ -84,11 +84,12 @@ def _filesystem(lines: list[str], fs: dict[str, Any]) -> None:
     for layer in reversed(root.get("layers") or []):
         lines.append(f"  layer {layer['index']:<2} {_short(layer['digest'] or layer['chain_id']):<20} "
                      f"{size(layer.get('size')):>10}  {layer['dir']}")
-    lines.append("  mounts  (mount point, type, source, options, propagation)")
+    lines.append("  mounts  (mount point, type, options, propagation, source)")
     for m in fs.get("mounts") or []:
+        kind = f"bind({m['fstype']})" if m.get("host_path") else m["fstype"]
         source = m.get("host_path") or m["source"]
         opts = ",".join(m["options"])
-        lines.append(f"    {m['mountpoint']:<28} {m['fstype']:<8} {source[:60]:<30} {opts:<28} {m['propagation']}")
+        lines.append(f"    {m['mountpoint']:<24} {kind:<12} {opts:<32} {m['propagation']:<8} {source}")
     masked = fs.get("masked_paths") or []
     if masked:
         lines.append("  masked    " + ", ".join(f"{c['path']} ({c['state']})" for c in masked))
@@ -128,6 +129,7 @@ def _security(lines: list[str], sec: dict[str, Any]) -> None:
 
 def _network(lines: list[str], net: dict[str, Any]) -> None:
     lines.append(f"  netns   {net['netns']}" + ("   ! HOST network" if net["netns"] == "host" else ""))
+    lines += [f"  note    {n}" for n in net.get("notes") or []]
     for i in net.get("interfaces") or []:
         lines.append(f"  {i['name']:<8} {i['state']:<8} {i['mac']:<18} mtu {i['mtu']}  {' '.join(i['addresses'])}")
     for r in net.get("routes") or []:

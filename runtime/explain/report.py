@@ -202,11 +202,10 @@ class Explainer:
         resolv = await asyncio.to_thread(read, Path(rec.resolv_conf_path)) if rec.resolv_conf_path else ""
         net = await network.gather(pinned.net, rec.id, rec.network_status, resolv or "")
         if rec.host_network:
-            net.warnings.insert(0, "HOST network: the pod sees and binds the node's interfaces")
+            net.notes.insert(0, "HOST network: the pod sees and binds the node's interfaces")
         sections["network"] = net.to_dict()
         report.update(sections)
-        # The host network is what the pod asked for; only disagreements are warnings.
-        report["warnings"] = sections["warnings"] + [w for w in net.warnings if not w.startswith("HOST network")]
+        report["warnings"] = sections["warnings"] + net.warnings
         return report
 
     def _pod_sections(self, rec: SandboxRecord, infra: int, ctrs: list[ContainerRecord]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def status_fields(proc: Path, pid: int) -> dict[str, str]:
     return out
 
 
-def ns_inode(proc: Path, pid: int, kind: str) -> int | None:
+def ns_inode(proc: Path, pid: int | str, kind: str) -> int | None:
     """The inode of `pid`'s namespace of `kind` ("net", "pid"...), from the
     "net:[4026531992]" its /proc link reads as."""
     try:
@@ -50,6 +50,14 @@ def ns_inode(proc: Path, pid: int, kind: str) -> int | None:
         return int(link[start + 1:end]) if start >= 0 and end > start else None
     except ValueError:
         return None
+
+
+def host_ns_inode(proc: Path, kind: str) -> int | None:
+    """The node's namespace of `kind`: PID 1's, or where /proc/1 is
+    hidden (hardened or sandboxed nodes), the daemon's own, which crispy
+    runs in the node's namespaces."""
+    inode = ns_inode(proc, 1, kind)
+    return inode if inode is not None else ns_inode(proc, "self", kind)
 
 
 def path_inode(path: str) -> int | None:
