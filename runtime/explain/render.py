@@ -169,6 +169,7 @@ def render(report: dict[str, Any]) -> str:
         for c in report.get("containers") or []:
             lines.append(f"  container {c['name']:<20} {c['id'][:13]}  {c['state']}"
                          + (f", pid {c['pid']}" if c["pid"] else ""))
+    lines += [f"  note: {n}" for n in report.get("notes") or []]
     _warnings(lines, report.get("warnings") or [])
     if "processes" in report:
         lines += ["", "PROCESSES"]

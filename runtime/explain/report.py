@@ -22,7 +22,7 @@ from runtime.explain.sources import PROC, read
 from runtime.host import CGROUP_ROOT, CgroupLayout
 from runtime.index import RecordIndex
 from runtime.namespaces import infra_alive
-from runtime.states import ContainerState
+from runtime.states import ContainerState, PodState
 from runtime.store import ContainerRecord, SandboxRecord
 
 log = logging.getLogger("crispy.explain")
@@ -87,10 +87,10 @@ class Explainer:
             "version": REPORT_VERSION, "kind": "container", "id": ctr.id, "name": ctr.name,
             "pod": {"id": ctr.sandbox_id, "name": pod.name if pod else "", "namespace": pod.namespace if pod else ""},
             "state": str(ctr.state), "pid": ctr.pid if running else 0, "created_at": ctr.created_at,
-            "image": _image_name(image, ctr.image), "image_id": ctr.image_id, "warnings": []}
+            "image": _image_name(image, ctr.image), "image_id": ctr.image_id, "notes": [], "warnings": []}
         if not running:
-            report["warnings"].append(f"the container is {ctr.state}: it has no processes, so there are no kernel "
-                                      f"facts to show")
+            report["notes"].append(f"the container is {ctr.state}: it has no processes, so there are no kernel "
+                                   f"facts to show")
             return report
         await asyncio.to_thread(self._measure_layers, image)
         sections = await asyncio.to_thread(self._container_sections, ctr, pod, image, report["image"])
@@ -197,7 +197,10 @@ class Explainer:
             "pid_mode": rec.pid_mode,
             "containers": [{"id": c.id, "name": c.name, "state": str(c.state),
                             "pid": c.pid if c.state == ContainerState.RUNNING else 0} for c in ctrs],
-            "warnings": []}
+            "notes": [], "warnings": []}
+        if rec.state != PodState.READY:
+            report["notes"].append("the pod is stopped: its processes are killed and its network released; its "
+                                   "namespaces stay pinned until it is removed")
         sections = await asyncio.to_thread(self._pod_sections, rec, infra, ctrs)
         resolv = await asyncio.to_thread(read, Path(rec.resolv_conf_path)) if rec.resolv_conf_path else ""
         net = await network.gather(pinned.net, rec.id, rec.network_status, resolv or "")

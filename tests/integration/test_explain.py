@@ -264,6 +264,13 @@ def test_host_network_pod_is_flagged(clean_pods, image):
     ctr_nss = {n["kind"]: n for n in ctr_report["namespaces"]}
     assert ctr_nss["net"]["holder"] == "host" and ctr_nss["net"]["inode"] == ns_inode(pid, "net")
     assert ctr_nss["net"]["expected"] == "host" and ctr_report["warnings"] == []
+    if shutil.which("crictl"):
+        # crictl inspect makes the same verbose call: it shows the report too.
+        out = subprocess.run(["crictl", "--runtime-endpoint", f"unix://{d.socket}", "inspect", "-o", "json", ctr],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        # Each info key is a top-level member of its output, beside "status" and "info".
+        assert json.loads(out.stdout)["explain"]["id"] == ctr
 
 
 def test_unknown_and_ambiguous_names_are_refused(clean_pods, image):
@@ -327,3 +334,22 @@ def test_pod_on_a_cni_network_with_a_host_port(tmp_path, host_guard):  # noqa: F
             remove_all_pods(d)
         finally:
             d.stop()
+
+
+def test_exited_container_and_stopped_pod_say_so(clean_pods, image):
+    d = clean_pods
+    pod_cfg = pod_config("done")
+    with d.client() as c:
+        pod = c.run_pod_sandbox(pod_cfg)
+        ctr = c.create_container(pod, container_config("once", ["true"]), pod_cfg)
+        c.start_container(ctr)
+        assert wait_state(c, ctr, pb.CONTAINER_EXITED).state == pb.CONTAINER_EXITED
+        report = explain_json(d, "once")
+        assert report["state"] == "exited" and report["pid"] == 0 and "processes" not in report
+        assert report["notes"] == ["the container is exited: it has no processes, so there are no kernel facts to show"]
+        out = crispy(d, "explain", "once", "--path", "/bin")
+        assert out.returncode == 1 and "--path needs a running container" in out.stderr
+        c.stop_pod_sandbox(pod)
+        report = explain_json(d, "pod/done")
+        assert report["state"] == "notready" and report["infra_pid"] == 0
+        assert "the pod is stopped" in report["notes"][0] and report["warnings"] == []
