@@ -144,7 +144,7 @@ class Explainer:
         warnings += fs_warnings
 
         sec = security.read_facts(pid, proc)
-        sec.seccomp_profile = security.profile_of(ctr.config)
+        sec.seccomp_profile = security.profile_of(ctr.config, bool(linux.get("seccomp")))
         if cg.version == 1 and cg.devices:
             sec.devices, sec.devices_source = cg.devices, "cgroup v1 devices.list"
         else:

@@ -46,17 +46,21 @@ class SecurityFacts:
         return asdict(self)
 
 
-def profile_of(config: dict[str, Any]) -> str:
-    """The seccomp profile the CRI ContainerConfig (proto JSON) asked for."""
-    sc = (config.get("linux") or {}).get("securityContext") or {}
-    prof = sc.get("seccomp") or {}
-    kind = prof.get("profileType", "")
-    if kind == "Localhost":
-        return f"Localhost {prof.get('localhostRef', '')}"
-    if kind:
-        return str(kind)
-    legacy = sc.get("seccompProfilePath", "")
-    return str(legacy) if legacy else "Unconfined (none asked)"
+def profile_of(config: dict[str, Any], spec_has_seccomp: bool) -> str:
+    """The seccomp profile the CRI ContainerConfig (as the record keeps it:
+    proto JSON with proto field names, default values left out) asked for,
+    as oci_spec.py chose it."""
+    sc = (config.get("linux") or {}).get("security_context") or {}
+    if sc.get("privileged"):
+        return "none (privileged)"
+    if "seccomp" in sc:
+        prof = sc["seccomp"] or {}
+        kind = prof.get("profile_type", "RuntimeDefault")  # the enum's zero value
+        return f"Localhost {prof.get('localhost_ref', '')}" if kind == "Localhost" else str(kind)
+    legacy = sc.get("seccomp_profile_path", "")
+    if legacy:
+        return str(legacy)
+    return "RuntimeDefault (the node's seccomp_default)" if spec_has_seccomp else "Unconfined (none asked)"
 
 
 def read_facts(pid: int, proc: Path = PROC, lsm_list: Path = Path("/sys/kernel/security/lsm")) -> SecurityFacts:

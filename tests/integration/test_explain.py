@@ -230,8 +230,21 @@ def test_a_limit_changed_behind_crispys_back_is_reported(clean_pods, image):
     pod_cfg = pod_config("drift")
     ctr_cfg = container_config("limited", ["sleep", "3600"])
     ctr_cfg.linux.resources.memory_limit_in_bytes = 32 * MiB
+    sc = ctr_cfg.linux.security_context
+    sc.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
+    sc.no_new_privs = True
+    sc.capabilities.drop_capabilities.append("NET_RAW")
+    sc.capabilities.add_capabilities.append("SYS_TIME")
     with d.client() as c:
         _, ctr, pid = run_pod_and_container(c, pod_cfg, ctr_cfg)
+    # Before the drift: what the container asked for, as the kernel applied it.
+    sec = explain_json(d, "limited")["security"]
+    assert sec["seccomp_mode"] == "filter" and status_field(pid, "Seccomp") == "2"
+    assert sec["seccomp_profile"] == "RuntimeDefault" and sec["seccomp_filters"] >= 1
+    assert sec["no_new_privs"] is True and status_field(pid, "NoNewPrivs") == "1"
+    effective = capsh_decode(status_field(pid, "CapEff"))
+    assert set(sec["capabilities"]["effective"]) == effective
+    assert "CAP_SYS_TIME" in effective and "CAP_NET_RAW" not in effective
     mem_dir = memory_cgroup_dir(pid)
     limit_file = "memory.max" if (mem_dir / "memory.max").exists() else "memory.limit_in_bytes"
     (mem_dir / limit_file).write_text(str(48 * MiB))

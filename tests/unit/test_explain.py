@@ -275,9 +275,13 @@ def test_capabilities_by_name_and_disagreements(tmp_path: Path):
             "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}}}
     assert security.compare(facts, spec) == ["effective capabilities differ from the spec: lacks CAP_SYS_ADMIN"]
     assert security.cap_names("1" + "0" * 11) == ["CAP_44"]
-    assert security.profile_of({"linux": {"securityContext": {"seccomp": {"profileType": "Localhost",
-                                                                           "localhostRef": "/p.json"}}}}) \
-        == "Localhost /p.json"
+    def profile(sc: dict, spec_has: bool = False) -> str:
+        return security.profile_of({"linux": {"security_context": sc}}, spec_has)
+    assert profile({"seccomp": {"profile_type": "Localhost", "localhost_ref": "/p.json"}}) == "Localhost /p.json"
+    assert profile({"seccomp": {}}) == "RuntimeDefault"
+    assert profile({}) == "Unconfined (none asked)"
+    assert profile({}, True) == "RuntimeDefault (the node's seccomp_default)"
+    assert profile({"privileged": True, "seccomp": {}}) == "none (privileged)"
     assert security.spec_devices({"linux": {"resources": {"devices": [
         {"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]}}}) \
         == ["c 1:3 rwm"]
