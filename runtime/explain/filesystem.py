@@ -188,7 +188,8 @@ def masked_paths(mounts: list[Mount], wanted: list[str], exists: Any) -> list[Pa
     for p in wanted:
         m = _mount_at(mounts, p)
         if m is not None:
-            how = f"{m.fstype} {'ro' if m.readonly else 'rw'}" if m.fstype == "tmpfs" else f"bind of {m.root}"
+            # runc masks a directory with a read-only tmpfs and a file with a bind of /dev/null.
+            how = f"{m.fstype} {'ro' if m.readonly else 'rw'}" + (f", bind of {m.root}" if m.root != "/" else "")
             out.append(PathCheck(p, "masked", how))
         else:
             out.append(PathCheck(p, "NOT masked" if exists(p) else "absent"))

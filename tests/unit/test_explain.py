@@ -3,6 +3,8 @@ resolution of `crispy explain`: no root, no kernel facts of this machine."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +13,10 @@ import pytest
 
 from cri.explain_cli import Candidate, Refused, resolve
 from runtime.explain import cgroup, filesystem, namespaces, network, paths, processes, render, security
+from runtime.explain.report import Explainer
+from runtime.host import CgroupLayout
+from runtime.index import RecordIndex
+from runtime.store import ContainerRecord, SandboxRecord
 
 # ---- fixture /proc ------------------------------------------------------------------
 
@@ -353,3 +359,71 @@ def test_names_ids_and_prefixes_resolve_or_are_refused_with_the_candidates():
         resolve(CANDIDATES, "bbb")
     with pytest.raises(Refused, match="no pod or container in namespace 'lab' has the name or an ID starting"):
         resolve(CANDIDATES, "web", namespace="lab")
+
+
+# ---- the whole report, on a fixture node with cgroup v2 ----------------------------------------
+
+
+class FakeImages:
+    def __init__(self, record: SimpleNamespace, dirs: list[str]) -> None:
+        self.record, self.dirs = record, dirs
+
+    async def find(self, ref_or_id: str) -> SimpleNamespace | None:
+        return self.record if ref_or_id == self.record.id else None
+
+    def layer_dirs(self, record: SimpleNamespace) -> list[str]:
+        return self.dirs
+
+
+def test_container_report_on_a_fixture_v2_node(tmp_path: Path):
+    proc, cg, bundle = tmp_path / "proc", tmp_path / "cgroup", tmp_path / "bundle"
+    snaps = tmp_path / "snapshots"
+    hexes = ["a" * 64, "b" * 64]
+    for h in hexes:
+        write_files(snaps / h, {"f": "x" * 5000})
+    upper = tmp_path / "upper"
+    write_files(upper, {"new": "y"})
+    make_proc(proc, 300, 250, ["app", "--serve"], nspid="300 1")
+    ns_links(proc, 1, HOST)
+    ns_links(proc, 300, dict(HOST, mnt=31, pid=32))
+    (proc / "300" / "cgroup").write_text("0::/kubepods/pod1/crispy-c1\n")
+    lowers = ":".join(str(snaps / h) for h in reversed(hexes))
+    (proc / "300" / "mountinfo").write_text(
+        f"1 0 0:50 / / rw - overlay overlay rw,lowerdir={lowers},upperdir={upper},workdir=/w\n"
+        "2 1 0:51 / /proc rw,nosuid - proc proc rw\n")
+    write_files(cg / "kubepods" / "pod1" / "crispy-c1", {
+        "memory.max": "max\n", "memory.current": "100\n", "cpu.max": "max 100000\n", "cpu.weight": "100\n",
+        "pids.max": "max\n", "pids.current": "1\n"})
+    spec = {"root": {"path": "rootfs"}, "process": {"noNewPrivileges": True},
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}],
+                      "resources": {"memory": {"limit": 1 << 20}, "devices": [
+                          {"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 1, "minor": 3,
+                                                              "access": "rwm"}]},
+                      "seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}, "maskedPaths": ["/proc/kcore"]}}
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(spec))
+    index = RecordIndex()
+    index.sandboxes["p1"] = SandboxRecord(id="p1", name="web", namespace="shop", uid="u", attempt=0, config={},
+                                          runtime_handler="", oci_runtime="runc", created_at=1)
+    ctr = ContainerRecord(id="c1", sandbox_id="p1", name="app", attempt=0, config={}, created_at=2, image="img:1",
+                          image_id="sha256:img", state="running", pid=300, bundle=str(bundle),
+                          cgroup_path="/kubepods/pod1/crispy-c1")
+    image = SimpleNamespace(id="sha256:img", repo_tags=["img:1"], chain_ids=[f"sha256:{h}" for h in hexes],
+                            layer_blobs=["sha256:l1", "sha256:l2"], diff_ids=["d1", "d2"])
+    explainer = Explainer(index, FakeImages(image, [str(snaps / h) for h in hexes]), CgroupLayout("v2", str(cg)),
+                          "cgroupfs", cgroup_root=cg, proc=proc)
+    report = asyncio.run(explainer.container(ctr))
+    assert report["pod"] == {"id": "p1", "name": "web", "namespace": "shop"} and report["image"] == "img:1"
+    assert report["cgroup"]["version"] == 2 and report["cgroup"]["path"] == "/kubepods/pod1/crispy-c1"
+    assert [layer["digest"] for layer in report["filesystem"]["root"]["layers"]] == ["sha256:l1", "sha256:l2"]
+    assert all(layer["size"] >= 5000 for layer in report["filesystem"]["root"]["layers"])
+    assert report["filesystem"]["root"]["upper_size"] > 0
+    assert report["security"]["devices"] == ["c 1:3 rwm"] and "eBPF" in report["security"]["devices_source"]
+    # The spec asked for a memory limit and a network namespace of its own;
+    # the fixture kernel has neither. NoNewPrivs and seccomp agree.
+    assert report["warnings"] == [
+        "net: the spec asked for a namespace of its own, but it is the host's",
+        f"memory limit NOT applied: the spec asks for {1 << 20} bytes, the cgroup has no limit",
+    ], report["warnings"]
+    text = render.render(report)
+    assert "WHAT THE KERNEL HAS IS NOT WHAT WAS ASKED" in text and "layer 2  sha256:l2" in text
