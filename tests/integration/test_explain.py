@@ -366,3 +366,43 @@ def test_exited_container_and_stopped_pod_say_so(clean_pods, image):
         report = explain_json(d, "pod/done")
         assert report["state"] == "notready" and report["infra_pid"] == 0
         assert "the pod is stopped" in report["notes"][0] and report["warnings"] == []
+
+
+def test_container_in_a_pods_user_namespace(clean_pods, image):
+    d = clean_pods
+    host_id, length = 65536 * 41, 65536
+    # User-namespaced roots live beside the state root, which the
+    # container's root must be able to search (as /run is on a node).
+    for p in (d.base, Path(d.state_root).parent):
+        os.chmod(p, 0o711)
+    pod_cfg = pod_config("mapped")
+    ns = pod_cfg.linux.security_context.namespace_options
+    ns.pid = pb.POD
+    ns.userns_options.mode = pb.POD
+    ns.userns_options.uids.add(container_id=0, host_id=host_id, length=length)
+    ns.userns_options.gids.add(container_id=0, host_id=host_id + length, length=length)
+    ctr_cfg = container_config("app", ["sleep", "3600"], image=MULTI)
+    ctr_cfg.linux.security_context.namespace_options.CopyFrom(ns)
+    with d.client() as c:
+        pod, ctr, pid = run_pod_and_container(c, pod_cfg, ctr_cfg)
+        pod_info = json.loads(c.runtime.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)).info["info"])
+    report = explain_json(d, "app")
+    assert report["warnings"] == [], report["warnings"]
+    proc = report["processes"][0]
+    # Root inside, the mapped IDs outside, as /proc/<pid>/status has them.
+    assert (proc["uid"], proc["gid"]) == (0, 0)
+    assert (proc["host_uid"], proc["host_gid"]) == (host_id, host_id + length)
+    assert int(status_field(pid, "Uid").split()[1]) == host_id
+    nss = {n["kind"]: n for n in report["namespaces"]}
+    assert nss["user"]["holder"] == "pod" and nss["user"]["path"] == pod_info["namespaces"]["user"]
+    assert nss["user"]["inode"] == ns_inode(pid, "user") != ns_inode("self", "user")
+    sec = report["security"]
+    assert sec["uid_map"] == [[0, host_id, length]] and sec["gid_map"] == [[0, host_id + length, length]]
+    assert Path(f"/proc/{pid}/uid_map").read_text().split() == [str(v) for v in sec["uid_map"][0]]
+    # The layers still name the image's (through the ID-mapped view of the store).
+    manifest = json.loads(image.manifest)
+    assert [layer["digest"] for layer in report["filesystem"]["root"]["layers"]] == \
+        [desc["digest"] for desc in manifest["layers"]]
+    text = crispy(d, "explain", "app").stdout
+    assert "uid map    0-65535 -> host " in text and "user    " in text
