@@ -115,7 +115,7 @@ async def gather(netns: str, sandbox_id: str, network_status: dict[str, Any] | N
     if code == 0:
         facts.interfaces = parse_addresses(out)
     else:
-        facts.warnings.append(f"cannot list interfaces: {err.strip() or code}")
+        facts.notes.append(f"cannot list interfaces: {err.strip() or code}")
     for family in ("-4", "-6"):
         code, out, _ = await run([*prefix, "ip", "-j", family, "route", "show"])
         if code == 0:

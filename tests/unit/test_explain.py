@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from cri import cli
 from cri.explain_cli import Candidate, Refused, resolve
 from runtime.explain import cgroup, filesystem, namespaces, network, paths, processes, render, security
 from runtime.explain.report import Explainer
@@ -427,3 +428,11 @@ def test_container_report_on_a_fixture_v2_node(tmp_path: Path):
     ], report["warnings"]
     text = render.render(report)
     assert "WHAT THE KERNEL HAS IS NOT WHAT WAS ASKED" in text and "layer 2  sha256:l2" in text
+
+
+def test_no_daemon_is_said_plainly(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    sock = str(tmp_path / "nobody.sock")
+    assert cli.main(["--socket", sock, "--data-root", str(tmp_path / "d"), "--state-root", str(tmp_path / "s"),
+                     "explain", "web"]) == 1
+    assert capsys.readouterr().err == f"crispy explain: no daemon answers on {sock}; start it (crispy serve) or " \
+                                      f"point --socket at it\n"
