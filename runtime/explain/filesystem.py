@@ -222,10 +222,10 @@ def mount_table(mounts: list[Mount], spec_mounts: list[dict[str, Any]]) -> tuple
             continue
         d = m.to_dict()
         spec = by_dest.get(m.mountpoint)
-        if spec is not None and "bind" in (spec.get("options") or []) or (spec or {}).get("type") == "bind":
-            d["host_path"] = spec.get("source", "") if spec else ""
-            wants_ro = "ro" in (spec.get("options") or []) if spec else False
-            if wants_ro and not m.readonly:
+        options = (spec or {}).get("options") or []
+        if spec is not None and (spec.get("type") == "bind" or "bind" in options or "rbind" in options):
+            d["host_path"] = spec.get("source", "")
+            if "ro" in options and not m.readonly:
                 warnings.append(f"{m.mountpoint}: the spec asks for a read-only bind of {d['host_path']}, "
                                 f"the kernel has it read-write")
         table.append(d)

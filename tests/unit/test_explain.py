@@ -231,6 +231,9 @@ def test_masked_readonly_and_spec_mounts():
     table, warnings = filesystem.mount_table(mounts, spec)
     assert {m["mountpoint"]: m.get("host_path") for m in table}["/data"] == "/srv/my data"
     assert warnings == ["/missing: the spec mounts /x there, the container has no mount at that point"]
+    _, warnings = filesystem.mount_table(mounts, [{"destination": "/proc", "type": "bind", "source": "/hp",
+                                                   "options": ["rbind", "ro"]}])
+    assert warnings == ["/proc: the spec asks for a read-only bind of /hp, the kernel has it read-write"]
 
 
 # ---- --path ---------------------------------------------------------------------------
