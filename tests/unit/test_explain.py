@@ -439,3 +439,18 @@ def test_no_daemon_is_said_plainly(tmp_path: Path, capsys: pytest.CaptureFixture
                      "explain", "web"]) == 1
     assert capsys.readouterr().err == f"crispy explain: no daemon answers on {sock}; start it (crispy serve) or " \
                                       f"point --socket at it\n"
+
+
+def test_lsm_labels_read_and_set_against_the_spec(tmp_path: Path):
+    make_proc(tmp_path, 100, 1, ["x"])
+    (tmp_path / "100" / "attr").mkdir()
+    (tmp_path / "100" / "attr" / "current").write_text("crispy-default (enforce)\n")
+    (tmp_path / "lsm").write_text("lockdown,capability,apparmor")
+    facts = security.read_facts(100, tmp_path, lsm_list=tmp_path / "lsm")
+    assert facts.lsm == "crispy-default (enforce)" and "apparmor" in facts.lsm_modules
+    spec = {"process": {"noNewPrivileges": True, "apparmorProfile": "crispy-default"},
+            "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}}}
+    assert security.compare(facts, spec) == []
+    spec["process"]["apparmorProfile"] = "other"
+    assert security.compare(facts, spec) == [
+        "the spec asks for AppArmor profile other, the process is confined by crispy-default (enforce)"]
