@@ -36,6 +36,7 @@ from runtime.cni import CniNetwork, invoke
 from runtime.container_service import ContainerService
 from runtime.errors import InvalidArgument
 from runtime.exits import ExitWatcher
+from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
@@ -119,6 +120,7 @@ class Daemon:
         self.health = PodHealth(self.index, self.records)
         exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations)
         self.usage = UsageSampler(self.index, cgroups)
+        self.explain = Explainer(self.index, self.images, self.cgroup_layout, rc.cgroup_driver)
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,

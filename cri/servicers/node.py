@@ -11,6 +11,7 @@ from cri.config import Config
 from cri.streaming.server import StreamingServer
 from images.manager import ImageManager
 from runtime.container_service import ContainerService
+from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
 from runtime.index import RecordIndex
 from runtime.pod_health import PodHealth
@@ -29,6 +30,7 @@ class Node(Protocol):
     images: ImageManager
     streaming: StreamingServer
     features: NodeFeatures
+    explain: Explainer
 
     def runtime_readiness(self) -> dict[str, Any]: ...
 
