@@ -41,6 +41,8 @@ from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks
 from runtime.network import PodNetwork
+from runtime.nri.adaptation import Nri, own_oom_score_adj
+from runtime.nri.plugin_server import PluginServer
 from runtime.oci.factory import RuntimeFactory
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_health import PodHealth
@@ -117,16 +119,22 @@ class Daemon:
         self.features = NodeFeatures(handlers.by_name)
         self.images = ImageManager(self.config, self.data_root, self.index.image_users)
         self.health = PodHealth(self.index, self.records)
-        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations)
+        nc = self.config.nri
+        # NRI plugins see every pod and container step; a no-op without any.
+        self.nri = Nri(enabled=nc.enable, index=self.index, store=self.records, cgroups=cgroups,
+                       socket_path=nc.socket_path, min_oom_score_adj=own_oom_score_adj)
+        self.nri_server = PluginServer(nc, "crispy", self.version, self.nri)
+        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations,
+                            on_exit=self.nri.container_exited)
         self.usage = UsageSampler(self.index, cgroups)
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,
-            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features)
+            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features, nri=self.nri)
         self.pods = PodService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, network=self.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=warmup,
-            containers=self.containers, usage=self.usage)
+            containers=self.containers, usage=self.usage, nri=self.nri)
         sweep = OrphanSweep(self.state_root, self.data_root, index=self.index, network=self.network,
                             pod_cgroups=pod_cgroups, runtimes=self.runtimes, handlers=handlers)
         self.recovery = StartupRecovery(
@@ -235,6 +243,7 @@ class Daemon:
             await self._server.stop(self.config.shutdown_grace)
             self._server = None
         await self.streaming.stop()
+        await self.nri_server.stop()
         Path(self.config.socket).unlink(missing_ok=True)
         stopped = await _wind_down(SHUTDOWN_WIND_DOWN_S)
         self.health.close()
@@ -254,6 +263,12 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot listen for exec/attach/port-forward streams on {sc.address}:{sc.port}: "
                                f"{exc.strerror}; choose another [streaming] address or port") from None
+        # After recovery: plugins that (re)connect are shown the recovered pods.
+        try:
+            await self.nri_server.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for NRI plugins on {self.config.nri.socket_path}: {exc}; choose "
+                               "another [nri] socket_path or set [nri] enable = false") from None
 
     # ---- persisted node settings ----------------------------------------
 
@@ -310,6 +325,7 @@ class Daemon:
             "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
             # Why a handler lacks a feature, which Status' booleans cannot say.
             "runtimeHandlerFeatures": {name: dataclasses.asdict(f) for name, f in self.features.handlers().items()},
+            "nri": self.nri.status(),
         }
 
     def check_usable(self) -> None:

@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from google.protobuf import json_format
 
@@ -39,6 +39,7 @@ from runtime.index import RecordIndex
 from runtime.nri.adjust import apply_adjustment
 from runtime.nri.convert import container_message, pod_message, resources_from_cri, resources_to_cri
 from runtime.nri.merge import Conflict, CreateResult, UpdateSet
+from runtime.nri.plugin import PluginError, PluginGone, PluginSession
 from runtime.nri.proto import api_pb2 as api
 from runtime.states import ContainerState
 from runtime.store import ContainerRecord, RecordStore, SandboxRecord
@@ -50,35 +51,6 @@ E = api.Event
 
 class PluginRefused(FailedPrecondition):
     """A plugin answered an event with an error: the step fails with it."""
-
-
-class Session(Protocol):
-    """What the adaptation uses of a connected plugin
-    (runtime/nri/plugin.py PluginSession)."""
-    name: str
-    index: str
-    order_key: Any
-
-    @property
-    def closed(self) -> bool: ...
-
-    def subscribes(self, event: int) -> bool: ...
-
-    async def synchronize(self, pods: list[api.PodSandbox],
-                          containers: list[api.Container]) -> list[api.ContainerUpdate]: ...
-
-    async def create_container(self, req: api.CreateContainerRequest) -> api.CreateContainerResponse: ...
-
-    async def update_container(self, req: api.UpdateContainerRequest) -> api.UpdateContainerResponse: ...
-
-    async def stop_container(self, req: api.StopContainerRequest) -> api.StopContainerResponse: ...
-
-    async def update_pod_sandbox(self, req: api.UpdatePodSandboxRequest) -> api.UpdatePodSandboxResponse: ...
-
-    async def state_change(self, req: api.StateChangeEvent) -> None: ...
-
-    async def validate_container_adjustment(
-            self, req: api.ValidateContainerAdjustmentRequest) -> api.ValidateContainerAdjustmentResponse: ...
 
 
 class _SharedLock:
@@ -135,7 +107,7 @@ class Nri:
         self._cgroups = cgroups
         self._min_oom = min_oom_score_adj
         self._cdi_dirs = cdi_spec_dirs
-        self._plugins: list[Session] = []  # synchronized, in order
+        self._plugins: list[PluginSession] = []  # synchronized, in order
         self._lock = _SharedLock()
         # Objects whose creation was shown to plugins but not yet indexed.
         self._pending_pods: dict[str, SandboxRecord] = {}
@@ -148,16 +120,22 @@ class Nri:
 
     @property
     def active(self) -> bool:
-        return bool(self._plugins)
+        return bool(self._plugins) and bool(self._live())
+
+    def _live(self) -> list[PluginSession]:
+        live = [p for p in self._plugins if not p.closed]
+        if len(live) != len(self._plugins):
+            self._plugins = live
+        return live
 
     def status(self) -> dict[str, Any]:
         return dataclasses.asdict(NriStatus(
             enabled=self.enabled, socket=self.socket_path if self.enabled else "",
-            plugins=[{"name": p.name, "index": p.index} for p in self._plugins if not p.closed]))
+            plugins=[{"name": p.name, "index": p.index} for p in self._live()]))
 
     # ---- PluginHost -------------------------------------------------------
 
-    async def synchronize(self, session: Session) -> None:
+    async def synchronize(self, session: PluginSession) -> None:
         """Shows a newly registered plugin every pod and container, then lets
         it see events. Raises what the plugin's Synchronize raised (the
         server then drops it)."""
@@ -169,20 +147,20 @@ class Nri:
             updates = await session.synchronize(pod_msgs, ctr_msgs)
             if updates:
                 set_ = UpdateSet()
-                set_.add(session.name, list(updates))
+                set_.add(session.full_name, list(updates))
                 await self._apply_updates(set_.updates())
             self._plugins.append(session)
             self._plugins.sort(key=lambda p: p.order_key)
         log.info("NRI plugin synchronized", extra={"fields": {
             "plugin": session.name, "index": session.index, "pods": len(pod_msgs), "containers": len(ctr_msgs)}})
 
-    async def update_containers(self, session: Session,
+    async def update_containers(self, session: PluginSession,
                                 request: api.UpdateContainersRequest) -> api.UpdateContainersResponse:
         """A plugin's unsolicited updates: applied to the live cgroups; the
         ones that failed are answered back. Evictions are not done here."""
         set_ = UpdateSet()
         try:
-            set_.add(session.name, list(request.update))
+            set_.add(session.full_name, list(request.update))
         except Conflict as e:
             log.warning("NRI plugin update refused", extra={"fields": {"plugin": session.name, "error": e.message}})
             return api.UpdateContainersResponse(failed=list(request.update))
@@ -194,7 +172,7 @@ class Nri:
                         extra={"fields": {"plugin": session.name, "containers": evicted}})
         return api.UpdateContainersResponse(failed=failed)
 
-    def plugin_gone(self, session: Session, reason: str) -> None:
+    def plugin_gone(self, session: PluginSession, reason: str) -> None:
         if session in self._plugins:
             self._plugins.remove(session)
         log.warning("NRI plugin dropped", extra={"fields": {"plugin": session.name, "index": session.index,
@@ -209,8 +187,9 @@ class Nri:
         async with self._lock.shared():
             self._pending_pods[pod.id] = pod
             try:
-                await self._notify(E.RUN_POD_SANDBOX, api.StateChangeEvent(
-                    event=E.RUN_POD_SANDBOX, pod=pod_message(pod)), fatal=True)
+                msg = pod_message(pod)
+                for p in self._subscribed(E.RUN_POD_SANDBOX):
+                    await self._ask(p, "RunPodSandbox", p.run_pod_sandbox(msg), fatal=True)
             except BaseException:
                 del self._pending_pods[pod.id]
                 raise
@@ -227,16 +206,15 @@ class Nri:
                          resources: pb.LinuxContainerResources | None) -> None:
         if not self._plugins:
             return
-        req = api.UpdatePodSandboxRequest(pod=pod_message(pod))
-        if overhead is not None:
-            req.overhead_linux_resources.CopyFrom(resources_from_cri(json_format.MessageToDict(
-                overhead, preserving_proto_field_name=True)))
-        if resources is not None:
-            req.linux_resources.CopyFrom(resources_from_cri(json_format.MessageToDict(
-                resources, preserving_proto_field_name=True)))
+        msg = pod_message(pod)
+        nri_overhead = None if overhead is None else resources_from_cri(json_format.MessageToDict(
+            overhead, preserving_proto_field_name=True))
+        nri_resources = None if resources is None else resources_from_cri(json_format.MessageToDict(
+            resources, preserving_proto_field_name=True))
         async with self._lock.shared():
             for p in self._subscribed(E.UPDATE_POD_SANDBOX):
-                await self._ask(p, "UpdatePodSandbox", p.update_pod_sandbox(req), fatal=True)
+                await self._ask(p, "UpdatePodSandbox", p.update_pod_sandbox(msg, nri_overhead, nri_resources),
+                                fatal=True)
 
     async def post_update_pod(self, pod: SandboxRecord) -> None:
         await self._event(E.POST_UPDATE_POD_SANDBOX, pod, None)
@@ -267,13 +245,12 @@ class Nri:
     async def _create(self, pod: SandboxRecord, ctr: ContainerRecord, spec: dict[str, Any]) -> None:
         pod_msg = pod_message(pod)
         ctr_msg = container_message(ctr, spec)
-        req = api.CreateContainerRequest(pod=pod_msg, container=ctr_msg)
         result = CreateResult(ctr.id)
         plugins = self._subscribed(E.CREATE_CONTAINER)
         for p in plugins:
-            reply = await self._ask(p, "CreateContainer", p.create_container(req), fatal=True)
+            reply = await self._ask(p, "CreateContainer", p.create_container(pod_msg, ctr_msg), fatal=True)
             if reply is not None:
-                result.add(p.name, reply)
+                result.add(p.full_name, reply)
         validators = self._subscribed(E.VALIDATE_CONTAINER_ADJUSTMENT)
         if validators:
             vreq = api.ValidateContainerAdjustmentRequest(
@@ -287,7 +264,7 @@ class Nri:
                 if isinstance(answer, BaseException):
                     raise answer
                 if answer is not None and answer.reject:
-                    raise PluginRefused(f"NRI plugin {v.name!r} rejected the adjustments of container "
+                    raise PluginRefused(f"NRI plugin {v.full_name} rejected the adjustments of container "
                                         f"{ctr.name!r}: {answer.reason or 'no reason given'}")
         if result.adjust.ByteSize():
             apply_adjustment(spec, result.adjust, min_oom_score_adj=self._min_oom(),
@@ -316,8 +293,9 @@ class Nri:
         if not self._plugins or pod is None:
             return
         async with self._lock.shared():
-            await self._notify(E.START_CONTAINER, api.StateChangeEvent(
-                event=E.START_CONTAINER, pod=pod_message(pod), container=await self._container(ctr)), fatal=True)
+            pod_msg, ctr_msg = pod_message(pod), await self._container(ctr)
+            for p in self._subscribed(E.START_CONTAINER):
+                await self._ask(p, "StartContainer", p.start_container(pod_msg, ctr_msg), fatal=True)
 
     async def post_start_container(self, pod: SandboxRecord | None, ctr: ContainerRecord) -> None:
         await self._event(E.POST_START_CONTAINER, pod, ctr)
@@ -330,14 +308,14 @@ class Nri:
         if not self._plugins or pod is None:
             return resources
         requested = resources_from_cri(json_format.MessageToDict(resources, preserving_proto_field_name=True))
-        req = api.UpdateContainerRequest(pod=pod_message(pod), container=await self._container(ctr),
-                                         linux_resources=requested)
+        pod_msg, ctr_msg = pod_message(pod), await self._container(ctr)
         set_ = UpdateSet()
         async with self._lock.shared():
             for p in self._subscribed(E.UPDATE_CONTAINER):
-                reply = await self._ask(p, "UpdateContainer", p.update_container(req), fatal=True)
+                reply = await self._ask(p, "UpdateContainer", p.update_container(pod_msg, ctr_msg, requested),
+                                        fatal=True)
                 if reply is not None:
-                    set_.add(p.name, list(reply.update))
+                    set_.add(p.full_name, list(reply.update))
             own = set_.by_id.pop(ctr.id, None)
             failed = await self._apply_updates(set_.updates())
         if any(not u.ignore_failure for u in failed):
@@ -364,16 +342,16 @@ class Nri:
         await asyncio.shield(running)
 
     async def _stop(self, pod: SandboxRecord, ctr: ContainerRecord) -> None:
-        req = api.StopContainerRequest(pod=pod_message(pod), container=await self._container(ctr))
+        pod_msg, ctr_msg = pod_message(pod), await self._container(ctr)
         set_ = UpdateSet()
         async with self._lock.shared():
             for p in self._subscribed(E.STOP_CONTAINER):
-                reply = await self._ask(p, "StopContainer", p.stop_container(req), fatal=False)
+                reply = await self._ask(p, "StopContainer", p.stop_container(pod_msg, ctr_msg), fatal=False)
                 if reply is not None:
                     try:
-                        set_.add(p.name, [u for u in reply.update if u.container_id != ctr.id])
+                        set_.add(p.full_name, [u for u in reply.update if u.container_id != ctr.id])
                     except Conflict as e:
-                        log.warning("NRI plugin update refused", extra={"fields": {"plugin": p.name,
+                        log.warning("NRI plugin update refused", extra={"fields": {"plugin": p.full_name,
                                                                                   "error": e.message}})
             await self._apply_updates(set_.updates())
 
@@ -395,43 +373,42 @@ class Nri:
 
     # ---- fan-out ------------------------------------------------------------------
 
-    def _subscribed(self, event: api.Event) -> list[Session]:
+    def _subscribed(self, event: api.Event) -> list[PluginSession]:
         return [p for p in self._plugins if not p.closed and p.subscribes(event)]
 
     async def _event(self, event: api.Event, pod: SandboxRecord | None, ctr: ContainerRecord | None) -> None:
         """A notification: errors are logged, never raised."""
-        if not self._plugins or pod is None or not self._subscribed(event):
+        if not self._plugins or pod is None:
+            return
+        plugins = self._subscribed(event)
+        if not plugins:
             return
         async with self._lock.shared():
-            msg = api.StateChangeEvent(event=event, pod=pod_message(pod))
-            if ctr is not None:
-                msg.container.CopyFrom(await self._container(ctr))
-            await self._notify(event, msg, fatal=False)
+            pod_msg = pod_message(pod)
+            ctr_msg = await self._container(ctr) if ctr is not None else None
+            for p in plugins:
+                await self._ask(p, E.Name(event), _notification(p, event, pod_msg, ctr_msg), fatal=False)
 
-    async def _notify(self, event: api.Event, msg: api.StateChangeEvent, fatal: bool) -> None:
-        for p in self._subscribed(event):
-            await self._ask(p, E.Name(event), p.state_change(msg), fatal=fatal)
-
-    async def _ask(self, p: Session, what: str, call: Awaitable[Any], fatal: bool) -> Any:
+    async def _ask(self, p: PluginSession, what: str, call: Awaitable[Any], fatal: bool) -> Any:
         """One plugin's answer, or None when it is gone (the server drops
         it). Its error is raised when `fatal`, else logged."""
         started = time.monotonic()
         try:
             return await call
-        except PluginGoneError as e:
+        except PluginGone as e:
             log.warning("NRI plugin gone during an event", extra={"fields": {
-                "plugin": p.name, "event": what, "error": str(e)}})
+                "plugin": p.full_name, "event": what, "error": str(e)}})
             return None
-        except PluginCallError as e:
+        except PluginError as e:
             if not fatal:
-                log.warning("NRI plugin failed an event", extra={"fields": {"plugin": p.name, "event": what,
+                log.warning("NRI plugin failed an event", extra={"fields": {"plugin": p.full_name, "event": what,
                                                                            "error": str(e)}})
                 return None
-            raise PluginRefused(f"NRI plugin {p.name!r} failed {what}: {e}") from None
+            raise PluginRefused(f"{what} refused: {e}") from None
         finally:
             elapsed = time.monotonic() - started
             if elapsed > 1.0:
-                log.info("slow NRI plugin", extra={"fields": {"plugin": p.name, "event": what,
+                log.info("slow NRI plugin", extra={"fields": {"plugin": p.full_name, "event": what,
                                                               "seconds": round(elapsed, 3)}})
 
     async def _container(self, ctr: ContainerRecord) -> api.Container:
@@ -479,6 +456,15 @@ class Nri:
         await self._store.save(ctr)
 
 
+def own_oom_score_adj() -> int:
+    """crispy's own score: what nothing it starts may go below."""
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def _spec_view(spec: dict[str, Any]) -> dict[str, Any]:
     """What container messages read of a spec: it is kept per container."""
     process = spec.get("process", {})
@@ -490,9 +476,19 @@ def _spec_view(spec: dict[str, Any]) -> dict[str, Any]:
             "hooks": spec.get("hooks", {}), "annotations": spec.get("annotations", {})}
 
 
-class PluginCallError(Exception):
-    """Placeholder until the wire's PluginError is imported."""
-
-
-class PluginGoneError(Exception):
-    """Placeholder until the wire's PluginGone is imported."""
+def _notification(p: PluginSession, event: api.Event, pod: api.PodSandbox,
+                  ctr: api.Container | None) -> Awaitable[Any]:
+    if ctr is None:
+        calls: dict[int, Callable[[], Awaitable[Any]]] = {
+            E.STOP_POD_SANDBOX: lambda: p.stop_pod_sandbox(pod),
+            E.REMOVE_POD_SANDBOX: lambda: p.remove_pod_sandbox(pod),
+            E.POST_UPDATE_POD_SANDBOX: lambda: p.post_update_pod_sandbox(pod),
+        }
+    else:
+        calls = {
+            E.POST_CREATE_CONTAINER: lambda: p.post_create_container(pod, ctr),
+            E.POST_START_CONTAINER: lambda: p.post_start_container(pod, ctr),
+            E.POST_UPDATE_CONTAINER: lambda: p.post_update_container(pod, ctr),
+            E.REMOVE_CONTAINER: lambda: p.remove_container(pod, ctr),
+        }
+    return calls[event]()
