@@ -164,8 +164,8 @@ class Nri:
         except Conflict as e:
             log.warning("NRI plugin update refused", extra={"fields": {"plugin": session.name, "error": e.message}})
             return api.UpdateContainersResponse(failed=list(request.update))
-        async with self._lock.shared():
-            failed = await self._apply_updates(set_.updates())
+        # No lock: a plugin may ask from inside its own Synchronize or event.
+        failed = await self._apply_updates(set_.updates())
         if request.evict:
             evicted = [e.container_id for e in request.evict]
             log.warning("NRI plugin asked for evictions; crispy does not evict",
@@ -339,7 +339,11 @@ class Nri:
         running = self._stops.get(ctr.id)
         if running is None:
             running = self._stops[ctr.id] = asyncio.ensure_future(self._stop(pod, ctr))
-        await asyncio.shield(running)
+        try:
+            await asyncio.shield(running)
+        except Exception as e:  # noqa: BLE001 - a notification never fails the stop
+            log.error("telling NRI plugins of a container stop failed",
+                      extra={"fields": {"container": ctr.id, "error": str(e)}})
 
     async def _stop(self, pod: SandboxRecord, ctr: ContainerRecord) -> None:
         pod_msg, ctr_msg = pod_message(pod), await self._container(ctr)

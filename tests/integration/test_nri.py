@@ -274,3 +274,44 @@ def test_plugins_are_synchronized_with_what_crispy_recovered(tmp_path: Path) -> 
         if d.proc is not None and d.proc.poll() is None:
             remove_all_pods(d)
             d.stop()
+
+
+def test_update_container_resources_goes_through_plugins(env: dict[str, Any]) -> None:
+    c, d = env["c"], env["d"]
+    pod, cfg = make_pod(env)
+    ctr = create(env, pod, cfg, "resized")
+    c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+    # The plugin turns kubelet's 64 MiB into 56 MiB.
+    own = api.ContainerUpdate(container_id=ctr)
+    own.linux.resources.memory.limit.value = 56 * MiB
+    plugin = env["plugins"].connect(d, "resizer", "10", (api.UPDATE_CONTAINER, api.POST_UPDATE_CONTAINER),
+                                    replies={"UpdateContainer": api.UpdateContainerResponse(update=[own])})
+    c.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+        container_id=ctr, linux=pb.LinuxContainerResources(memory_limit_in_bytes=64 * MiB)))
+    assert memory_limit(info(c, ctr)["cgroupPath"]) == 56 * MiB
+    assert plugin.methods_seen()[-2:] == ["UpdateContainer", "PostUpdateContainer"]
+    request = plugin.seen[-2][1]
+    assert isinstance(request, api.UpdateContainerRequest)
+    assert request.linux_resources.memory.limit.value == 64 * MiB
+
+
+def test_update_pod_sandbox_resources_reaches_plugins(env: dict[str, Any]) -> None:
+    c, d = env["c"], env["d"]
+    plugin = env["plugins"].connect(d, "podwatch", "10", (api.UPDATE_POD_SANDBOX, api.POST_UPDATE_POD_SANDBOX))
+    pod, _ = make_pod(env)
+    c.runtime.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=pod, resources=pb.LinuxContainerResources(cpu_shares=512)))
+    assert plugin.methods_seen()[-2:] == ["UpdatePodSandbox", "PostUpdatePodSandbox"]
+    request = plugin.seen[-2][1]
+    assert isinstance(request, api.UpdatePodSandboxRequest)
+    assert request.pod.id == pod and request.linux_resources.cpu.shares.value == 512
+    pod_info = json.loads(c.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(
+        pod_sandbox_id=pod, verbose=True)).info["info"])
+    if LAYOUT.mode != "v2":  # crispy made the pod's cgroup: it gets the pod's totals
+        shares = Path("/sys/fs/cgroup/cpu") / pod_info["cgroupPath"].lstrip("/") / "cpu.shares"
+        assert int(shares.read_text()) == 512
+    plugin.fail["UpdatePodSandbox"] = "no"
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod, resources=pb.LinuxContainerResources(cpu_shares=256)))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "podwatch" in e.value.details()
