@@ -244,17 +244,26 @@ class Nri:
 
     async def _create(self, pod: SandboxRecord, ctr: ContainerRecord, spec: dict[str, Any]) -> None:
         pod_msg = pod_message(pod)
-        ctr_msg = container_message(ctr, spec)
+        original = ctr_msg = container_message(ctr, spec)
         result = CreateResult(ctr.id)
         plugins = self._subscribed(E.CREATE_CONTAINER)
         for p in plugins:
             reply = await self._ask(p, "CreateContainer", p.create_container(pod_msg, ctr_msg), fatal=True)
-            if reply is not None:
-                result.add(p.full_name, reply)
+            if reply is None:
+                continue
+            if any(u.container_id == ctr.id for u in reply.update):
+                raise PluginRefused(f"NRI plugin {p.full_name} asked to update container {ctr.name!r} while it is "
+                                    "being created; it may only adjust it")
+            result.add(p.full_name, reply)  # refuses a field another plugin owns
+            if reply.adjust.ByteSize():
+                # Applied now: the next plugin is shown the container as adjusted so far.
+                apply_adjustment(spec, reply.adjust, min_oom_score_adj=self._min_oom(),
+                                 **({"cdi_spec_dirs": self._cdi_dirs} if self._cdi_dirs is not None else {}))
+                ctr_msg = container_message(ctr, spec)
         validators = self._subscribed(E.VALIDATE_CONTAINER_ADJUSTMENT)
         if validators:
             vreq = api.ValidateContainerAdjustmentRequest(
-                pod=pod_msg, container=ctr_msg, adjust=result.adjust, update=result.updates.updates(),
+                pod=pod_msg, container=original, adjust=result.adjust, update=result.updates.updates(),
                 owners=result.owners.message(),
                 plugins=[api.PluginInstance(name=p.name, index=p.index) for p in plugins])
             answers = await asyncio.gather(*(self._ask(v, "ValidateContainerAdjustment",
@@ -266,11 +275,8 @@ class Nri:
                 if answer is not None and answer.reject:
                     raise PluginRefused(f"NRI plugin {v.full_name} rejected the adjustments of container "
                                         f"{ctr.name!r}: {answer.reason or 'no reason given'}")
-        if result.adjust.ByteSize():
-            apply_adjustment(spec, result.adjust, min_oom_score_adj=self._min_oom(),
-                             **({"cdi_spec_dirs": self._cdi_dirs} if self._cdi_dirs is not None else {}))
         self._specs[ctr.id] = _spec_view(spec)
-        others = [u for u in result.updates.updates() if u.container_id != ctr.id]
+        others = result.updates.updates()
         if others:
             failed = await self._apply_updates(others)
             if any(not u.ignore_failure for u in failed):

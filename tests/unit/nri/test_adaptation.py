@@ -65,6 +65,7 @@ class FakeSession:
 
     async def create_container(self, pod: api.PodSandbox, ctr: api.Container) -> api.CreateContainerResponse:
         await self._call("CreateContainer")
+        self.shown = ctr
         return api.CreateContainerResponse(adjust=self.adjust)
 
     async def post_create_container(self, pod: api.PodSandbox, ctr: api.Container) -> None:
@@ -129,9 +130,13 @@ def test_adjustment_is_applied_to_the_spec(tmp_path: Path) -> None:
     async def main() -> None:
         nri, _ = _nri(tmp_path)
         await _join(nri, FakeSession("env", adjust=api.ContainerAdjustment(env=[api.KeyValue(key="A", value="1")])))
+        later = FakeSession("later", "20", adjust=api.ContainerAdjustment(env=[api.KeyValue(key="B", value="2")]))
+        await _join(nri, later)
         spec: dict[str, Any] = {"process": {"env": ["PATH=/bin"]}}
         await nri.create_container(_pod(), _ctr(), spec)
-        assert spec["process"]["env"] == ["PATH=/bin", "A=1"]
+        assert spec["process"]["env"] == ["PATH=/bin", "A=1", "B=2"]
+        # The later plugin is shown the container as the earlier one left it.
+        assert list(later.shown.env) == ["PATH=/bin", "A=1"]
     asyncio.run(main())
 
 
