@@ -156,6 +156,9 @@ class NriConnection:
             reason = f"protocol error: {e}"
         except (ConnectionError, OSError) as e:
             reason = f"read failed: {e}"
+        except Exception as e:  # a bug here must still end the connection cleanly
+            log.exception("NRI connection reader failed")
+            reason = f"internal error: {e}"
         finally:
             self._shut(reason)
 
