@@ -216,13 +216,18 @@ class PluginSession:
         (the Go stub collects pages and answers the last one)."""
         deadline = time.monotonic() + self.settings.request_timeout
         pods, containers = list(pods), list(containers)
-        n_pods, n_ctrs = len(pods), len(containers)
+        per_page = len(pods) + len(containers)  # objects per message, shrunk if too big
         while True:
+            # Pods first, then containers: the plugin only sees the union.
+            n_pods = min(per_page, len(pods))
+            n_ctrs = min(per_page - n_pods, len(containers))
             page = api.SynchronizeRequest(pods=pods[:n_pods], containers=containers[:n_ctrs])
             page.more = len(pods) > n_pods or len(containers) > n_ctrs
             size = page.ByteSize()
             if size > MAX_MESSAGE - 1024:  # room for the ttrpc envelope
-                n_pods, n_ctrs = self._smaller_page(n_pods, n_ctrs, size)
+                if per_page <= MIN_SYNC_OBJECTS:
+                    raise PluginError(self.full_name, "failed to synchronize plugin with split messages")
+                per_page = max(int(per_page * min(MAX_MESSAGE / size, 0.9)), MIN_SYNC_OBJECTS)
                 continue
             rpl = await self._call("Synchronize", page, api.SynchronizeResponse, deadline=deadline)
             if not page.more:
@@ -231,16 +236,6 @@ class PluginSession:
                 await self.close("plugin does not handle split sync requests")
                 raise PluginGone(self.full_name, "plugin does not handle split sync requests")
             pods, containers = pods[n_pods:], containers[n_ctrs:]
-            n_pods, n_ctrs = min(n_pods, len(pods)), min(n_ctrs, len(containers))
-
-    def _smaller_page(self, n_pods: int, n_ctrs: int, size: int) -> tuple[int, int]:
-        if n_pods + n_ctrs <= MIN_SYNC_OBJECTS:
-            raise PluginError(self.full_name, "failed to synchronize plugin with split messages")
-        factor = min(MAX_MESSAGE / size, 0.9)
-        n_pods, n_ctrs = int(n_pods * factor), int(n_ctrs * factor)
-        if n_pods + n_ctrs < MIN_SYNC_OBJECTS:
-            n_pods = n_ctrs = MIN_SYNC_OBJECTS // 2
-        return n_pods, n_ctrs
 
     # ---- lifecycle events (None when the plugin is not subscribed) ----
 
@@ -363,15 +358,15 @@ class PluginSession:
         return reply_type()
 
     async def _call(self, method: str, req: Message, reply_type: type[M], *, deadline: float | None = None) -> M:
-        timeout = self.settings.request_timeout
+        timeout = budget = self.settings.request_timeout
         if deadline is not None:
             timeout = max(deadline - time.monotonic(), 0.0)
         try:
             payload = await self._conn.call(PLUGIN_SERVICE, method, req.SerializeToString(), timeout)
         except TimeoutError:
             await self.close(f"{method} timed out")
-            log.warning("NRI plugin %s: %s timed out after %.1fs; plugin dropped", self.full_name, method, timeout)
-            raise PluginGone(self.full_name, f"{method} timed out after {timeout:g}s") from None
+            log.warning("NRI plugin %s: %s timed out after %gs; plugin dropped", self.full_name, method, budget)
+            raise PluginGone(self.full_name, f"{method} timed out after {budget:g}s") from None
         except ConnectionClosed as e:
             raise PluginGone(self.full_name, f"{method}: connection closed ({e})") from None
         except TtrpcError as e:

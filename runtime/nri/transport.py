@@ -74,6 +74,8 @@ class NriConnection:
         """One unary call; TtrpcError for a status, TimeoutError, ConnectionClosed."""
         if self.closed:
             raise ConnectionClosed(self.close_reason)
+        # No await between numbering the stream and writing it: ttrpc servers
+        # refuse a stream id lower than one they have already seen.
         stream_id, data = self._client.request(service, method, payload, timeout_ns=int(timeout * 1e9))
         fut: asyncio.Future[ttrpc.Reply] = asyncio.get_running_loop().create_future()
         self._waiting[stream_id] = fut
@@ -122,7 +124,7 @@ class NriConnection:
     async def _send(self, conn_id: int, message: bytes) -> None:
         if self.closed:
             raise ConnectionClosed(self.close_reason)
-        # One write() per message keeps frames of concurrent senders whole.
+        # Written before the first await; one write() per message keeps frames of concurrent senders whole.
         self._writer.write(multiplex.encode_message(conn_id, message))
         try:
             async with self._drain_lock:
@@ -156,6 +158,9 @@ class NriConnection:
             reason = f"protocol error: {e}"
         except (ConnectionError, OSError) as e:
             reason = f"read failed: {e}"
+        except Exception as e:  # a bug here must still end the connection cleanly
+            log.exception("NRI connection reader failed")
+            reason = f"internal error: {e}"
         finally:
             self._shut(reason)
 
