@@ -231,16 +231,14 @@ class Nri:
         """Before the spec is written: the plugins' merged adjustment is
         applied to `spec` in place, their updates to other containers to the
         live cgroups. An error (a plugin's, a conflict, a validator's
-        refusal, an adjustment crispy cannot make) fails CreateContainer."""
+        refusal, an adjustment crispy cannot make) fails CreateContainer;
+        the service's undo then calls undo_create_container, so plugins that
+        accepted the container see it stop and go."""
         if not self._plugins:
             return
         async with self._lock.shared():
             self._pending_ctrs[ctr.id] = ctr
-            try:
-                await self._create(pod, ctr, spec)
-            except BaseException:
-                del self._pending_ctrs[ctr.id]
-                raise
+            await self._create(pod, ctr, spec)
 
     async def _create(self, pod: SandboxRecord, ctr: ContainerRecord, spec: dict[str, Any]) -> None:
         pod_msg = pod_message(pod)

@@ -189,3 +189,20 @@ def test_without_plugins_nothing_is_called(tmp_path: Path) -> None:
         await nri.stop_container(_pod(), _ctr())
         assert spec == {}
     asyncio.run(main())
+
+
+def test_a_refused_create_is_undone_for_the_plugins_that_saw_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        nri, _ = _nri(tmp_path)
+        calls: list[tuple[str, str]] = []
+        await _join(nri, FakeSession("ok", "01", calls=calls), FakeSession("no", "02", fail={"CreateContainer"},
+                                                                           calls=calls))
+        pod, ctr = _pod(), _ctr()
+        with pytest.raises(PluginRefused):
+            await nri.create_container(pod, ctr, {})
+        await nri.undo_create_container(pod, ctr)  # the service's undo
+        assert calls == [("ok", "CreateContainer"), ("no", "CreateContainer"), ("ok", "StopContainer"),
+                         ("no", "StopContainer"), ("ok", "RemoveContainer"), ("no", "RemoveContainer")]
+        await nri.undo_create_container(pod, ctr)  # once only
+        assert len(calls) == 6
+    asyncio.run(main())
