@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -315,3 +316,30 @@ def test_update_pod_sandbox_resources_reaches_plugins(env: dict[str, Any]) -> No
         c.runtime.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
             pod_sandbox_id=pod, resources=pb.LinuxContainerResources(cpu_shares=256)))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "podwatch" in e.value.details()
+
+
+def test_a_pre_installed_plugin_is_started_and_called(tmp_path: Path) -> None:
+    base = tmp_base()
+    plugins = base / "nri" / "plugins"
+    plugins.mkdir(parents=True)
+    record = tmp_path / "calls.jsonl"
+    repo = Path(__file__).resolve().parents[2]
+    script = plugins / "10-recorder"
+    # crispy gives a plugin nothing but its NRI variables: no PATH.
+    script.write_text(f"#!/bin/sh\ncd {repo} && exec {sys.executable} -m tests.nri_plugin "
+                      f"--record {record} --events RUN_POD_SANDBOX\n")
+    script.chmod(0o755)
+    d = start_pod_daemon(base)
+    try:
+        with d.client() as c:
+            status = json.loads(c.runtime.Status(pb.StatusRequest(verbose=True)).info["nri"])
+            assert status["plugins"] == [{"name": "recorder", "index": "10"}]
+            pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(
+                config=pod_config("preinstalled", log_directory=str(tmp_path)))).pod_sandbox_id
+        calls = [json.loads(line) for line in record.read_text().splitlines()]
+        assert [x["method"] for x in calls if x["method"] not in ("Configure", "Synchronize")] == ["RunPodSandbox"]
+        assert calls[-1]["request"]["pod"]["id"] == pod
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            remove_all_pods(d)
+            d.stop()
