@@ -264,6 +264,10 @@ class Daemon:
             raise StartupError(f"cannot listen for exec/attach/port-forward streams on {sc.address}:{sc.port}: "
                                f"{exc.strerror}; choose another [streaming] address or port") from None
         # After recovery: plugins that (re)connect are shown the recovered pods.
+        nc = self.config.nri
+        if nc.enable and not nc.disable_connections and _answers(nc.socket_path):
+            raise StartupError(f"{nc.socket_path} is in use by another runtime's NRI; stop it, choose another "
+                               "[nri] socket_path or set [nri] enable = false")
         try:
             await self.nri_server.start()
         except OSError as exc:
@@ -356,6 +360,20 @@ async def _wind_down(budget: float) -> bool:
     except TimeoutError:
         log.warning("threads still busy after the shutdown grace")
         return False
+    return True
+
+
+def _answers(path: str) -> bool:
+    """Whether something listens on the unix socket at `path` (a stale file does not)."""
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
     return True
 
 
