@@ -11,6 +11,12 @@ APT_PACKAGES := conmon crun runc catatonit containernetworking-plugins iptables 
                 gcc libc6-dev procps util-linux
 PROTO  := cri/proto/api.proto
 STUBS  := cri/proto/api_pb2.py cri/proto/api_pb2_grpc.py cri/proto/api_pb2.pyi
+# NRI speaks ttrpc, not gRPC: messages only, no service stubs.
+NRI_PROTO := runtime/nri/proto/api.proto runtime/nri/proto/ttrpc.proto
+NRI_STUBS := runtime/nri/proto/api_pb2.py runtime/nri/proto/api_pb2.pyi \
+             runtime/nri/proto/ttrpc_pb2.py runtime/nri/proto/ttrpc_pb2.pyi
+# NRI's Field enum has a value named `None`, which a .pyi cannot declare.
+NRI_PYI_FIX := sed -i '/^ *None: /d'
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv proto proto-check lint run test unit integration tools critest bench clean
@@ -37,12 +43,16 @@ venv: $(VENV)/.installed
 # Regenerate the Python stubs from our proto (they are committed).
 proto: venv
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(NRI_PROTO)
+	$(NRI_PYI_FIX) runtime/nri/proto/api_pb2.pyi
 
 # Fails if the committed stubs are not what `make proto` would write.
 proto-check: venv
 	@tmp=$$(mktemp -d); \
 	$(PY) -m grpc_tools.protoc -I . --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTO); \
-	for f in $(STUBS); do cmp -s $$tmp/$$f $$f || { echo "$$f is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; done; \
+	$(PY) -m grpc_tools.protoc -I . --python_out=$$tmp --pyi_out=$$tmp $(NRI_PROTO); \
+	$(NRI_PYI_FIX) $$tmp/runtime/nri/proto/api_pb2.pyi; \
+	for f in $(STUBS) $(NRI_STUBS); do cmp -s $$tmp/$$f $$f || { echo "$$f is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; done; \
 	rm -rf $$tmp; echo "generated stubs are up to date"
 
 run: deps venv

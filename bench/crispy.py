@@ -46,6 +46,12 @@ def render_config(s: CrispySettings) -> str:
         f"[registries.{q(s.registry_host)}]",
         "insecure = true",
         "",
+        # NRI on the run's own socket: the node's may be containerd's.
+        "[nri]",
+        f"socket_path = {q(str(s.base / 'nri' / 'nri.sock'))}",
+        f"plugin_path = {q(str(s.base / 'nri' / 'plugins'))}",
+        f"plugin_config_path = {q(str(s.base / 'nri' / 'conf'))}",
+        "",
     ])
 
 

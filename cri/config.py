@@ -21,6 +21,7 @@ from typing import Any
 from images.settings import ImagesConfig, RegistryHostConfig
 from runtime.cni.settings import CniConfig
 from runtime.errors import InvalidArgument
+from runtime.nri.settings import NriSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/crispy/crispy.toml")
 
@@ -75,6 +76,8 @@ class Config:
     cni: CniConfig = field(default_factory=CniConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    # Node Resource Interface plugins (runtime/nri/): on by default, as in containerd 2.x.
+    nri: NriSettings = field(default_factory=NriSettings)
     # registry host ("docker.io", "localhost:5000") -> settings.
     registries: dict[str, RegistryHostConfig] = field(default_factory=dict)
 
@@ -246,6 +249,8 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "streaming.port": (0, 65535, True),
     "streaming.creation_timeout": (0, None, False),
     "streaming.idle_timeout": (0, None, False),
+    "nri.registration_timeout": (0, None, False),
+    "nri.request_timeout": (0, None, False),
 }
 
 
@@ -272,6 +277,9 @@ def _validate(cfg: Config) -> None:
     for key in ("socket", "data_root", "state_root"):
         if not Path(getattr(cfg, key)).is_absolute():
             raise InvalidArgument(f"config: {key} must be an absolute path")
+    for key in ("socket_path", "plugin_path", "plugin_config_path"):
+        if cfg.nri.enable and not Path(getattr(cfg.nri, key)).is_absolute():
+            raise InvalidArgument(f"config: nri.{key} must be an absolute path")
     if not cfg.runtime.oci_runtime:
         raise InvalidArgument("config: runtime.oci_runtime must be 'auto', a runtime name on PATH or an absolute path")
     for handler, runtime in cfg.runtime.handlers.items():

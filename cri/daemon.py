@@ -42,6 +42,8 @@ from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks
 from runtime.network import PodNetwork
+from runtime.nri.adaptation import Nri, own_oom_score_adj
+from runtime.nri.plugin_server import PluginServer
 from runtime.oci.factory import RuntimeFactory
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_health import PodHealth
@@ -118,17 +120,23 @@ class Daemon:
         self.features = NodeFeatures(handlers.by_name)
         self.images = ImageManager(self.config, self.data_root, self.index.image_users)
         self.health = PodHealth(self.index, self.records)
-        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations)
+        nc = self.config.nri
+        # NRI plugins see every pod and container step; a no-op without any.
+        self.nri = Nri(enabled=nc.enable, index=self.index, store=self.records, cgroups=cgroups,
+                       socket_path=nc.socket_path, min_oom_score_adj=own_oom_score_adj)
+        self.nri_server = PluginServer(nc, "crispy", self.version, self.nri)
+        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations,
+                            on_exit=self.nri.container_exited)
         self.usage = UsageSampler(self.index, cgroups)
         self.explain = Explainer(self.index, self.images, self.cgroup_layout, rc.cgroup_driver)
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,
-            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features)
+            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features, nri=self.nri)
         self.pods = PodService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, network=self.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=warmup,
-            containers=self.containers, usage=self.usage)
+            containers=self.containers, usage=self.usage, nri=self.nri)
         sweep = OrphanSweep(self.state_root, self.data_root, index=self.index, network=self.network,
                             pod_cgroups=pod_cgroups, runtimes=self.runtimes, handlers=handlers)
         self.recovery = StartupRecovery(
@@ -242,6 +250,7 @@ class Daemon:
             await self._server.stop(self.config.shutdown_grace)
             self._server = None
         await self.streaming.stop()
+        await self.nri_server.stop()
         Path(self.config.socket).unlink(missing_ok=True)
         stopped = await _wind_down(SHUTDOWN_WIND_DOWN_S)
         self.health.close()
@@ -261,6 +270,16 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot listen for exec/attach/port-forward streams on {sc.address}:{sc.port}: "
                                f"{exc.strerror}; choose another [streaming] address or port") from None
+        # After recovery: plugins that (re)connect are shown the recovered pods.
+        nc = self.config.nri
+        if nc.enable and not nc.disable_connections and _answers(nc.socket_path):
+            raise StartupError(f"{nc.socket_path} is in use by another runtime's NRI; stop it, choose another "
+                               "[nri] socket_path or set [nri] enable = false")
+        try:
+            await self.nri_server.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for NRI plugins on {self.config.nri.socket_path}: {exc}; choose "
+                               "another [nri] socket_path or set [nri] enable = false") from None
 
     # ---- persisted node settings ----------------------------------------
 
@@ -317,6 +336,7 @@ class Daemon:
             "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
             # Why a handler lacks a feature, which Status' booleans cannot say.
             "runtimeHandlerFeatures": {name: dataclasses.asdict(f) for name, f in self.features.handlers().items()},
+            "nri": self.nri.status(),
         }
 
     def check_usable(self) -> None:
@@ -347,6 +367,20 @@ async def _wind_down(budget: float) -> bool:
     except TimeoutError:
         log.warning("threads still busy after the shutdown grace")
         return False
+    return True
+
+
+def _answers(path: str) -> bool:
+    """Whether something listens on the unix socket at `path` (a stale file does not)."""
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
     return True
 
 

@@ -87,11 +87,22 @@ IDMAPPED_VOLUMES = "volumes-idmapped"
 def write_spec(spec_req: ContainerSpecRequest, spec_path: Path, userns_path: str = "") -> dict[str, Any]:
     """Blocking: the spec built and written. `userns_path`: the pod's user
     namespace, through which the container's volumes are then mapped."""
+    spec = build_spec_for(spec_req, spec_path, userns_path)
+    save_spec(spec, spec_path)
+    return spec
+
+
+def build_spec_for(spec_req: ContainerSpecRequest, spec_path: Path, userns_path: str = "") -> dict[str, Any]:
+    """Blocking: write_spec without the write (NRI plugins adjust it first)."""
     spec = build_spec(spec_req)
     if userns_path:
         idmap_volumes(spec, spec_req.config, spec_path.parent / IDMAPPED_VOLUMES, userns_path)
-    spec_path.write_text(json.dumps(spec))
     return spec
+
+
+def save_spec(spec: dict[str, Any], spec_path: Path) -> None:
+    """Blocking."""
+    spec_path.write_text(json.dumps(spec))
 
 
 def idmap_volumes(spec: dict[str, Any], config: pb.ContainerConfig, view_dir: Path, userns_path: str) -> None:

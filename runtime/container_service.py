@@ -25,9 +25,11 @@ from runtime.cgroups import CgroupManager
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.container_config import (
     IDMAPPED_VOLUMES,
+    build_spec_for,
     read_spec,
     require_running,
     sandbox_view,
+    save_spec,
     signal_is_futile,
     signal_number,
     stop_signal_of,
@@ -41,6 +43,7 @@ from runtime.features import UNPROBED, NodeFeatures
 from runtime.image_provider import ImageProvider
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks, uncancellable
+from runtime.nri.adaptation import Nri
 from runtime.oci.factory import RuntimeFactory
 from runtime.oci.interface import CreateParams, OciRuntime, PendingCreate
 from runtime.oci_spec import ContainerSpecRequest, exec_process_spec, resolve_user
@@ -92,7 +95,7 @@ class ContainerService:
                  runtimes: RuntimeFactory, pod_cgroups: PodCgroups, cgroups: CgroupManager | None,
                  warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler,
                  rootfs_mounts: RootfsMounts = rootfs, volume_mounts: VolumeMounts = image_volumes,
-                 features: NodeFeatures | None = None) -> None:
+                 features: NodeFeatures | None = None, nri: Nri | None = None) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -113,6 +116,8 @@ class ContainerService:
         # None in tests that assemble a service without a node.
         self.features = features
         self.volume_mounts = volume_mounts
+        # NRI plugins see every step (runtime/nri/); without any, a no-op.
+        self.nri = nri if nri is not None else Nri(enabled=False, index=index, store=store, cgroups=None)
         self.state_root = settings.state_root
 
     def _rro_missing(self, pod: SandboxRecord) -> str | None:
@@ -148,6 +153,7 @@ class ContainerService:
                 ctr = await self._create(req, digest)
                 self.index.containers[ctr.id] = ctr
                 self.exits.watch(ctr)
+                await self.nri.post_create_container(pod, ctr)
                 return ctr.id
         return await self.reservations.reserved(container_key(pod.id, md.name, md.attempt), digest,
                                                 f"container name {md.name} (attempt {md.attempt}) in pod {pod.id[:13]}",
@@ -193,11 +199,14 @@ class ContainerService:
                                          "only a created or running container can be updated")
             if self.cgroups is None or not ctr.cgroup_path:
                 raise FailedPrecondition("this node has no cgroup manager; resources cannot be updated")
+            pod = self.index.sandboxes.get(ctr.sandbox_id)
+            resources = await self.nri.update_container(pod, ctr, resources)
             await asyncio.to_thread(self.cgroups.update, ctr.cgroup_path, resources)
             merged = dict(ctr.resources)
             merged.update(to_json(resources))
             ctr.resources = merged
             await self.store.save(ctr)
+            await self.nri.post_update_container(pod, ctr)
 
     async def live_resources(self, ctr: ContainerRecord) -> Any:
         """What the container's cgroup holds now, or None."""
@@ -240,6 +249,7 @@ class ContainerService:
     async def stop_record(self, ctr: ContainerRecord, timeout: float, skip_futile: bool = False) -> None:
         async with self.locks.lock(ctr.id):
             await self._stop(ctr, timeout, skip_futile)
+            await self.nri.stop_container(self.index.sandboxes.get(ctr.sandbox_id), ctr)
 
     async def remove_record(self, ctr: ContainerRecord) -> None:
         async with self.locks.lock(ctr.id):
@@ -363,8 +373,14 @@ class ContainerService:
                         await asyncio.wait([mounting])
                         if not mounting.cancelled():
                             mounting.exception()  # retrieved: the first failure is what is raised
-                spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json",
-                                               idmap.userns_path if idmap else "")
+                userns_path = idmap.userns_path if idmap else ""
+                if self.nri.active:
+                    # Plugins adjust the spec before it is written.
+                    spec = await asyncio.to_thread(build_spec_for, spec_req, bundle / "config.json", userns_path)
+                    await self.nri.create_container(pod, ctr, spec)
+                    await asyncio.to_thread(save_spec, spec, bundle / "config.json")
+                else:
+                    spec = await asyncio.to_thread(_write_spec, spec_req, bundle / "config.json", userns_path)
                 ctr.cgroup_path = spec["linux"].get("cgroupsPath", "")
                 user = spec["process"].get("user", {})
                 ctr.user = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
@@ -395,6 +411,7 @@ class ContainerService:
             crashpoint("ctr.create.after_runtime_create")
         except BaseException:
             async def undo() -> None:
+                await self.nri.undo_create_container(pod, ctr)
                 if pending is not None:
                     await pending.abort()
                 await self.discard(ctr)
@@ -471,6 +488,7 @@ class ContainerService:
         if pod is None or not is_ready(pod):
             raise FailedPrecondition(f"pod sandbox of container {ctr.id[:13]} is not ready (stop and remove it, "
                                      f"then run a new sandbox)")
+        await self.nri.start_container(pod, ctr)
         # Taken before the process is let go: it may have exited (and its exit
         # been recorded) by the time `start` returns.
         started = time.time_ns()
@@ -497,6 +515,7 @@ class ContainerService:
                 ctr.finished_at = started
             await self.store.save(ctr)
         crashpoint("ctr.start.after_record_save")
+        await self.nri.post_start_container(pod, ctr)
 
     # ---- stop / remove ----------------------------------------------------------
 
@@ -529,6 +548,7 @@ class ContainerService:
         await self._remove_files(ctr)
         await self.store.delete(ctr)
         self.exits.forget(ctr.id)
+        await self.nri.remove_container(self.index.sandboxes.get(ctr.sandbox_id), ctr)
 
 
 def _mounts_json(mounts: Any, volume_images: list[Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from runtime.cgroups import CgroupManager
 from runtime.errors import Internal
@@ -119,13 +119,17 @@ class ConmonProcesses:
 class ExitWatcher:
     def __init__(self, index: RecordIndex, store: RecordStore, runtimes: RuntimeFactory,
                  cgroups: CgroupManager | None, reservations: Reservations,
-                 monitors: Monitors | None = None) -> None:
+                 monitors: Monitors | None = None,
+                 on_exit: Callable[[ContainerRecord], None] | None = None) -> None:
         self._index = index
         self._store = store
         self._runtimes = runtimes
         self._cgroups = cgroups
         self._reservations = reservations
         self._monitors: Monitors = monitors if monitors is not None else ConmonProcesses()
+        # Told of every recorded exit (NRI plugins see a container that ended
+        # on its own stopped); must not block.
+        self._on_exit = on_exit
         # Per container: the task watching its conmon, and an event set once
         # its exit is recorded.
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -226,6 +230,8 @@ class ExitWatcher:
                 # make a fresh container, not get this dead one back.
                 self._reservations.release(container_key_of(ctr), ctr.id)
         self.event(ctr.id).set()
+        if self._on_exit is not None:
+            self._on_exit(ctr)
         log.info("container exited", extra={"fields": {"id": ctr.id, "exit_code": code, "reason": ctr.reason}})
 
     async def _monitor_lost(self, ctr: ContainerRecord) -> tuple[int, int, str, str]:

@@ -29,11 +29,12 @@ from runtime.cgroups.warmup import MigrationWarmup
 from runtime.cni import host_network_status
 from runtime.container_service import ContainerService
 from runtime.crashpoints import crashpoint
-from runtime.errors import InvalidArgument, NotFound
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks, uncancellable
 from runtime.network import PodNetwork, PodNetworkStatus
+from runtime.nri.adaptation import Nri
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_config import PID_MODES, config_of, network_request, to_json, validate
 from runtime.pod_health import PodHealth
@@ -73,7 +74,7 @@ class PodService:
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, network: PodNetwork,
                  handlers: RuntimeHandlers, pod_cgroups: PodCgroups, warmup: MigrationWarmup | None,
                  containers: ContainerService, usage: UsageSampler,
-                 make_namespaces: NamespaceMaker = namespaces.create) -> None:
+                 make_namespaces: NamespaceMaker = namespaces.create, nri: Nri | None = None) -> None:
         self.settings = settings
         self.index = index
         self.store = store
@@ -86,6 +87,8 @@ class PodService:
         self.migration_warmup = warmup
         self.containers = containers
         self.usage = usage
+        # NRI plugins see every step (runtime/nri/); without any, a no-op.
+        self.nri = nri if nri is not None else Nri(enabled=False, index=index, store=store, cgroups=None)
         # Tests without root stand in for the kernel's namespaces here.
         self.make_namespaces = make_namespaces
         self.state_root = settings.state_root
@@ -100,7 +103,14 @@ class PodService:
 
         async def work() -> str:
             rec = await self._run(req, digest)
+            try:
+                # Before the pod is visible: a plugin's error undoes it all.
+                await self.nri.run_pod(rec)
+            except BaseException:
+                await asyncio.shield(self._remove(rec))
+                raise
             self.index.sandboxes[rec.id] = rec
+            self.nri.pod_indexed(rec)
             self.health.track(rec)
             return rec.id
         return await self.reservations.reserved(pod_key(md.name, md.namespace, md.uid, md.attempt), digest,
@@ -137,6 +147,21 @@ class PodService:
                 self.reservations.release(pod_key_of(rec), rec.id)
             self.locks.forget(rec.id)
         await uncancellable(locked())
+
+    async def update_resources(self, ref: str, overhead: pb.LinuxContainerResources | None,
+                               resources: pb.LinuxContainerResources | None) -> None:
+        """UpdatePodSandboxResources: kubelet tells the pod's new totals. The
+        plugins see them (an error fails the call); a pod cgroup crispy made
+        gets the limits (kubelet's own pod cgroups it manages itself)."""
+        rec = self.index.sandbox(ref)
+        async with self.locks.lock(rec.id):
+            if rec.state != PodState.READY:
+                raise FailedPrecondition(f"pod sandbox {rec.id[:13]} is not ready; only a ready pod can be updated")
+            await self.nri.update_pod(rec, overhead, resources)
+            cgroups = self.pod_cgroups.cgroups
+            if resources is not None and rec.cgroup_path and cgroups is not None:
+                await asyncio.to_thread(cgroups.update, rec.cgroup_path, resources)
+            await self.nri.post_update_pod(rec)
 
     # ---- run --------------------------------------------------------------
 
@@ -274,7 +299,8 @@ class PodService:
     async def _stop(self, rec: SandboxRecord) -> None:
         """Kills what runs in the pod and releases its network; the namespaces
         and files stay until RemovePodSandbox. Safe to repeat."""
-        if rec.state == PodState.READY:
+        first_stop = rec.state == PodState.READY
+        if first_stop:
             # NOT_READY from the first step on (the network may be gone before
             # the record is saved at the end), and after a crash in between too.
             _mark_stopping(rec)
@@ -291,6 +317,9 @@ class PodService:
             if isinstance(r, BaseException):
                 raise r
         crashpoint("pod.stop.after_containers")
+        if first_stop:
+            # Containers stopped, the sandbox still whole (and listed).
+            await self.nri.stop_pod(rec)
         if rec.network_status is not None:
             status = PodNetworkStatus(**rec.network_status)
             await self.network.teardown(network_request(rec, config_of(rec)), status)
@@ -317,6 +346,7 @@ class PodService:
             await asyncio.to_thread(_remove_pod_dir, Path(rec.pod_dir))
         crashpoint("pod.remove.before_record")
         await self.store.delete(rec)
+        await self.nri.remove_pod(rec)
         log.info("pod sandbox removed", extra={"fields": {"id": rec.id}})
 
 

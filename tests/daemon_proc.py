@@ -28,7 +28,12 @@ class DaemonProcess:
         self.args = [
             sys.executable, "-m", "cri.cli",
             "--socket", self.socket, "--data-root", self.data_root, "--state-root", self.state_root,
-            "--log-level", "debug", *(extra_args or []),
+            "--log-level", "debug",
+            # NRI on a socket of the test's own, never the node's, and no
+            # pre-installed plugins.
+            "--nri-socket-path", str(base / "nri" / "nri.sock"), "--nri-plugin-path", str(base / "nri" / "plugins"),
+            "--nri-plugin-config-path", str(base / "nri" / "conf"),
+            *(extra_args or []),
         ]
         if config_text is not None:
             cfg = base / "crispy.toml"

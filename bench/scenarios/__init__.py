@@ -8,6 +8,7 @@ from bench.scenarios import (
     exec_sync,
     image_volume,
     memory,
+    nri,
     pod_net,
     pod_start,
     pull,
@@ -25,6 +26,7 @@ REGISTRY: dict[str, Scenario] = {s.name: s for s in (
     image_volume.ImageVolumeStart(),
     userns_pod.UsernsPodStart(),
     exec_sync.ExecSync(),
+    nri.NriOverhead(),
     pod_net.PodStartNetworked(),
     churn.Churn(),
     # These three share one fleet of running pods; memory goes first, as it

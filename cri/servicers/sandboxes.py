@@ -83,6 +83,16 @@ class SandboxRPCs:
         await self.daemon.pods.remove(request.pod_sandbox_id)
         return pb.RemovePodSandboxResponse()
 
+    async def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest,
+                                        context: Any) -> pb.UpdatePodSandboxResourcesResponse:
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("UpdatePodSandboxResources needs pod_sandbox_id")
+        check_request(request)
+        await self.daemon.pods.update_resources(
+            request.pod_sandbox_id, request.overhead if request.HasField("overhead") else None,
+            request.resources if request.HasField("resources") else None)
+        return pb.UpdatePodSandboxResourcesResponse()
+
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:
         index = self.daemon.index
         rec = index.sandbox(request.pod_sandbox_id)

@@ -18,6 +18,8 @@ def test_defaults_work_without_a_file(tmp_path, monkeypatch):
     assert cfg.socket == "/run/crispy/crispy.sock"
     assert cfg.data_root == "/var/lib/crispy"
     assert cfg.state_root == "/run/crispy"
+    # NRI is on, on containerd's socket, as in containerd 2.x.
+    assert cfg.nri.enable and cfg.nri.socket_path == "/var/run/nri/nri.sock"
 
 
 def test_flag_beats_file_and_set(tmp_path):
@@ -55,6 +57,9 @@ def test_set_reaches_tables_of_tables():
     ("[runtime]\noci_runtime = ''", "runtime.oci_runtime"),
     ("[runtime.handlers]\nfast = ''", "runtime.handlers.fast"),
     ("[runtime]\ndefault_cgroup_parent = 'crispy'", "default_cgroup_parent"),
+    ("[nri]\nrequest_timeout = 0", "nri.request_timeout must be more than 0"),
+    ("[nri]\nsocket_path = 'nri.sock'", "nri.socket_path must be an absolute path"),
+    ("[nri]\nenable = 'yes'", "must be bool"),
 ])
 def test_bad_values_are_refused_clearly(tmp_path, text, needle):
     f = tmp_path / "c.toml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 
 import grpc
@@ -53,6 +54,8 @@ def test_status_conditions_and_verbose_info(daemon):
     assert info["cgroup"]["version"] in (1, 2)
     if conds["RuntimeReady"].status:
         assert info["ociRuntime"]["name"] in ("crun", "runc")
+    # NRI is on, on the test's own socket, with no plugin yet.
+    assert info["nri"] == {"enabled": True, "socket": str(daemon.base / "nri" / "nri.sock"), "plugins": []}
     not_verbose = daemon.client().status()
     assert dict(not_verbose.info) == {}
 
@@ -104,6 +107,23 @@ def test_second_daemon_on_same_roots_is_refused(daemon):
     # The first one is unharmed.
     with daemon.client() as c:
         assert c.version().runtime_name == "crispy"
+
+
+def test_an_nri_socket_another_runtime_serves_is_not_taken(daemon_base):
+    path = daemon_base / "nri" / "nri.sock"
+    path.parent.mkdir(parents=True)
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    other.bind(str(path))
+    other.listen()
+    try:
+        d = DaemonProcess(daemon_base)
+        d.start(wait=False)
+        assert d.proc.wait(30) == 1
+        d._log.close()
+        assert "in use by another runtime's NRI" in d.log()
+        assert path.exists()
+    finally:
+        other.close()
 
 
 def test_stale_socket_is_replaced(daemon_base):
