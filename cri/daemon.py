@@ -34,7 +34,9 @@ from runtime.cgroups import open_layout
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.cni import CniNetwork, invoke
 from runtime.container_service import ContainerService
+from runtime.criu import Criu
 from runtime.errors import InvalidArgument
+from runtime.events import EventBus
 from runtime.exits import ExitWatcher
 from runtime.features import NodeFeatures
 from runtime.handlers import RuntimeHandlers
@@ -44,6 +46,7 @@ from runtime.network import PodNetwork
 from runtime.oci.factory import RuntimeFactory
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_health import PodHealth
+from runtime.pod_metrics import PodMetricsSampler
 from runtime.pod_service import PodService
 from runtime.recovery import StartupRecovery
 from runtime.reservations import Reservations
@@ -116,17 +119,21 @@ class Daemon:
         handlers = RuntimeHandlers(settings, self.runtimes)
         self.features = NodeFeatures(handlers.by_name)
         self.images = ImageManager(self.config, self.data_root, self.index.image_users)
-        self.health = PodHealth(self.index, self.records)
-        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations)
+        self.events = EventBus(self.index)
+        self.health = PodHealth(self.index, self.records, events=self.events)
+        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations, events=self.events)
         self.usage = UsageSampler(self.index, cgroups)
+        self.pod_metrics = PodMetricsSampler(self.index, cgroups)
+        self.criu = Criu()
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,
-            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features)
+            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features,
+            events=self.events)
         self.pods = PodService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, network=self.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=warmup,
-            containers=self.containers, usage=self.usage)
+            containers=self.containers, usage=self.usage, events=self.events)
         sweep = OrphanSweep(self.state_root, self.data_root, index=self.index, network=self.network,
                             pod_cgroups=pod_cgroups, runtimes=self.runtimes, handlers=handlers)
         self.recovery = StartupRecovery(
@@ -185,6 +192,7 @@ class Daemon:
         self._lock_roots()
         self._load_state()
         await self._open_parts()
+        self.events.serving()
         sock = self._prepare_socket()
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                           ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
@@ -230,6 +238,9 @@ class Daemon:
         the process exits, after everything it ran (a release by hand left a
         window, the interpreter's own teardown, in which a new crispy could
         start beside this one)."""
+        # Event streams never end by themselves: ended first, so that they do
+        # not hold the grace period.
+        self.events.close()
         if self._server is not None:
             # Stops accepting at once; in-flight calls get the grace period.
             await self._server.stop(self.config.shutdown_grace)
@@ -309,6 +320,7 @@ class Daemon:
             "podCIDR": self.pod_cidr,
             "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
             # Why a handler lacks a feature, which Status' booleans cannot say.
+            "events": self.events.info(),
             "runtimeHandlerFeatures": {name: dataclasses.asdict(f) for name, f in self.features.handlers().items()},
         }
 

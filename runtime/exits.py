@@ -19,6 +19,7 @@ from typing import Protocol
 
 from runtime.cgroups import CgroupManager
 from runtime.errors import Internal
+from runtime.events import EventBus, EventKind
 from runtime.index import RecordIndex
 from runtime.oci import conmon
 from runtime.oci.factory import RuntimeFactory
@@ -119,8 +120,9 @@ class ConmonProcesses:
 class ExitWatcher:
     def __init__(self, index: RecordIndex, store: RecordStore, runtimes: RuntimeFactory,
                  cgroups: CgroupManager | None, reservations: Reservations,
-                 monitors: Monitors | None = None) -> None:
+                 monitors: Monitors | None = None, events: EventBus | None = None) -> None:
         self._index = index
+        self._bus = events if events is not None else EventBus(index)
         self._store = store
         self._runtimes = runtimes
         self._cgroups = cgroups
@@ -225,6 +227,7 @@ class ExitWatcher:
                 # when it cannot report the pid): a retried CreateContainer must
                 # make a fresh container, not get this dead one back.
                 self._reservations.release(container_key_of(ctr), ctr.id)
+            self._bus.container(EventKind.STOPPED, ctr)
         self.event(ctr.id).set()
         log.info("container exited", extra={"fields": {"id": ctr.id, "exit_code": code, "reason": ctr.reason}})
 

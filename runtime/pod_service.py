@@ -30,6 +30,7 @@ from runtime.cni import host_network_status
 from runtime.container_service import ContainerService
 from runtime.crashpoints import crashpoint
 from runtime.errors import InvalidArgument, NotFound
+from runtime.events import EventBus, EventKind
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks, uncancellable
@@ -73,8 +74,9 @@ class PodService:
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, network: PodNetwork,
                  handlers: RuntimeHandlers, pod_cgroups: PodCgroups, warmup: MigrationWarmup | None,
                  containers: ContainerService, usage: UsageSampler,
-                 make_namespaces: NamespaceMaker = namespaces.create) -> None:
+                 make_namespaces: NamespaceMaker = namespaces.create, events: EventBus | None = None) -> None:
         self.settings = settings
+        self.events = events if events is not None else EventBus(index)
         self.index = index
         self.store = store
         self.reservations = reservations
@@ -102,6 +104,8 @@ class PodService:
             rec = await self._run(req, digest)
             self.index.sandboxes[rec.id] = rec
             self.health.track(rec)
+            self.events.pod(EventKind.CREATED, rec)
+            self.events.pod(EventKind.STARTED, rec)
             return rec.id
         return await self.reservations.reserved(pod_key(md.name, md.namespace, md.uid, md.attempt), digest,
                                                 f"pod sandbox name {md.name}_{md.namespace}_{md.uid}_{md.attempt}",
@@ -118,6 +122,7 @@ class PodService:
                 if rec.id in self.index.sandboxes:
                     self.health.untrack(rec.id)
                     await self._stop(rec)
+                    self.events.pod(EventKind.STOPPED, rec)
         await uncancellable(locked())
 
     async def remove(self, ref: str) -> None:
@@ -135,6 +140,7 @@ class PodService:
                 del self.index.sandboxes[rec.id]
                 self.usage.forget_pod(rec.id)
                 self.reservations.release(pod_key_of(rec), rec.id)
+                self.events.pod(EventKind.DELETED, rec)
             self.locks.forget(rec.id)
         await uncancellable(locked())
 
