@@ -149,10 +149,10 @@ class EventBus:
             assert self._backlog is not None
             self._backlog.append(event)
         for sub in self._subs:
-            if not sub.overflowed:
-                sub._offer(event)
-                if sub.overflowed:
-                    self.overflows += 1
+            was = sub.overflowed
+            sub._offer(event)
+            if sub.overflowed and not was:
+                self.overflows += 1
 
     # ---- the daemon ----------------------------------------------------------
 
