@@ -99,7 +99,7 @@ def test_a_subscriber_that_falls_behind_is_cut_off_and_the_others_are_not() -> N
         bus.serving()
         slow, fast = bus.subscribe(), bus.subscribe()
         got = []
-        for i in range(10):
+        for _ in range(10):
             bus.container(EventKind.STARTED, ctr)  # never waits, whoever reads
             got.append(await fast.next())
         assert len(got) == 10
