@@ -23,6 +23,7 @@ import grpc
 from cri import rpc
 from cri.config import Config
 from cri.limits import MAX_MESSAGE_BYTES
+from cri.prometheus import PrometheusMetrics
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
@@ -53,6 +54,7 @@ from runtime.reservations import Reservations
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings
 from runtime.store import RecordStore
+from runtime.telemetry import NO_TELEMETRY, Telemetry
 from runtime.usage import UsageSampler
 
 log = logging.getLogger("crispy.daemon")
@@ -91,7 +93,10 @@ class Daemon:
         conmon = config.runtime.conmon
         self.conmon_path = shutil.which(conmon) if not os.path.isabs(conmon) else conmon
         self.pod_cidr: str = ""
-        self.network: PodNetwork = CniNetwork.from_config(config.cni)
+        # The Prometheus endpoint's recorder, only when it is on.
+        self.prometheus = PrometheusMetrics() if config.metrics.address else None
+        self.telemetry: Telemetry = self.prometheus or NO_TELEMETRY
+        self.network: PodNetwork = CniNetwork.from_config(config.cni, self.telemetry)
         self._lock_fds: list[int] = []
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
@@ -115,10 +120,10 @@ class Daemon:
         cgroups = open_layout(driver=rc.cgroup_driver, layout=self.cgroup_layout)
         warmup = MigrationWarmup(self.cgroup_layout)
         pod_cgroups = PodCgroups(cgroups, settings)
-        self.runtimes = RuntimeFactory(self.state_root)
+        self.runtimes = RuntimeFactory(self.state_root, self.telemetry)
         handlers = RuntimeHandlers(settings, self.runtimes)
         self.features = NodeFeatures(handlers.by_name)
-        self.images = ImageManager(self.config, self.data_root, self.index.image_users)
+        self.images = ImageManager(self.config, self.data_root, self.index.image_users, self.telemetry)
         self.events = EventBus(self.index)
         self.health = PodHealth(self.index, self.records, events=self.events)
         exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations, events=self.events)
@@ -142,6 +147,8 @@ class Daemon:
         sc = self.config.streaming
         self.streaming = StreamingServer(ServerOptions(sc.address, sc.port, sc.creation_timeout, sc.idle_timeout),
                                          DaemonStreamBackend(self.index, self.runtimes, self.state_root / "exec"))
+        if self.prometheus is not None:
+            self.prometheus.watch(self.index, self.events, self.streaming)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -194,7 +201,9 @@ class Daemon:
         await self._open_parts()
         self.events.serving()
         sock = self._prepare_socket()
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        interceptors = [self.prometheus.interceptor()] if self.prometheus is not None else None
+        server = grpc.aio.server(interceptors=interceptors,
+                                 options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                           ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
         api_pb2_grpc.add_RuntimeServiceServicer_to_server(rpc.bind(RuntimeServicer(self), "RuntimeService"), server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(rpc.bind(ImageServicer(self), "ImageService"), server)
@@ -246,6 +255,8 @@ class Daemon:
             await self._server.stop(self.config.shutdown_grace)
             self._server = None
         await self.streaming.stop()
+        if self.prometheus is not None:
+            await self.prometheus.stop()
         Path(self.config.socket).unlink(missing_ok=True)
         stopped = await _wind_down(SHUTDOWN_WIND_DOWN_S)
         self.health.close()
@@ -265,6 +276,12 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot listen for exec/attach/port-forward streams on {sc.address}:{sc.port}: "
                                f"{exc.strerror}; choose another [streaming] address or port") from None
+        if self.prometheus is not None:
+            try:
+                await self.prometheus.serve(self.config.metrics.address)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {self.config.metrics.address}: {exc.strerror}; "
+                                   "choose another [metrics] address") from None
 
     # ---- persisted node settings ----------------------------------------
 
@@ -321,6 +338,7 @@ class Daemon:
             "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
             # Why a handler lacks a feature, which Status' booleans cannot say.
             "events": self.events.info(),
+            "metrics": {"address": self.prometheus.address if self.prometheus else ""},
             "runtimeHandlerFeatures": {name: dataclasses.asdict(f) for name, f in self.features.handlers().items()},
         }
 
