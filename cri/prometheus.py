@@ -82,6 +82,9 @@ class StreamingSessions(Protocol):
 
 class PrometheusMetrics(Telemetry):
     def __init__(self) -> None:
+        # A *_created series per counter would double the output for a
+        # timestamp nobody reads here.
+        prom.disable_created_metrics()
         r = self.registry = prom.CollectorRegistry(auto_describe=False)
         self.rpc_requests = prom.Counter("crispy_grpc_requests", "CRI calls served, by method and status code.",
                                          ["method", "code"], registry=r)

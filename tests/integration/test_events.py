@@ -123,5 +123,6 @@ def test_an_exit_while_crispy_is_down_is_reported_after_the_restart(daemon, tmp_
             assert wait_state(c, ctr, pb.CONTAINER_EXITED).exit_code == 5
             info = c.status(verbose=True).info
             assert '"subscribers": 1' in info["events"]
+            assert '"address": ""' in info["metrics"]  # off unless configured
     finally:
         sub.close()
