@@ -6,6 +6,8 @@ subscribers ended at shutdown."""
 from __future__ import annotations
 
 import queue
+import shutil
+import subprocess
 import threading
 import time
 
@@ -126,3 +128,27 @@ def test_an_exit_while_crispy_is_down_is_reported_after_the_restart(daemon, tmp_
             assert '"address": ""' in info["metrics"]  # off unless configured
     finally:
         sub.close()
+
+
+@pytest.mark.skipif(shutil.which("crictl") is None, reason="crictl is not installed")
+def test_crictl_events_shows_them(daemon, tmp_path):
+    proc = subprocess.Popen(["crictl", "--runtime-endpoint", f"unix://{daemon.socket}", "events", "-o", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        with daemon.client() as c:
+            while c.status(verbose=True).info["events"].find('"subscribers": 1') < 0:
+                assert time.monotonic() < deadline, "crictl never subscribed"
+                time.sleep(0.05)
+            cfg = pod_config("crictl", log_directory=str(tmp_path))
+            pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+        text = ""
+        assert proc.stdout is not None
+        while text.count("CONTAINER_STARTED_EVENT") < 1:
+            line = proc.stdout.readline()
+            assert line, "crictl events ended"
+            text += line
+        assert pod in text and "CONTAINER_CREATED_EVENT" in text and '"crictl"' in text
+    finally:
+        proc.kill()
+        proc.wait()
