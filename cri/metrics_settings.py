@@ -16,10 +16,11 @@ class MetricsConfig:
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """"127.0.0.1:9090", "[::1]:9090", ":9090" (every address) -> (host, port)."""
+    """"127.0.0.1:9090", "[::1]:9090", ":9090" (every address) -> (host, port); port 0
+    lets the kernel pick a free one (crictl info shows which)."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise InvalidArgument(f"config: metrics.address must be host:port with a port from 1 to 65535 "
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidArgument(f"config: metrics.address must be host:port with a port up to 65535, 0 for any free one "
                               f"(e.g. 127.0.0.1:9090); got {address!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -8,6 +8,7 @@ from bench.scenarios import (
     exec_sync,
     image_volume,
     memory,
+    observe,
     pod_net,
     pod_start,
     pull,
@@ -30,4 +31,6 @@ REGISTRY: dict[str, Scenario] = {s.name: s for s in (
     memory.Memory(),
     relist.Relist(),
     relist.Stats(),
+    observe.PodMetrics(),
+    observe.EventsLatency(),
 )}
