@@ -121,8 +121,10 @@ class PodService:
             async with self.locks.lock(rec.id):
                 if rec.id in self.index.sandboxes:
                     self.health.untrack(rec.id)
+                    was_ready = rec.state == PodState.READY
                     await self._stop(rec)
-                    self.events.pod(EventKind.STOPPED, rec)
+                    if was_ready:  # once per pod: a repeated stop, or one after it broke, is no news
+                        self.events.pod(EventKind.STOPPED, rec)
         await uncancellable(locked())
 
     async def remove(self, ref: str) -> None:

@@ -41,6 +41,7 @@ def test_a_pods_and_containers_lifecycle_in_order_with_their_statuses(tmp_path: 
             assert await life.exits.wait(life.ctr(ctr_id), 5.0)
             await life.containers.remove(ctr_id)
             await life.pods.stop(pod_id)
+            await life.pods.stop(pod_id)  # kubelet repeats it: no second event
             await life.pods.remove(pod_id)
             events = drain(sub)
         assert kinds(events) == [
