@@ -4,6 +4,7 @@ CNI conf dir and the loopback registry marked insecure (plain http)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,10 @@ class CrispyProcess(DaemonProcess):
         self.config_path = settings.base / "crispy.toml"
 
     def prepare(self) -> None:
+        # Searchable, not listable, like /run on a node: user-namespaced
+        # pods' roots sit beside the state root and must be reachable by the
+        # pods' unprivileged host IDs.
+        os.chmod(self.settings.base, 0o711)
         self.config_path.write_text(render_config(self.settings))
 
     def argv(self) -> list[str]:

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.gmtime()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     base = Path(tempfile.mkdtemp(prefix="crispy-bench-", dir="/tmp"))
+    base.chmod(0o711)  # see CrispyProcess.prepare: user-namespaced roots must be reachable
     changes = hostprep.HostChanges()
     registry: LocalRegistry | None = None
     targets: list[Target] = []

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="import an OCI image layout or docker save archive into the image store "
                                        "(works while the daemon runs)")
     load.add_argument("path", metavar="PATH", help="OCI layout directory, or a tar of one, or a docker save archive")
+    from cri import explain_cli
+    explain_cli.add_parser(sub)
     return parser
 
 
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return _cni_install(cfg)
     if command == "load":
         return _load(cfg, args.path)
+    if command == "explain":
+        from cri import explain_cli
+        return explain_cli.main(cfg, args)
     from cri.daemon import Daemon, StartupError
     try:
         daemon = Daemon(cfg)

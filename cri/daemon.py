@@ -39,6 +39,7 @@ from runtime.criu import Criu
 from runtime.errors import InvalidArgument
 from runtime.events import EventBus
 from runtime.exits import ExitWatcher
+from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
@@ -130,6 +131,7 @@ class Daemon:
         self.usage = UsageSampler(self.index, cgroups)
         self.pod_metrics = PodMetricsSampler(self.index, cgroups)
         self.criu = Criu()
+        self.explain = Explainer(self.index, self.images, self.cgroup_layout, rc.cgroup_driver)
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,
@@ -171,7 +173,12 @@ class Daemon:
     def _prepare_socket(self) -> str:
         path = Path(self.config.socket)
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o750)
+        # The operator's group may reach the socket, others may not. Unless
+        # the directory is above the state root: user-namespaced container
+        # roots are mounted beside the state root, and a container's root
+        # (an unprivileged host ID) must search every directory above them.
+        above_state = path.parent.resolve() in Path(self.config.state_root).resolve().parents
+        os.chmod(path.parent, 0o751 if above_state else 0o750)
         if path.exists() or path.is_symlink():
             # A socket someone still answers on is not stale, even if the
             # roots differ: refuse rather than steal it.

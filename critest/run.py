@@ -297,10 +297,6 @@ def main(argv: list[str] | None = None) -> int:
         install_network(run)
         run.daemon = DaemonProcess(run.base, config_text=crispy_config(run))
         run.daemon.start()
-        # The state root's parent is the socket's directory here (0750); on
-        # a node it is /run. Others may search it (not list it), as
-        # user-namespaced container roots beside the state root need.
-        os.chmod(Path(run.daemon.state_root).parent, 0o751)
         with run.daemon.client() as client:
             version = client.version()
         print(f"critest.run: crispy {version.runtime_version} up on {run.daemon.socket}", flush=True)

@@ -2,61 +2,67 @@
 namespaces it owns (runtime/namespaces.py explains why a process and not
 crispy's own thread).
 
-It is a few lines of Python run by `python -I -S`, talking over its
-stdin/stdout:
+It is util-linux's unshare(1) running a few lines of /bin/sh, talking over
+its stdin/stdout (a Python holder cost ~35 ms more per pod, mostly the
+interpreter's start and ctypes):
 
-1. unshare(2)s the user namespace together with the others in one call
-   (the kernel makes the user namespace first, the rest belong to it) and
-   writes "u";
-2. waits for crispy to write its uid/gid maps (which only a process of the
-   parent namespace may write) and send "m";
-3. for a pod-wide PID namespace forks the infra (catatonit -P), which is
-   PID 1 of the new PID namespace, and writes its pid; a PID namespace has
-   no members (and cannot be joined) until that first child exists;
-4. stays until crispy has pinned the namespaces and closes its stdin.
+1. unshare(1) makes the user namespace together with the others in one
+   unshare(2) call (the kernel makes the user namespace first, the rest
+   belong to it); the shell then writes "u";
+2. the shell waits for crispy to write the uid/gid maps (which only a
+   process of the parent namespace may write) and send "m";
+3. with a pod-wide PID namespace, unshare(1) has forked the shell as PID 1
+   of the new PID namespace: it writes its pid as the node sees it (the
+   node's /proc answers in the node's PID namespace) and becomes the infra
+   (catatonit -P) by exec, as a PID namespace has no members (and cannot be
+   joined) until that first process exists;
+4. without one, it stays until crispy has pinned the namespaces and closes
+   its stdin.
 
-The infra is the holder's child, so it is reparented to the node's init
-when the holder exits, as a crispy-started infra is when crispy exits.
-Both carry CRISPY_POD_DIR, which the start-up sweep looks for.
+crispy ends the holder (unshare(1), the infra's parent, waits for it
+forever) once the namespaces are pinned, so the infra is reparented to the
+node's init, as a crispy-started infra is when crispy exits. Both carry
+CRISPY_POD_DIR, which the start-up sweep looks for.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
-import sys
 from dataclasses import dataclass
 
 from runtime.userns import PodUserns
 
-_PROGRAM = r"""
-import ctypes, os, signal, sys
-flags, infra = int(sys.argv[1]), sys.argv[2]
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.unshare(flags) != 0:
-    os.write(1, ("unshare: " + os.strerror(ctypes.get_errno())).encode())
-    sys.exit(1)
-os.write(1, b"u")
-if os.read(0, 1) != b"m":
-    sys.exit(1)
-pid = 0
-if infra:
-    pid = os.fork()
-    if pid == 0:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        try:
-            os.execv(infra, [infra, "-P"])
-        finally:
-            os._exit(127)
-os.write(1, b"%d\n" % pid)
-os.read(0, 1)
+# $1: the infra to become for a PID namespace, "" for none.
+_SCRIPT = r"""
+echo u
+read -r go || exit 1
+[ "$go" = m ] || exit 1
+if [ -n "$1" ]; then
+    read -r self rest < /proc/self/stat
+    echo "$self"
+    exec "$1" -P < /dev/null > /dev/null 2>&1
+fi
+echo 0
+read -r done
 """
 
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWPID = 0x20000000
+_UNSHARE_FLAGS = ((CLONE_NEWNET, "--net"), (CLONE_NEWIPC, "--ipc"), (CLONE_NEWUTS, "--uts"),
+                  (CLONE_NEWPID, "--pid"))
+
+
+def _argv(flags: int, infra: str) -> list[str]:
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    argv = [unshare, "--user", *(opt for bit, opt in _UNSHARE_FLAGS if flags & bit)]
+    if flags & CLONE_NEWPID:
+        # The PID namespace is for unshare(1)'s children, not itself.
+        argv.append("--fork")
+    return [*argv, "--", "/bin/sh", "-c", _SCRIPT, "crispy-userns-holder", infra if flags & CLONE_NEWPID else ""]
 
 
 @dataclass
@@ -75,9 +81,8 @@ def spawn(flags: int, infra: str, env: dict[str, str]) -> Holder:
     try:
         actions = [(os.POSIX_SPAWN_DUP2, to_r, 0), (os.POSIX_SPAWN_DUP2, from_w, 1),
                    (os.POSIX_SPAWN_DUP2, from_w, 2)]
-        pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _PROGRAM,
-                                              str(flags | CLONE_NEWUSER), infra],
-                             env, file_actions=actions, setsid=True, setsigmask=(),
+        argv = _argv(flags, infra)
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True, setsigmask=(),
                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
     except BaseException:
         for fd in (to_r, to_w, from_r, from_w):
@@ -88,7 +93,7 @@ def spawn(flags: int, infra: str, env: dict[str, str]) -> Holder:
     holder = Holder(pid, to_w, from_r)
     try:
         got = os.read(from_r, 4096)
-        if got != b"u":
+        if got != b"u\n":
             raise OSError(f"the user namespace holder failed: {got.decode(errors='replace').strip() or 'it died'}")
     except BaseException:
         end(holder)
@@ -104,7 +109,7 @@ def map_ids(holder: Holder, maps: PodUserns) -> int:
     for name, mapping in (("uid_map", maps.uids), ("gid_map", maps.gids)):
         with open(f"/proc/{holder.pid}/{name}", "w") as f:
             f.write(mapping.line())
-    os.write(holder.to_holder, b"m")
+    os.write(holder.to_holder, b"m\n")
     got = b""
     while not got.endswith(b"\n"):
         chunk = os.read(holder.from_holder, 64)

@@ -13,6 +13,7 @@ from bench.scenarios import (
     pod_start,
     pull,
     relist,
+    userns_pod,
 )
 from bench.scenarios.base import Scenario
 
@@ -23,6 +24,7 @@ REGISTRY: dict[str, Scenario] = {s.name: s for s in (
     pod_start.PodStart(),
     container_start.ContainerStart(),
     image_volume.ImageVolumeStart(),
+    userns_pod.UsernsPodStart(),
     exec_sync.ExecSync(),
     pod_net.PodStartNetworked(),
     churn.Churn(),

@@ -139,7 +139,9 @@ class ContainerRPCs:
         ctr = self.daemon.index.container(request.container_id)
         info = {}
         if request.verbose:
-            info = {"info": json.dumps(verbose_info(ctr), sort_keys=True)}
+            # What the kernel has (crispy explain), only when asked: kubelet never sets verbose.
+            info = {"info": json.dumps(verbose_info(ctr), sort_keys=True),
+                    "explain": json.dumps(await self.daemon.explain.container(ctr), sort_keys=True)}
         live = await self.daemon.containers.live_resources(ctr)
         live_user = await self.daemon.containers.live_user(ctr)
         return pb.ContainerStatusResponse(status=container_status(ctr, live, live_user), info=info)

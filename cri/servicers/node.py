@@ -13,6 +13,7 @@ from images.manager import ImageManager
 from runtime.container_service import ContainerService
 from runtime.criu import Criu
 from runtime.events import EventBus
+from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
 from runtime.index import RecordIndex
 from runtime.pod_health import PodHealth
@@ -35,6 +36,7 @@ class Node(Protocol):
     events: EventBus
     pod_metrics: PodMetricsSampler
     criu: Criu
+    explain: Explainer
 
     def runtime_readiness(self) -> dict[str, Any]: ...
 

@@ -90,7 +90,8 @@ class SandboxRPCs:
         await self.daemon.health.refresh(rec)
         info = {}
         if request.verbose:
-            info = {"info": json.dumps(verbose_info(rec, index.containers_of(rec.id)), sort_keys=True)}
+            info = {"info": json.dumps(verbose_info(rec, index.containers_of(rec.id)), sort_keys=True),
+                    "explain": json.dumps(await self.daemon.explain.pod(rec), sort_keys=True)}
         return pb.PodSandboxStatusResponse(status=sandbox_status(rec), info=info, timestamp=time.time_ns())
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:

@@ -250,3 +250,18 @@ def test_cni_time_is_read_from_crispys_json_log(tmp_path):
     assert t.cni_ms_since(0) == 20.0
     t.kind = "containerd"
     assert t.cni_ms_since(0) is None
+
+
+def test_self_goals_judge_a_feature_against_crispys_own_plain_run():
+    metrics = {"plain_pod_start_s": Metric("s"), "userns_pod_start_s": Metric("s")}
+    entry = report.scenario_entry("Userns", metrics, {
+        "crispy": RuntimeResult(samples={"plain_pod_start_s": [0.040], "userns_pod_start_s": [0.060]}),
+        "containerd-crun": RuntimeResult(error="setup: RuntimeError: cannot")})
+    assert report.self_goals(_results({"userns_pod_start": entry})) == [
+        "- pod start with a user namespace at most 1.3× a plain pod's: "
+        "crispy userns_pod_start_s/plain_pod_start_s = 1.50× — not met"]
+    ok = report.scenario_entry("Userns", metrics, {
+        "crispy": RuntimeResult(samples={"plain_pod_start_s": [0.040], "userns_pod_start_s": [0.050]})})
+    assert report.self_goals(_results({"userns_pod_start": ok}))[0].endswith("= 1.25× — met")
+    md = report.markdown(_results({"userns_pod_start": ok}))
+    assert "pod start with a user namespace at most 1.3× a plain pod's" in md

@@ -28,7 +28,17 @@ def test_socket_and_dir_modes(daemon):
     st = os.stat(daemon.socket)
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o660
-    assert stat.S_IMODE(os.stat(os.path.dirname(daemon.socket)).st_mode) == 0o750
+    # The socket's directory is above the state root here: others may
+    # search it (user-namespaced roots beside the state root need that).
+    assert stat.S_IMODE(os.stat(os.path.dirname(daemon.socket)).st_mode) == 0o751
+
+
+def test_socket_dir_not_above_the_state_root_is_closed_to_others(daemon_base):
+    d = DaemonProcess(daemon_base, extra_args=["--state-root", str(daemon_base / "state")]).start()
+    try:
+        assert stat.S_IMODE(os.stat(os.path.dirname(d.socket)).st_mode) == 0o750
+    finally:
+        d.stop()
 
 
 def test_status_conditions_and_verbose_info(daemon):
