@@ -138,6 +138,8 @@ class EventBus:
     def _publish(self, kind: EventKind, container_id: str, pod: SandboxRecord | None, sandbox_id: str,
                  is_pod: bool) -> None:
         self.published += 1
+        if self._backlog_until is not None and self._backlog is not None and self._clock() >= self._backlog_until:
+            self._backlog = None  # nobody came for it in time
         holding = self._backlog is not None and self._backlog_until is None
         if not self._subs and not self._listeners and not holding:
             return
@@ -181,6 +183,7 @@ class EventBus:
                 # Past the queue's bound if need be: it limits falling behind
                 # live events, not what start-up found.
                 sub._queue.extend(self._backlog)
+                sub._size += len(self._backlog)
                 sub._wakeup.set()
             else:
                 self._backlog = None

@@ -168,3 +168,23 @@ def test_exits_found_at_start_up_reach_subscribers_that_come_soon_after(tmp_path
         with life.events.subscribe() as late:
             assert drain(late) == []
     run(tmp_path, body)
+
+
+def test_held_events_do_not_count_against_the_queue_and_expire() -> None:
+    async def main() -> None:
+        index = RecordIndex()
+        ctr = _record(index)
+        now = [0.0]
+        bus = EventBus(index, queue_size=2, backlog_window=10.0, clock=lambda: now[0])
+        for _ in range(5):  # recorded at start-up, before serving
+            bus.container(EventKind.STOPPED, ctr)
+        bus.serving()
+        sub = bus.subscribe()
+        bus.container(EventKind.STARTED, ctr)  # one live event on top: no cut-off
+        got = [await sub.next() for _ in range(6)]
+        assert [e.kind for e in got] == [EventKind.STOPPED] * 5 + [EventKind.STARTED]
+        now[0] = 11.0
+        bus.container(EventKind.DELETED, ctr)  # past the window: the held events are dropped
+        assert bus._backlog is None
+        assert (await sub.next()).kind is EventKind.DELETED
+    asyncio.run(main())
