@@ -148,7 +148,7 @@ def cgroup_samples(cg: CgroupMetrics) -> Iterator[Sample]:
     yield "container_spec_cpu_shares", (), _n(cg.cpu_shares)
     yield "container_spec_memory_limit_bytes", (), _n(cg.memory_limit)
     yield "container_spec_memory_swap_limit_bytes", (), _n(cg.memory_swap_limit)
-    yield "container_spec_memory_reservation_limit_bytes", (), 0
+    yield "container_spec_memory_reservation_limit_bytes", (), _n(cg.memory_reservation)
     for dev in cg.io:
         name = f"{dev.major}:{dev.minor}"
         yield "container_fs_reads_bytes_total", (name,), dev.read_bytes

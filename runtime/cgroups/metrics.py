@@ -62,6 +62,7 @@ class CgroupMetrics:
     cpu_shares: int | None = None
     memory_limit: int | None = None  # None = no limit
     memory_swap_limit: int | None = None
+    memory_reservation: int | None = None  # soft limit (v1) or memory.low (v2); None = none
     io: list[DeviceIo] = field(default_factory=list)
 
 
@@ -129,6 +130,7 @@ def read_v1(dirs: dict[str, Path]) -> CgroupMetrics:
         m.oom_events = read_flat_keyed(mem / "memory.oom_control").get("oom_kill")
         m.memory_limit = _limit_v1(read_int(mem / "memory.limit_in_bytes"))
         m.memory_swap_limit = _limit_v1(read_int(mem / "memory.memsw.limit_in_bytes"))
+        m.memory_reservation = _limit_v1(read_int(mem / "memory.soft_limit_in_bytes"))
     pids = dirs.get("pids")
     if pids is not None:
         m.threads_max = read_int(pids / "pids.max")
@@ -210,6 +212,7 @@ def read_v2(cg: Path) -> CgroupMetrics:
     m.pgmajfault = m.pgmajfault_hierarchy = ms.get("pgmajfault")
     m.memory_limit = read_int(cg / "memory.max")
     m.memory_swap_limit = read_int(cg / "memory.swap.max")
+    m.memory_reservation = read_int(cg / "memory.low") or None
     m.threads_max = read_int(cg / "pids.max")
     m.tasks = _threads_v2(cg)
     m.io = _io_v2(read_text(cg / "io.stat"))

@@ -53,7 +53,7 @@ def v2_tree(cg: Path) -> Path:
         "memory.current": "10485760\n", "memory.peak": "20971520\n",
         "memory.stat": "anon 4096000\nfile 3000000\nfile_mapped 12288\nkernel 65536\ninactive_file 1048576\n"
                        "pgfault 900\npgmajfault 9\n",
-        "memory.swap.current": "0\n", "memory.max": "268435456\n", "memory.swap.max": "max\n",
+        "memory.swap.current": "0\n", "memory.max": "268435456\n", "memory.swap.max": "max\n", "memory.low": "1048576\n",
         "memory.events": "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n", "pids.max": "max\n",
         "cgroup.threads": "10\n11\n12\n", "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
     })
@@ -69,7 +69,7 @@ def test_v2_readings(tmp_path: Path) -> None:
     assert (m.memory_usage, m.memory_max_usage, m.memory_working_set) == (10485760, 20971520, 10485760 - 1048576)
     assert (m.memory_rss, m.memory_cache, m.memory_mapped_file, m.memory_kernel) == (4096000, 3000000, 12288, 65536)
     assert (m.memory_failcnt, m.oom_events, m.pgfault, m.pgmajfault_hierarchy) == (5, 1, 900, 9)
-    assert (m.memory_limit, m.memory_swap_limit, m.threads_max) == (268435456, None, None)
+    assert (m.memory_limit, m.memory_swap_limit, m.threads_max, m.memory_reservation) == (268435456, None, None, 1048576)
     assert sorted(m.tasks) == [10, 11, 12, 13]
     assert [(d.major, d.minor, d.read_bytes, d.write_bytes, d.reads, d.writes) for d in m.io] == [(8, 0, 4096, 8192, 1, 2)]
 
@@ -84,7 +84,7 @@ def test_v1_readings(tmp_path: Path) -> None:
                                "total_inactive_file 1048576\npgfault 100\npgmajfault 1\ntotal_pgfault 900\n"
                                "total_pgmajfault 9\n",
                 "memory.kmem.usage_in_bytes": "65536\n", "memory.memsw.usage_in_bytes": "10485760\n",
-                "memory.failcnt": "5\n", "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+                "memory.failcnt": "5\n", "memory.soft_limit_in_bytes": "67108864\n", "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
                 "memory.limit_in_bytes": "9223372036854771712\n", "memory.memsw.limit_in_bytes": "268435456\n",
                 "tasks": "1\n"})
     write(pids, {"pids.max": "max\n", "tasks": "10\n11\n12\n"})
@@ -98,7 +98,7 @@ def test_v1_readings(tmp_path: Path) -> None:
     assert (m.memory_rss, m.memory_cache, m.memory_mapped_file, m.memory_kernel) == (4096000, 3000000, 12288, 65536)
     assert (m.memory_swap, m.memory_failcnt, m.oom_events) == (0, 5, 1)
     assert (m.pgfault, m.pgfault_hierarchy, m.pgmajfault, m.pgmajfault_hierarchy) == (100, 900, 1, 9)
-    assert (m.memory_limit, m.memory_swap_limit, m.threads_max) == (None, 268435456, None)
+    assert (m.memory_limit, m.memory_swap_limit, m.threads_max, m.memory_reservation) == (None, 268435456, None, 67108864)
     assert m.tasks == [10, 11, 12]
     assert [(d.major, d.minor, d.read_bytes, d.write_bytes, d.reads, d.writes) for d in m.io] == [(8, 0, 4096, 8192, 1, 2)]
 
