@@ -19,6 +19,7 @@ class CrispySettings:
     cni_bin_dir: str
     registry_host: str
     oci_runtime: str = "auto"   # "auto", "runc" or "crun"
+    metrics_address: str = ""   # the Prometheus endpoint; "" = off
 
     @property
     def socket(self) -> str:
@@ -42,6 +43,9 @@ def render_config(s: CrispySettings) -> str:
         "[cni]",
         f"conf_dir = {q(s.cni_conf_dir)}",
         f"bin_dirs = [{q(s.cni_bin_dir)}]",
+        "",
+        "[metrics]",
+        f"address = {q(s.metrics_address)}",
         "",
         f"[registries.{q(s.registry_host)}]",
         "insecure = true",

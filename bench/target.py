@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from bench.containerd import ContainerdProcess, ContainerdSettings
 from bench.crispy import CrispyProcess, CrispySettings
 from bench.process import DaemonProcess
 from cri.client import CRIClient
+from cri.proto import api_pb2 as pb
 from runtime import host
 
 # name -> (kind, OCI runtime)
@@ -27,6 +29,9 @@ KNOWN_TARGETS: dict[str, tuple[str, str]] = {
     "crispy": ("crispy", "auto"),
     "crispy-runc": ("crispy", "runc"),
     "crispy-crun": ("crispy", "crun"),
+    # crispy with its Prometheus endpoint on (scraped once before the idle
+    # reading): the memory scenarios show what the exporter costs.
+    "crispy-metrics": ("crispy", "auto"),
     "containerd-runc": ("containerd", "runc"),
     "containerd-crun": ("containerd", "crun"),
 }
@@ -72,8 +77,9 @@ class Target:
             choice = host.choose_oci_runtime("auto", host.detect_cgroup_layout())
             self.oci_runtime = f"auto: {choice.name}" if choice else "auto: none found"
         if self.kind == "crispy":
-            self.process = CrispyProcess(CrispySettings(self.base, cni_conf_dir, cni_bin_dir, registry_host,
-                                                        self.oci_runtime.split(":")[0]))
+            self.process = CrispyProcess(CrispySettings(
+                self.base, cni_conf_dir, cni_bin_dir, registry_host, self.oci_runtime.split(":")[0],
+                metrics_address="127.0.0.1:0" if self.name.endswith("-metrics") else ""))
         else:
             self.process = ContainerdProcess(ContainerdSettings(self.base, cni_conf_dir, cni_bin_dir, registry_host,
                                                                 sandbox_image, self.oci_runtime))
@@ -83,11 +89,21 @@ class Target:
             self.client.wait_ready(20)
             v = self.client.version()
             self.version = f"{v.runtime_name} {v.runtime_version}"
+            if self.name.endswith("-metrics"):
+                self.scrape_metrics()
             time.sleep(1.0)  # let start-up allocations settle before the idle reading
             self.idle = measure.snapshot(self.process.pid, self.marker)
         except Exception as e:  # noqa: BLE001 - any start failure is reported, not raised
             self.start_error = f"did not start: {describe_error(e)}"
             self.notes.append(self.start_error)
+
+    def scrape_metrics(self) -> int:
+        """GET /metrics once (the address from crispy's Status); its size."""
+        assert self.client is not None
+        info = self.client.runtime.Status(pb.StatusRequest(verbose=True)).info
+        address = json.loads(info["metrics"])["address"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as r:
+            return len(r.read())
 
     def load_image(self, image, ref: str) -> None:
         """`crispy load` of an imagebuild Image tagged `ref` (crispy only)."""

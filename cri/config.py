@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cri.metrics_settings import MetricsConfig, parse_address
 from images.settings import ImagesConfig, RegistryHostConfig
 from runtime.cni.settings import CniConfig
 from runtime.errors import InvalidArgument
@@ -78,6 +79,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     # Node Resource Interface plugins (runtime/nri/): on by default, as in containerd 2.x.
     nri: NriSettings = field(default_factory=NriSettings)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # registry host ("docker.io", "localhost:5000") -> settings.
     registries: dict[str, RegistryHostConfig] = field(default_factory=dict)
 
@@ -289,6 +291,8 @@ def _validate(cfg: Config) -> None:
     if not cfg.runtime.default_cgroup_parent.startswith("/") and cfg.runtime.cgroup_driver == "cgroupfs":
         raise InvalidArgument("config: runtime.default_cgroup_parent must be an absolute cgroup path such as /crispy "
                               "with the cgroupfs driver")
+    if cfg.metrics.address:
+        parse_address(cfg.metrics.address)
     try:
         for cidr in cfg.cni.default_subnet.split(","):
             ipaddress.ip_network(cidr.strip())

@@ -23,6 +23,7 @@ import grpc
 from cri import rpc
 from cri.config import Config
 from cri.limits import MAX_MESSAGE_BYTES
+from cri.prometheus import PrometheusMetrics
 from cri.proto import api_pb2_grpc
 from cri.servicers.image import ImageServicer
 from cri.servicers.runtime import RuntimeServicer
@@ -34,7 +35,9 @@ from runtime.cgroups import open_layout
 from runtime.cgroups.warmup import MigrationWarmup
 from runtime.cni import CniNetwork, invoke
 from runtime.container_service import ContainerService
+from runtime.criu import Criu
 from runtime.errors import InvalidArgument
+from runtime.events import EventBus
 from runtime.exits import ExitWatcher
 from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
@@ -47,12 +50,14 @@ from runtime.nri.plugin_server import PluginServer
 from runtime.oci.factory import RuntimeFactory
 from runtime.pod_cgroups import PodCgroups
 from runtime.pod_health import PodHealth
+from runtime.pod_metrics import PodMetricsSampler
 from runtime.pod_service import PodService
 from runtime.recovery import StartupRecovery
 from runtime.reservations import Reservations
 from runtime.sandbox_orphans import OrphanSweep
 from runtime.settings import LifecycleSettings
 from runtime.store import RecordStore
+from runtime.telemetry import NO_TELEMETRY, Telemetry
 from runtime.usage import UsageSampler
 
 log = logging.getLogger("crispy.daemon")
@@ -91,7 +96,10 @@ class Daemon:
         conmon = config.runtime.conmon
         self.conmon_path = shutil.which(conmon) if not os.path.isabs(conmon) else conmon
         self.pod_cidr: str = ""
-        self.network: PodNetwork = CniNetwork.from_config(config.cni)
+        # The Prometheus endpoint's recorder, only when it is on.
+        self.prometheus = PrometheusMetrics() if config.metrics.address else None
+        self.telemetry: Telemetry = self.prometheus or NO_TELEMETRY
+        self.network: PodNetwork = CniNetwork.from_config(config.cni, self.telemetry)
         self._lock_fds: list[int] = []
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
@@ -115,28 +123,32 @@ class Daemon:
         cgroups = open_layout(driver=rc.cgroup_driver, layout=self.cgroup_layout)
         warmup = MigrationWarmup(self.cgroup_layout)
         pod_cgroups = PodCgroups(cgroups, settings)
-        self.runtimes = RuntimeFactory(self.state_root)
+        self.runtimes = RuntimeFactory(self.state_root, self.telemetry)
         handlers = RuntimeHandlers(settings, self.runtimes)
         self.features = NodeFeatures(handlers.by_name)
-        self.images = ImageManager(self.config, self.data_root, self.index.image_users)
-        self.health = PodHealth(self.index, self.records)
+        self.images = ImageManager(self.config, self.data_root, self.index.image_users, self.telemetry)
+        self.events = EventBus(self.index)
+        self.health = PodHealth(self.index, self.records, events=self.events)
         nc = self.config.nri
         # NRI plugins see every pod and container step; a no-op without any.
         self.nri = Nri(enabled=nc.enable, index=self.index, store=self.records, cgroups=cgroups,
                        socket_path=nc.socket_path, min_oom_score_adj=own_oom_score_adj)
         self.nri_server = PluginServer(nc, "crispy", self.version, self.nri)
-        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations,
+        exits = ExitWatcher(self.index, self.records, self.runtimes, cgroups, reservations, events=self.events,
                             on_exit=self.nri.container_exited)
         self.usage = UsageSampler(self.index, cgroups)
+        self.pod_metrics = PodMetricsSampler(self.index, cgroups)
+        self.criu = Criu()
         self.explain = Explainer(self.index, self.images, self.cgroup_layout, rc.cgroup_driver)
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,
-            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features, nri=self.nri)
+            cgroups=cgroups, warmup=warmup, exits=exits, usage=self.usage, features=self.features, nri=self.nri,
+            events=self.events)
         self.pods = PodService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, network=self.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=warmup,
-            containers=self.containers, usage=self.usage, nri=self.nri)
+            containers=self.containers, usage=self.usage, nri=self.nri, events=self.events)
         sweep = OrphanSweep(self.state_root, self.data_root, index=self.index, network=self.network,
                             pod_cgroups=pod_cgroups, runtimes=self.runtimes, handlers=handlers)
         self.recovery = StartupRecovery(
@@ -145,6 +157,8 @@ class Daemon:
         sc = self.config.streaming
         self.streaming = StreamingServer(ServerOptions(sc.address, sc.port, sc.creation_timeout, sc.idle_timeout),
                                          DaemonStreamBackend(self.index, self.runtimes, self.state_root / "exec"))
+        if self.prometheus is not None:
+            self.prometheus.watch(self.index, self.events, self.streaming)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -200,8 +214,11 @@ class Daemon:
         self._lock_roots()
         self._load_state()
         await self._open_parts()
+        self.events.serving()
         sock = self._prepare_socket()
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        interceptors = [self.prometheus.interceptor()] if self.prometheus is not None else None
+        server = grpc.aio.server(interceptors=interceptors,
+                                 options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                           ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
         api_pb2_grpc.add_RuntimeServiceServicer_to_server(rpc.bind(RuntimeServicer(self), "RuntimeService"), server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(rpc.bind(ImageServicer(self), "ImageService"), server)
@@ -245,12 +262,17 @@ class Daemon:
         the process exits, after everything it ran (a release by hand left a
         window, the interpreter's own teardown, in which a new crispy could
         start beside this one)."""
+        # Event streams never end by themselves: ended first, so that they do
+        # not hold the grace period.
+        self.events.close()
         if self._server is not None:
             # Stops accepting at once; in-flight calls get the grace period.
             await self._server.stop(self.config.shutdown_grace)
             self._server = None
         await self.streaming.stop()
         await self.nri_server.stop()
+        if self.prometheus is not None:
+            await self.prometheus.stop()
         Path(self.config.socket).unlink(missing_ok=True)
         stopped = await _wind_down(SHUTDOWN_WIND_DOWN_S)
         self.health.close()
@@ -280,6 +302,12 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot listen for NRI plugins on {self.config.nri.socket_path}: {exc}; choose "
                                "another [nri] socket_path or set [nri] enable = false") from None
+        if self.prometheus is not None:
+            try:
+                await self.prometheus.serve(self.config.metrics.address)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {self.config.metrics.address}: {exc.strerror}; "
+                                   "choose another [metrics] address") from None
 
     # ---- persisted node settings ----------------------------------------
 
@@ -335,6 +363,8 @@ class Daemon:
             "podCIDR": self.pod_cidr,
             "cniconfig": self.network.info() if isinstance(self.network, CniNetwork) else None,
             # Why a handler lacks a feature, which Status' booleans cannot say.
+            "events": self.events.info(),
+            "metrics": {"address": self.prometheus.address if self.prometheus else ""},
             "runtimeHandlerFeatures": {name: dataclasses.asdict(f) for name, f in self.features.handlers().items()},
             "nri": self.nri.status(),
         }

@@ -38,7 +38,8 @@ from images.settings import ImageSettings
 from images.snapshots import SnapshotStore, disk_usage
 from runtime import private_dirs
 from runtime.crashpoints import crashpoint
-from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime.errors import CrispyError, FailedPrecondition, InvalidArgument, NotFound
+from runtime.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger("crispy.images")
 
@@ -66,7 +67,9 @@ def mountpoint_of(path: Path) -> str:
 
 
 class ImageManager:
-    def __init__(self, daemon_config: ImageSettings, data_root: Path, users_of: Callable[[str], list[str]]) -> None:
+    def __init__(self, daemon_config: ImageSettings, data_root: Path, users_of: Callable[[str], list[str]],
+                 telemetry: Telemetry = NO_TELEMETRY) -> None:
+        self.telemetry = telemetry
         self.config = daemon_config
         self.images_cfg = daemon_config.images
         self.root = Path(data_root) / "images"
@@ -316,7 +319,17 @@ class ImageManager:
     async def pull(self, ref: str, auth: AuthConfigLike | None) -> ImageRecord:
         if self._registry is None:
             self._registry = Puller(self)
-        return await self._registry.pull(ref, auth)
+        started = time.perf_counter()
+        try:
+            rec = await self._registry.pull(ref, auth)
+        except CrispyError as e:
+            self.telemetry.image_pull(False, e.kind.name.lower(), 0, time.perf_counter() - started)
+            raise
+        except Exception:
+            self.telemetry.image_pull(False, "internal", 0, time.perf_counter() - started)
+            raise
+        self.telemetry.image_pull(True, "", rec.size, time.perf_counter() - started)
+        return rec
 
     # ---- removal -----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from runtime.container_config import log_path as _log_path
 from runtime.container_config import write_spec as _write_spec
 from runtime.crashpoints import crashpoint
 from runtime.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from runtime.events import EventBus, EventKind
 from runtime.exits import KILL_WAIT, ExitWatcher
 from runtime.features import UNPROBED, NodeFeatures
 from runtime.image_provider import ImageProvider
@@ -95,8 +96,10 @@ class ContainerService:
                  runtimes: RuntimeFactory, pod_cgroups: PodCgroups, cgroups: CgroupManager | None,
                  warmup: MigrationWarmup | None, exits: ExitWatcher, usage: UsageSampler,
                  rootfs_mounts: RootfsMounts = rootfs, volume_mounts: VolumeMounts = image_volumes,
-                 features: NodeFeatures | None = None, nri: Nri | None = None) -> None:
+                 features: NodeFeatures | None = None, nri: Nri | None = None,
+                 events: EventBus | None = None) -> None:
         self.settings = settings
+        self.events = events if events is not None else EventBus(index)
         self.index = index
         self.store = store
         self.reservations = reservations
@@ -154,6 +157,7 @@ class ContainerService:
                 self.index.containers[ctr.id] = ctr
                 self.exits.watch(ctr)
                 await self.nri.post_create_container(pod, ctr)
+                self.events.container(EventKind.CREATED, ctr)
                 return ctr.id
         return await self.reservations.reserved(container_key(pod.id, md.name, md.attempt), digest,
                                                 f"container name {md.name} (attempt {md.attempt}) in pod {pod.id[:13]}",
@@ -165,6 +169,7 @@ class ContainerService:
         async def locked() -> None:
             async with self.locks.lock(ctr.id):
                 await self._start(ctr)
+                self.events.container(EventKind.STARTED, ctr)
         await uncancellable(locked())
 
     async def stop(self, ref: str, timeout: float) -> None:
@@ -258,6 +263,7 @@ class ContainerService:
                 del self.index.containers[ctr.id]
                 self.usage.forget_container(ctr.id)
                 self.reservations.release(container_key_of(ctr), ctr.id)
+                self.events.container(EventKind.DELETED, ctr)
         self.locks.forget(ctr.id)
 
     # ---- create -------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 
 from runtime.cgroups import CgroupManager
 from runtime.errors import Internal
+from runtime.events import EventBus, EventKind
 from runtime.index import RecordIndex
 from runtime.oci import conmon
 from runtime.oci.factory import RuntimeFactory
@@ -119,9 +120,10 @@ class ConmonProcesses:
 class ExitWatcher:
     def __init__(self, index: RecordIndex, store: RecordStore, runtimes: RuntimeFactory,
                  cgroups: CgroupManager | None, reservations: Reservations,
-                 monitors: Monitors | None = None,
+                 monitors: Monitors | None = None, events: EventBus | None = None,
                  on_exit: Callable[[ContainerRecord], None] | None = None) -> None:
         self._index = index
+        self._bus = events if events is not None else EventBus(index)
         self._store = store
         self._runtimes = runtimes
         self._cgroups = cgroups
@@ -191,8 +193,9 @@ class ExitWatcher:
         if ctr.state == ContainerState.EXITED:
             self.event(ctr.id).set()
             return
-        code, finished = await asyncio.to_thread(read_exit, exit_file(ctr))
-        lost = code is None
+        # One thread hop for both reads: subscribers wait on this for the exit.
+        code, finished, oom = await asyncio.to_thread(self._exit_and_oom, ctr)
+        lost = never_read = code is None
         never_started = False
         message = ctr.message
         if lost:
@@ -204,7 +207,8 @@ class ExitWatcher:
             if late is not None:
                 lost, code, finished, message = False, late, late_finished, ""
         ctr.message = message
-        oom = await asyncio.to_thread(self._oom_killed, ctr)
+        if never_read:
+            oom = await asyncio.to_thread(self._oom_killed, ctr)
         # The exit file's mtime comes from the kernel's coarse clock, which can
         # trail the start time taken just before.
         if ctr.started_at and finished < ctr.started_at:
@@ -223,6 +227,11 @@ class ExitWatcher:
         else:
             set_container_state(ctr, ContainerState.EXITED, at=finished, exit_code=code, reason=reason)
         if ctr.id in self._index.containers:
+            # Announced before the save (two fsyncs) without harm: the exit is
+            # the record's state in memory already, and should crispy die
+            # before the save lands, the next start records it again and
+            # announces it to the subscribers that come then.
+            self._bus.container(EventKind.STOPPED, ctr)
             await self._store.save(ctr)
             if never_started:
                 # Most likely a create that crispy's crash cut short (conmon dies
@@ -288,6 +297,10 @@ class ExitWatcher:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _exit_and_oom(self, ctr: ContainerRecord) -> tuple[int | None, int, bool]:
+        code, finished = read_exit(exit_file(ctr))
+        return code, finished, code is not None and self._oom_killed(ctr)
 
     def _oom_killed(self, ctr: ContainerRecord) -> bool:
         """conmon's oom file, else the cgroup's own count; read before the

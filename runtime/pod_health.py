@@ -29,6 +29,7 @@ import select
 from dataclasses import dataclass, field
 
 from runtime import namespaces
+from runtime.events import EventBus, EventKind
 from runtime.index import RecordIndex
 from runtime.pod_view import pinned_of
 from runtime.states import PodState
@@ -53,8 +54,9 @@ class _Tracked:
 
 
 class PodHealth:
-    def __init__(self, index: RecordIndex, store: RecordStore) -> None:
+    def __init__(self, index: RecordIndex, store: RecordStore, events: EventBus | None = None) -> None:
         self._index = index
+        self._events = events if events is not None else EventBus(index)
         self._store = store
         self._tracked: dict[str, _Tracked] = {}
         self._nsfs = _nsfs_dev()
@@ -167,6 +169,7 @@ class PodHealth:
         self.untrack(rec.id)
         log.warning("pod sandbox is not ready any more: " + reason, extra={"fields": {"id": rec.id}})
         await self._store.move_pod(rec, PodState.NOT_READY)
+        self._events.pod(EventKind.STOPPED, rec)
         pinned = pinned_of(rec)
         if pinned.infra_pid and not namespaces.infra_alive(pinned):
             # Collects the infra's exit if it was our child (a zombie

@@ -30,6 +30,7 @@ from runtime.cni import host_network_status
 from runtime.container_service import ContainerService
 from runtime.crashpoints import crashpoint
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime.events import EventBus, EventKind
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
 from runtime.locks import ObjectLocks, uncancellable
@@ -74,8 +75,10 @@ class PodService:
                  reservations: Reservations, locks: ObjectLocks, health: PodHealth, network: PodNetwork,
                  handlers: RuntimeHandlers, pod_cgroups: PodCgroups, warmup: MigrationWarmup | None,
                  containers: ContainerService, usage: UsageSampler,
-                 make_namespaces: NamespaceMaker = namespaces.create, nri: Nri | None = None) -> None:
+                 make_namespaces: NamespaceMaker = namespaces.create, nri: Nri | None = None,
+                 events: EventBus | None = None) -> None:
         self.settings = settings
+        self.events = events if events is not None else EventBus(index)
         self.index = index
         self.store = store
         self.reservations = reservations
@@ -112,6 +115,8 @@ class PodService:
             self.index.sandboxes[rec.id] = rec
             self.nri.pod_indexed(rec)
             self.health.track(rec)
+            self.events.pod(EventKind.CREATED, rec)
+            self.events.pod(EventKind.STARTED, rec)
             return rec.id
         return await self.reservations.reserved(pod_key(md.name, md.namespace, md.uid, md.attempt), digest,
                                                 f"pod sandbox name {md.name}_{md.namespace}_{md.uid}_{md.attempt}",
@@ -127,7 +132,10 @@ class PodService:
             async with self.locks.lock(rec.id):
                 if rec.id in self.index.sandboxes:
                     self.health.untrack(rec.id)
+                    was_ready = rec.state == PodState.READY
                     await self._stop(rec)
+                    if was_ready:  # once per pod: a repeated stop, or one after it broke, is no news
+                        self.events.pod(EventKind.STOPPED, rec)
         await uncancellable(locked())
 
     async def remove(self, ref: str) -> None:
@@ -145,6 +153,7 @@ class PodService:
                 del self.index.sandboxes[rec.id]
                 self.usage.forget_pod(rec.id)
                 self.reservations.release(pod_key_of(rec), rec.id)
+                self.events.pod(EventKind.DELETED, rec)
             self.locks.forget(rec.id)
         await uncancellable(locked())
 

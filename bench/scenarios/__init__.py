@@ -9,6 +9,7 @@ from bench.scenarios import (
     image_volume,
     memory,
     nri,
+    observe,
     pod_net,
     pod_start,
     pull,
@@ -34,4 +35,6 @@ REGISTRY: dict[str, Scenario] = {s.name: s for s in (
     memory.Memory(),
     relist.Relist(),
     relist.Stats(),
+    observe.PodMetrics(),
+    observe.EventsLatency(),
 )}

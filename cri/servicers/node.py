@@ -11,10 +11,13 @@ from cri.config import Config
 from cri.streaming.server import StreamingServer
 from images.manager import ImageManager
 from runtime.container_service import ContainerService
+from runtime.criu import Criu
+from runtime.events import EventBus
 from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
 from runtime.index import RecordIndex
 from runtime.pod_health import PodHealth
+from runtime.pod_metrics import PodMetricsSampler
 from runtime.pod_service import PodService
 from runtime.usage import UsageSampler
 
@@ -30,6 +33,9 @@ class Node(Protocol):
     images: ImageManager
     streaming: StreamingServer
     features: NodeFeatures
+    events: EventBus
+    pod_metrics: PodMetricsSampler
+    criu: Criu
     explain: Explainer
 
     def runtime_readiness(self) -> dict[str, Any]: ...

@@ -116,7 +116,7 @@ class SandboxRPCs:
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
         rec = self.daemon.index.sandbox(request.pod_sandbox_id)
-        return pb.PodSandboxStatsResponse(stats=await _pod_stats(self.daemon, rec))
+        return pb.PodSandboxStatsResponse(stats=await pod_stats(self.daemon, rec))
 
     async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
                                   context: Any) -> pb.ListPodSandboxStatsResponse:
@@ -125,12 +125,12 @@ class SandboxRPCs:
             f = request.filter
             recs = [r for r in recs if (not f.id or r.id.startswith(f.id))
                     and labels_match(r.config, f.label_selector)]
-        reply = pb.ListPodSandboxStatsResponse(stats=[await _pod_stats(self.daemon, r) for r in recs])
+        reply = pb.ListPodSandboxStatsResponse(stats=[await pod_stats(self.daemon, r) for r in recs])
         check_reply_size("ListPodSandboxStats", reply, reply.stats, "pod sandboxes")
         return reply
 
 
-async def _pod_stats(daemon: Node, rec: SandboxRecord) -> pb.PodSandboxStats:
+async def pod_stats(daemon: Node, rec: SandboxRecord) -> pb.PodSandboxStats:
     usage = await daemon.usage.pod_usage(rec)
     interfaces = await daemon.usage.pod_network_usage(rec)
     containers = [container_stats(ctr, await daemon.usage.container_usage(ctr))

@@ -95,6 +95,10 @@ class StreamingServer:
         if self._conns:
             await asyncio.gather(*self._conns, return_exceptions=True)
 
+    def open_sessions(self) -> int:
+        """Stream connections open (exec, attach, port-forward)."""
+        return len(self._conns)
+
     @property
     def base_url(self) -> str:
         host = self.options.address

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import os
+import time
 from typing import Any, Awaitable, Callable
 
 from runtime import atomicfile
@@ -30,6 +31,7 @@ from runtime.crashpoints import crashpoint
 from runtime.errors import CrispyError, FailedPrecondition
 from runtime.libc import CLONE_NEWNET
 from runtime.network import PodNetworkRequest, PodNetworkStatus, Readiness
+from runtime.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger("crispy.cni")
 
@@ -114,7 +116,9 @@ async def host_network_status() -> PodNetworkStatus:
 
 
 class CniNetwork:
-    def __init__(self, conf_dir: str, bin_dirs: list[str], plugin_timeout: float, ifname: str = POD_IFNAME) -> None:
+    def __init__(self, conf_dir: str, bin_dirs: list[str], plugin_timeout: float, ifname: str = POD_IFNAME,
+                 telemetry: Telemetry = NO_TELEMETRY) -> None:
+        self.telemetry = telemetry
         self.configs = ConfigSource(conf_dir)
         self.bin_dirs = list(bin_dirs)
         self.plugin_timeout = plugin_timeout
@@ -124,9 +128,9 @@ class CniNetwork:
         self._path = os.pathsep.join(dict.fromkeys(p for p in parts if p))
 
     @classmethod
-    def from_config(cls, cfg: CniConfig) -> "CniNetwork":
+    def from_config(cls, cfg: CniConfig, telemetry: Telemetry = NO_TELEMETRY) -> "CniNetwork":
         """From the `[cni]` table."""
-        return cls(cfg.conf_dir, cfg.bin_dirs, cfg.plugin_timeout)
+        return cls(cfg.conf_dir, cfg.bin_dirs, cfg.plugin_timeout, telemetry=telemetry)
 
     # ---- readiness -----------------------------------------------------
 
@@ -189,11 +193,21 @@ class CniNetwork:
         result = prev if command == "CHECK" else None
         for plugin in net.plugins:
             inv = invoke.build(command, net, plugin, args, result, self._path)
-            out = await invoke.run(inv, self.bin_dirs, self.plugin_timeout, (paths or {}).get(inv.plugin_type))
+            out = await self._invoke(inv, paths)
             if command == "ADD":
                 result = out
                 crashpoint(f"cni.after_add.{inv.plugin_type}")
         return result
+
+    async def _invoke(self, inv: invoke.Invocation, paths: dict[str, str] | None) -> dict[str, Any] | None:
+        started = time.perf_counter()
+        ok = False
+        try:
+            out = await invoke.run(inv, self.bin_dirs, self.plugin_timeout, (paths or {}).get(inv.plugin_type))
+            ok = True
+            return out
+        finally:
+            self.telemetry.cni_call(inv.plugin_type, inv.command, ok, time.perf_counter() - started)
 
     async def _delete(self, net: NetworkConfigList, args: CallArgs, prev: dict[str, Any] | None,
                       paths: dict[str, str] | None = None) -> None:
@@ -204,7 +218,7 @@ class CniNetwork:
         for plugin in reversed(net.plugins):
             inv = invoke.build("DEL", net, plugin, args, prev, self._path)
             try:
-                await invoke.run(inv, self.bin_dirs, self.plugin_timeout, (paths or {}).get(inv.plugin_type))
+                await self._invoke(inv, paths)
             except PluginError as e:
                 log.warning("CNI DEL failed", extra={"fields": {"sandbox": args.container_id, "error": e.message}})
                 first = first or e

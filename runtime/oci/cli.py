@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from runtime.oci.interface import (
     RuntimeKind,
 )
 from runtime.oci.sealed_binary import SealedBinaries
+from runtime.telemetry import NO_TELEMETRY, Telemetry
 
 
 def _not_found(stderr: str) -> bool:
@@ -67,6 +69,8 @@ class _ConmonPending(PendingCreate):
 
 class CliRuntime(OciRuntime):
     kind = RuntimeKind.OTHER
+    # The factory gives each runtime the daemon's (runtime/telemetry.py).
+    telemetry: Telemetry = NO_TELEMETRY
 
     def __init__(self, path: str, root: str, sealed: SealedBinaries | None = None, version: str = "unknown") -> None:
         self.path = path
@@ -93,6 +97,15 @@ class CliRuntime(OciRuntime):
         return [self.exe, "--root", self.root]
 
     async def _run(self, *args: str, stdin: bytes | None = None, timeout: float = 60.0) -> tuple[int, str, str]:
+        started = time.perf_counter()
+        rc = -1
+        try:
+            rc, out, err = await self._exec(*args, stdin=stdin, timeout=timeout)
+        finally:
+            self.telemetry.oci_call(self.name, args[0] if args else "", rc == 0, time.perf_counter() - started)
+        return rc, out, err
+
+    async def _exec(self, *args: str, stdin: bytes | None = None, timeout: float = 60.0) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
             *self.global_args(), *args,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -125,7 +138,12 @@ class CliRuntime(OciRuntime):
 
     async def begin_create(self, params: CreateParams) -> PendingCreate:
         # conmon works in the bundle: it drops files (an `oom` marker) there.
-        pending = await conmon.spawn(self.conmon_argv(params), params.bundle)
+        try:
+            pending = await conmon.spawn(self.conmon_argv(params), params.bundle)
+        except BaseException:
+            self.telemetry.conmon_spawn(False)
+            raise
+        self.telemetry.conmon_spawn(True)
         return _ConmonPending(pending, params.conmon_pidfile)
 
     # ---- the rest of the lifecycle --------------------------------------------

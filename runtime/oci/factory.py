@@ -19,6 +19,7 @@ from runtime.oci.crun import CrunRuntime
 from runtime.oci.interface import OciRuntime, RuntimeKind
 from runtime.oci.runc import RuncRuntime
 from runtime.oci.sealed_binary import SealedBinaries
+from runtime.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger("crispy.runtime")
 
@@ -35,8 +36,9 @@ class RuntimeRecord(Protocol):
 
 
 class RuntimeFactory:
-    def __init__(self, state_root: Path) -> None:
+    def __init__(self, state_root: Path, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.state_root = state_root
+        self._telemetry = telemetry
         self._sealed = SealedBinaries()
         self._runtimes: dict[str, OciRuntime] = {}
 
@@ -46,6 +48,8 @@ class RuntimeFactory:
         rt = self._runtimes.get(path)
         if rt is None:
             rt = self._runtimes[path] = self._make(path)
+            if isinstance(rt, CliRuntime):
+                rt.telemetry = self._telemetry
         return rt
 
     def for_record(self, rec: RuntimeRecord) -> OciRuntime:

@@ -26,6 +26,7 @@ from cri.proto import api_pb2 as pb
 from runtime import namespaces, private_dirs
 from runtime.container_service import ContainerService
 from runtime.errors import Internal, NotFound
+from runtime.events import EventBus
 from runtime.exits import ExitWatcher
 from runtime.handlers import RuntimeHandlers
 from runtime.host import CgroupLayout
@@ -308,17 +309,19 @@ class Lifecycle:
         locks = ObjectLocks()
         pod_cgroups = PodCgroups(None, self.settings)
         handlers = RuntimeHandlers(self.settings, runtimes)
-        self.health = PodHealth(self.index, self.store)
-        self.exits = ExitWatcher(self.index, self.store, runtimes, None, self.reservations, monitors=node.runtime)
+        self.events = EventBus(self.index)
+        self.health = PodHealth(self.index, self.store, events=self.events)
+        self.exits = ExitWatcher(self.index, self.store, runtimes, None, self.reservations, monitors=node.runtime,
+                                 events=self.events)
         usage = UsageSampler(self.index, None)
         self.containers = ContainerService(
             self.settings, index=self.index, store=self.store, reservations=self.reservations, locks=locks,
             health=self.health, images=node.images, runtimes=runtimes, pod_cgroups=pod_cgroups, cgroups=None,
-            warmup=None, exits=self.exits, usage=usage, rootfs_mounts=node.rootfs)
+            warmup=None, exits=self.exits, usage=usage, rootfs_mounts=node.rootfs, events=self.events)
         self.pods = PodService(
             self.settings, index=self.index, store=self.store, reservations=self.reservations, locks=locks,
             health=self.health, network=node.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=None,
-            containers=self.containers, usage=usage, make_namespaces=node.namespaces)
+            containers=self.containers, usage=usage, make_namespaces=node.namespaces, events=self.events)
         sweep = OrphanSweep(node.state_root, node.data_root, index=self.index, network=node.network,
                             pod_cgroups=pod_cgroups, runtimes=runtimes, handlers=handlers)
         self.recovery = StartupRecovery(
@@ -329,6 +332,7 @@ class Lifecycle:
         """What the daemon does before it serves: load and recover."""
         self.node.current = self
         await self.recovery.run()
+        self.events.serving()
         return self
 
     async def restart(self) -> Lifecycle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import stat
 import grpc
 import pytest
 
+from cri import rpc
 from cri.proto import api_pb2 as pb
 from tests.daemon_proc import DaemonProcess
 
@@ -87,12 +89,27 @@ def test_update_runtime_config_stores_pod_cidr(daemon):
         again.stop()
 
 
-def test_unimplemented_rpc_names_itself(daemon):
+def test_unimplemented_rpc_names_itself():
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        async def abort(self, code, details):
+            raise Aborted(code, details)
+
+    handlers = rpc.bind(object(), "RuntimeService")
+    with pytest.raises(Aborted) as e:
+        asyncio.run(handlers.CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"), Context()))
+    assert e.value.args[0] == grpc.StatusCode.UNIMPLEMENTED
+    assert "CheckpointContainer" in e.value.args[1]
+
+
+def test_checkpoint_of_an_unknown_container_is_not_found(daemon):
     with daemon.client() as c:
         with pytest.raises(grpc.RpcError) as e:
             c.runtime.CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "CheckpointContainer" in e.value.details()
+    # No such container: found out before CRIU is asked.
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_second_daemon_on_same_roots_is_refused(daemon):

@@ -1,0 +1,247 @@
+"""The detailed readings of one cgroup that the CRI metrics RPCs report
+(cAdvisor's set): CPU split and throttling, memory by kind, page faults,
+failure counts, tasks, block I/O per device and the limits set. Both
+layouts give the same record; a value the kernel does not offer is None.
+
+Blocking (cgroupfs reads); the daemon calls it through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.cgroups.manager import V1_UNLIMITED, CgroupManager, read_flat_keyed, read_int, read_text
+from runtime.cgroups.v1 import V1Manager
+from runtime.cgroups.v2 import V2Manager
+
+# cpuacct.stat counts in USER_HZ ticks.
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class DeviceIo:
+    major: int
+    minor: int
+    read_bytes: int = 0
+    write_bytes: int = 0
+    reads: int = 0
+    writes: int = 0
+
+
+@dataclass
+class CgroupMetrics:
+    timestamp_ns: int
+    cpu_usage_ns: int | None = None
+    cpu_user_ns: int | None = None
+    cpu_system_ns: int | None = None
+    cfs_periods: int | None = None
+    cfs_throttled_periods: int | None = None
+    cfs_throttled_ns: int | None = None
+    memory_usage: int | None = None
+    memory_max_usage: int | None = None
+    memory_working_set: int | None = None
+    memory_rss: int | None = None
+    memory_cache: int | None = None
+    memory_mapped_file: int | None = None
+    memory_kernel: int | None = None
+    memory_swap: int | None = None
+    memory_failcnt: int | None = None
+    # page faults of the cgroup alone and of it with its descendants
+    pgfault: int | None = None
+    pgmajfault: int | None = None
+    pgfault_hierarchy: int | None = None
+    pgmajfault_hierarchy: int | None = None
+    oom_events: int | None = None
+    tasks: list[int] = field(default_factory=list)  # thread ids (v1 tasks, v2 cgroup.threads)
+    threads_max: int | None = None  # None = no limit
+    cpu_period: int | None = None
+    cpu_quota: int | None = None  # None = no limit
+    cpu_shares: int | None = None
+    memory_limit: int | None = None  # None = no limit
+    memory_swap_limit: int | None = None
+    memory_reservation: int | None = None  # soft limit (v1) or memory.low (v2); None = none
+    io: list[DeviceIo] = field(default_factory=list)
+
+
+def read(mgr: CgroupManager, path: str) -> CgroupMetrics | None:
+    """The cgroup's readings, None when it does not exist."""
+    if not mgr.exists(path):
+        return None
+    if isinstance(mgr, V2Manager):
+        return read_v2(mgr.root / mgr.rel(path))
+    if isinstance(mgr, V1Manager):
+        rel = mgr.rel(path)
+        return read_v1({c: base / rel for c, base in mgr.hierarchies.items()})
+    return None
+
+
+def _limit_v1(value: int | None) -> int | None:
+    return value if value is not None and value < V1_UNLIMITED else None
+
+
+def _ids(text: str | None) -> list[int]:
+    return [int(t) for t in (text or "").split() if t.isdigit()]
+
+
+def read_v1(dirs: dict[str, Path]) -> CgroupMetrics:
+    """`dirs`: controller ("cpu", "cpuacct", "memory", "pids", "blkio") ->
+    the cgroup's directory in that hierarchy."""
+    m = CgroupMetrics(timestamp_ns=time.time_ns())
+    acct = dirs.get("cpuacct")
+    if acct is not None:
+        m.cpu_usage_ns = read_int(acct / "cpuacct.usage")
+        st = read_flat_keyed(acct / "cpuacct.stat")
+        if "user" in st:
+            m.cpu_user_ns = st["user"] * _TICK_NS
+        if "system" in st:
+            m.cpu_system_ns = st["system"] * _TICK_NS
+    cpu = dirs.get("cpu")
+    if cpu is not None:
+        st = read_flat_keyed(cpu / "cpu.stat")
+        m.cfs_periods = st.get("nr_periods")
+        m.cfs_throttled_periods = st.get("nr_throttled")
+        m.cfs_throttled_ns = st.get("throttled_time")
+        m.cpu_period = read_int(cpu / "cpu.cfs_period_us")
+        quota = read_int(cpu / "cpu.cfs_quota_us")
+        m.cpu_quota = quota if quota is not None and quota > 0 else None
+        m.cpu_shares = read_int(cpu / "cpu.shares")
+    mem = dirs.get("memory")
+    if mem is not None:
+        usage = read_int(mem / "memory.usage_in_bytes")
+        ms = read_flat_keyed(mem / "memory.stat")
+        m.memory_usage = usage
+        m.memory_max_usage = read_int(mem / "memory.max_usage_in_bytes")
+        if usage is not None:
+            m.memory_working_set = max(usage - ms.get("total_inactive_file", ms.get("inactive_file", 0)), 0)
+        m.memory_rss = ms.get("total_rss", ms.get("rss"))
+        m.memory_cache = ms.get("total_cache", ms.get("cache"))
+        m.memory_mapped_file = ms.get("total_mapped_file", ms.get("mapped_file"))
+        m.memory_kernel = read_int(mem / "memory.kmem.usage_in_bytes")
+        memsw = read_int(mem / "memory.memsw.usage_in_bytes")
+        if memsw is not None and usage is not None:
+            m.memory_swap = max(memsw - usage, 0)
+        m.memory_failcnt = read_int(mem / "memory.failcnt")
+        m.pgfault, m.pgmajfault = ms.get("pgfault"), ms.get("pgmajfault")
+        m.pgfault_hierarchy = ms.get("total_pgfault", m.pgfault)
+        m.pgmajfault_hierarchy = ms.get("total_pgmajfault", m.pgmajfault)
+        m.oom_events = read_flat_keyed(mem / "memory.oom_control").get("oom_kill")
+        m.memory_limit = _limit_v1(read_int(mem / "memory.limit_in_bytes"))
+        m.memory_swap_limit = _limit_v1(read_int(mem / "memory.memsw.limit_in_bytes"))
+        m.memory_reservation = _limit_v1(read_int(mem / "memory.soft_limit_in_bytes"))
+    pids = dirs.get("pids")
+    if pids is not None:
+        m.threads_max = read_int(pids / "pids.max")
+    for controller in ("pids", "memory", "cpu"):
+        d = dirs.get(controller)
+        if d is not None and d.is_dir():
+            m.tasks = _ids(read_text(d / "tasks"))
+            break
+    blkio = dirs.get("blkio")
+    if blkio is not None:
+        m.io = _blkio_v1(read_text(blkio / "blkio.throttle.io_service_bytes_recursive"),
+                         read_text(blkio / "blkio.throttle.io_serviced_recursive"))
+    return m
+
+
+def _blkio_v1(service_bytes: str | None, serviced: str | None) -> list[DeviceIo]:
+    """"8:0 Read 4096" lines (and a "Total" line) per file."""
+    devices: dict[tuple[int, int], DeviceIo] = {}
+    for text, unit in ((service_bytes, "bytes"), (serviced, "ios")):
+        for line in (text or "").splitlines():
+            parts = line.split()
+            if len(parts) != 3 or ":" not in parts[0]:
+                continue
+            major, _, minor = parts[0].partition(":")
+            try:
+                key, value = (int(major), int(minor)), int(parts[2])
+            except ValueError:
+                continue
+            dev = devices.setdefault(key, DeviceIo(*key))
+            op = parts[1]
+            if op == "Read":
+                if unit == "bytes":
+                    dev.read_bytes = value
+                else:
+                    dev.reads = value
+            elif op == "Write":
+                if unit == "bytes":
+                    dev.write_bytes = value
+                else:
+                    dev.writes = value
+    return [devices[k] for k in sorted(devices)]
+
+
+def read_v2(cg: Path) -> CgroupMetrics:
+    m = CgroupMetrics(timestamp_ns=time.time_ns())
+    cpu = read_flat_keyed(cg / "cpu.stat")
+    for key, attr in (("usage_usec", "cpu_usage_ns"), ("user_usec", "cpu_user_ns"),
+                      ("system_usec", "cpu_system_ns"), ("throttled_usec", "cfs_throttled_ns")):
+        if key in cpu:
+            setattr(m, attr, cpu[key] * 1000)
+    m.cfs_periods = cpu.get("nr_periods")
+    m.cfs_throttled_periods = cpu.get("nr_throttled")
+    cpu_max = (read_text(cg / "cpu.max") or "").split()
+    if len(cpu_max) == 2:
+        m.cpu_quota = int(cpu_max[0]) if cpu_max[0].isdigit() else None
+        m.cpu_period = int(cpu_max[1]) if cpu_max[1].isdigit() else None
+    weight = read_int(cg / "cpu.weight")
+    if weight is not None:
+        # cAdvisor reports shares on both layouts.
+        m.cpu_shares = 2 + ((weight - 1) * 262142) // 9999
+    usage = read_int(cg / "memory.current")
+    ms = read_flat_keyed(cg / "memory.stat")
+    m.memory_usage = usage
+    m.memory_max_usage = read_int(cg / "memory.peak")
+    if usage is not None:
+        m.memory_working_set = max(usage - ms.get("inactive_file", 0), 0)
+    m.memory_rss = ms.get("anon")
+    m.memory_cache = ms.get("file")
+    m.memory_mapped_file = ms.get("file_mapped")
+    m.memory_kernel = ms.get("kernel", ms.get("kernel_stack", 0) + ms.get("slab", 0) + ms.get("sock", 0)
+                             if "kernel_stack" in ms else None)
+    m.memory_swap = read_int(cg / "memory.swap.current")
+    events = read_flat_keyed(cg / "memory.events")
+    # v2 counts hits of memory.max, not failed charges: the nearest thing.
+    m.memory_failcnt = events.get("max")
+    m.oom_events = events.get("oom_kill")
+    # v2's memory.stat is hierarchical: the cgroup and its descendants alike.
+    m.pgfault = m.pgfault_hierarchy = ms.get("pgfault")
+    m.pgmajfault = m.pgmajfault_hierarchy = ms.get("pgmajfault")
+    m.memory_limit = read_int(cg / "memory.max")
+    m.memory_swap_limit = read_int(cg / "memory.swap.max")
+    m.memory_reservation = read_int(cg / "memory.low") or None
+    m.threads_max = read_int(cg / "pids.max")
+    m.tasks = _threads_v2(cg)
+    m.io = _io_v2(read_text(cg / "io.stat"))
+    return m
+
+
+def _threads_v2(cg: Path) -> list[int]:
+    """Threads of the cgroup and its children (a pod's infra leaf, a
+    container's own sub-cgroups)."""
+    out: list[int] = []
+    for dirpath, _dirs, files in os.walk(cg):
+        if "cgroup.threads" in files:
+            out += _ids(read_text(Path(dirpath) / "cgroup.threads"))
+    return out
+
+
+def _io_v2(text: str | None) -> list[DeviceIo]:
+    """"8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0" lines."""
+    out = []
+    for line in (text or "").splitlines():
+        dev, *pairs = line.split()
+        major, _, minor = dev.partition(":")
+        if not major.isdigit() or not minor.isdigit():
+            continue
+        values = {}
+        for pair in pairs:
+            k, _, v = pair.partition("=")
+            if v.isdigit():
+                values[k] = int(v)
+        out.append(DeviceIo(int(major), int(minor), values.get("rbytes", 0), values.get("wbytes", 0),
+                            values.get("rios", 0), values.get("wios", 0)))
+    return sorted(out, key=lambda d: (d.major, d.minor))
