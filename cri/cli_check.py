@@ -144,8 +144,8 @@ def check_runtimes(cfg: configmod.Config) -> list[Verdict]:
     chosen = host.choose_oci_runtime(cfg.runtime.oci_runtime, layout)
     if chosen is None:
         wanted = cfg.runtime.oci_runtime
-        out.append(Verdict("OCI runtime", FAIL, f"no usable OCI runtime ({'crun or runc' if wanted == 'auto' else wanted});"
-                                                " install runc (or crun)"))
+        named = "crun or runc" if wanted == "auto" else wanted
+        out.append(Verdict("OCI runtime", FAIL, f"no usable OCI runtime ({named}); install runc (or crun)"))
     else:
         out.append(Verdict("OCI runtime", OK, f"{chosen.name} {chosen.version} at {chosen.path} ({chosen.reason})"))
     for handler, rt in sorted(cfg.runtime.handlers.items()):
