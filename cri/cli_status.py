@@ -21,23 +21,27 @@ class Report:
     ok: bool
 
 
+def _row(label: str, text: str) -> str:
+    return f"{label + ':':<14}{text}"
+
+
 def render(socket: str, version: pb.VersionResponse, status: pb.StatusResponse, pods: list[pb.PodSandbox],
            containers: list[pb.Container]) -> Report:
-    lines = [f"daemon:     up on {socket}",
-             f"version:    {version.runtime_name} {version.runtime_version} (CRI {version.runtime_api_version})"]
+    lines = [_row("daemon", f"up on {socket}"),
+             _row("version", f"{version.runtime_name} {version.runtime_version} (CRI {version.runtime_api_version})")]
     ok = True
     for cond in status.status.conditions:
         text = "true" if cond.status else "false"
         if not cond.status:
             ok = False
             text += f" ({cond.reason}: {cond.message})" if cond.reason or cond.message else ""
-        lines.append(f"{cond.type + ':':<12}{text}")
+        lines.append(_row(cond.type, text))
     pod_states = Counter(pb.PodSandboxState.Name(p.state) for p in pods)
     ctr_states = Counter(pb.ContainerState.Name(c.state) for c in containers)
-    lines.append(f"pods:       {len(pods)} ({pod_states.get('SANDBOX_READY', 0)} ready, "
-                 f"{pod_states.get('SANDBOX_NOTREADY', 0)} not ready)")
-    lines.append(f"containers: {len(containers)} ({ctr_states.get('CONTAINER_RUNNING', 0)} running, "
-                 f"{ctr_states.get('CONTAINER_EXITED', 0)} exited, {ctr_states.get('CONTAINER_CREATED', 0)} created)")
+    lines.append(_row("pods", f"{len(pods)} ({pod_states.get('SANDBOX_READY', 0)} ready, "
+                 f"{pod_states.get('SANDBOX_NOTREADY', 0)} not ready)"))
+    lines.append(_row("containers", f"{len(containers)} ({ctr_states.get('CONTAINER_RUNNING', 0)} running, "
+                 f"{ctr_states.get('CONTAINER_EXITED', 0)} exited, {ctr_states.get('CONTAINER_CREATED', 0)} created)"))
     return Report(lines, ok)
 
 
@@ -47,8 +51,8 @@ def run(socket: str, timeout: float) -> int:
         try:
             client.wait_ready(timeout=timeout)
         except grpc.FutureTimeoutError:
-            print(f"daemon:     down (nothing answers on {socket} within {timeout:g} s; is crispy running? "
-                  f"`systemctl status crispy` or `journalctl -u crispy`)")
+            print(_row("daemon", f"down (nothing answers on {socket} within {timeout:g} s; is crispy running? "
+                  f"`systemctl status crispy` or `journalctl -u crispy`)"))
             return 1
         try:
             report = render(socket, client.version(), client.status(),
@@ -56,7 +60,7 @@ def run(socket: str, timeout: float) -> int:
                             list(client.runtime.ListContainers(pb.ListContainersRequest(),
                                                                timeout=timeout).containers))
         except grpc.RpcError as e:
-            print(f"daemon:     answers on {socket} but failed: {e.code().name}: {e.details()}", file=sys.stderr)
+            print(_row("daemon", f"answers on {socket} but failed: {e.code().name}: {e.details()}"), file=sys.stderr)
             return 1
     finally:
         client.close()
