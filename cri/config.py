@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from cri import config_files, config_help
-from images.settings import ImagesConfig, RegistryHostConfig
+from images.registry import hosts_dir
+from images.settings import ImagesConfig, RegistryConfig, RegistryHostConfig
 from runtime.cni.settings import CniConfig
 from runtime.errors import InvalidArgument
 
@@ -79,6 +80,8 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     # registry host ("docker.io", "localhost:5000") -> settings.
     registries: dict[str, RegistryHostConfig] = field(default_factory=dict)
+    # The hosts directory (containerd's hosts.toml, docker's certs.d).
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,6 +241,8 @@ def load_layers(args: argparse.Namespace | None = None,
             raise
         key = max(named, key=len)
         raise _blamed(e, merged.origins[key].where(key)) from None
+    # Its files name themselves in their errors.
+    hosts_dir.validate(cfg.registry.config_path)
     return cfg, merged
 
 

@@ -308,8 +308,7 @@ class Daemon:
             logsetup.set_level(new.log_level)
             self.config.log_level = new.log_level
         self.config.registries = new.registries
-        if dataclasses.is_dataclass(getattr(new, "registry", None)):
-            self.config.registry = new.registry  # type: ignore[attr-defined]
+        self.config.registry = new.registry
         if new.images.pinned_images != self.config.images.pinned_images:
             self.config.images.pinned_images = list(new.images.pinned_images)
             self.images.set_pinned(self.config.images.pinned_images)

@@ -134,7 +134,7 @@ class RegistryClient:
         self.min_rate = min_rate
         self.rate_window = rate_window
         self.user_agent = user_agent
-        self._clients: dict[tuple[bool, str], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[bool, str, tuple[str, ...], tuple[str, str] | None], httpx.AsyncClient] = {}
         self._schemes: dict[str, str] = {}
         self._auth: dict[tuple[str, str, Credentials], str | Token] = {}
 
@@ -143,19 +143,30 @@ class RegistryClient:
             await c.aclose()
         self._clients.clear()
 
-    def _client(self, verify: bool, ca_file: str) -> httpx.AsyncClient:
-        key = (verify, ca_file)
+    def _client(self, verify: bool, ca_file: str, extra_cas: tuple[str, ...] = (),
+                client_cert: tuple[str, str] | None = None) -> httpx.AsyncClient:
+        key = (verify, ca_file, extra_cas, client_cert)
         c = self._clients.get(key)
         if c is None:
-            if not verify:
+            if not verify and client_cert is None:
                 tls: ssl.SSLContext | bool = False
             else:
                 tls = ssl.create_default_context()
-                if ca_file:
+                if not verify:
+                    tls.check_hostname = False
+                    tls.verify_mode = ssl.CERT_NONE
+                for ca in ((ca_file,) if ca_file else ()) + extra_cas:
                     try:
-                        tls.load_verify_locations(cafile=ca_file)
+                        tls.load_verify_locations(cafile=ca)
                     except (OSError, ssl.SSLError) as e:
-                        raise InvalidArgument(f"registry ca_file {ca_file} cannot be loaded: {e}") from None
+                        raise InvalidArgument(f"registry CA file {ca} cannot be loaded: {e}") from None
+                if client_cert is not None:
+                    cert, keyfile = client_cert
+                    try:
+                        tls.load_cert_chain(cert, keyfile or None)
+                    except (OSError, ssl.SSLError) as e:
+                        raise InvalidArgument(f"registry client certificate {cert} (key {keyfile or cert}) cannot "
+                                              f"be loaded: {e}") from None
             timeout = httpx.Timeout(connect=30.0, read=self.stall_timeout, write=30.0, pool=None)
             c = httpx.AsyncClient(verify=tls, timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS,
                                   headers={"User-Agent": self.user_agent},
@@ -181,7 +192,7 @@ class RegistryClient:
         return f"{scheme}://{ep.host}{ep.base_path}"
 
     def _http(self, ep: Endpoint) -> httpx.AsyncClient:
-        return self._client(ep.verify, ep.ca_file)
+        return self._client(ep.verify, ep.ca_file, ep.extra_cas, ep.client_cert)
 
     # ---- authentication --------------------------------------------------------
 
@@ -238,11 +249,12 @@ class RegistryClient:
         5xx and dropped connections retried with backoff."""
         base = await self.base_url(t.endpoint)
         client = self._http(t.endpoint)
-        url = base + path
+        url = base + t.endpoint.api_path(path)
         attempt = 0
         answered = False
         while True:
-            hdrs = dict(headers or {})
+            hdrs = dict(t.endpoint.headers)
+            hdrs.update(headers or {})
             authz = self._cached_auth(t)
             if authz:
                 hdrs["Authorization"] = authz

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from cri.client import CRIClient
-from cri.proto import api_pb2 as pb
 from tests.daemon_proc import DaemonProcess
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
