@@ -117,6 +117,15 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
+def _settings_of(ep: Endpoint, what: str) -> str:
+    """Where an operator sets `what` ("ca", "client") for this endpoint."""
+    if ep.source.endswith(".toml"):
+        return f"{ep.source} ({what} = ...)"
+    if ep.source:
+        return f"{ep.source} ({'ca.crt' if what == 'ca' else 'client.cert and client.key'})"
+    return f'registries."{ep.config_key}".ca_file' if what == "ca" else "its hosts.toml (client = ...)"
+
+
 @dataclass
 class Target:
     """One endpoint as this pull talks to it."""
@@ -266,11 +275,17 @@ class RegistryClient:
                                   f"fetching {what or path}; pull cancelled (images.pull_stall_timeout)") from None
             except httpx.UnsupportedProtocol as e:
                 raise RegistryUnavailable(f"registry {t.endpoint} cannot be reached: {clip(e)}") from None
+            except ssl.SSLError as e:
+                # With TLS 1.3 a server's refusal of our (missing) client
+                # certificate arrives as an alert on the first read.
+                raise RegistryUnavailable(
+                    f"registry {t.endpoint} ended the TLS session ({e.reason or clip(e)}); if it wants a client "
+                    f"certificate, give one in {_settings_of(t.endpoint, 'client')}") from None
             except _transient() as e:
                 if _is_certificate_error(e):
                     raise RegistryUnavailable(
                         f"registry {t.endpoint} presented a certificate crispy cannot verify ({e}); give its CA in "
-                        f"registries.\"{t.endpoint.config_key}\".ca_file, or mark it insecure") from None
+                        f"{_settings_of(t.endpoint, 'ca')}, or mark it insecure") from None
                 attempt += 1
                 if attempt >= MAX_ATTEMPTS:
                     raise RegistryUnavailable(f"registry {t.endpoint} unreachable after {attempt} attempts "
