@@ -68,7 +68,7 @@ class TlsRegistry:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("TLS registry did not start: " + (self.dir / "registry.log").read_text())
+                    raise RuntimeError("TLS registry did not start: " + (self.dir / "registry.log").read_text()) from None
                 time.sleep(0.05)
 
     def close(self) -> None:
