@@ -22,8 +22,9 @@ import subprocess
 import sys
 import venv
 from dataclasses import asdict, dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
+from urllib.parse import unquote
 
 from cri import config as configmod
 from cri import config_toml
@@ -37,8 +38,9 @@ UNIT_NAME = "crispy.service"
 # crispy's own (generated_subnets), not while its bytes are unchanged.
 GENERATED_CNI = "crispy-default-network"
 MANIFEST = "install-manifest.json"
-CONFIG_HEADER = ("# crispy's configuration: the defaults, written by `crispy install`. Keys left out keep their\n"
-                 "# defaults; drop-ins in crispy.d/*.toml beside this file are merged over it in lexical order.\n")
+CONFIG_HEADER = ("# crispy's configuration, written by `crispy install` (the defaults and its flags). Keys left out keep\n"
+                 "# their defaults (`crispy config --default`); `crispy config --origins` shows where each comes from;\n"
+                 "# drop-ins in crispy.d/*.toml beside this file are merged over it in lexical order.\n")
 
 
 class InstallError(Exception):
@@ -104,6 +106,28 @@ def checkout_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "cri" / "cli.py").is_file() else None
 
 
+def installed_from() -> str | None:
+    """What to pip install into the node's venv: the checkout this crispy
+    runs from, else the local directory or file pip installed it from
+    (PEP 610's direct_url.json). Never a name looked up on an index: a
+    package called crispy there need not be this one."""
+    root = checkout_root()
+    if root is not None:
+        return str(root)
+    try:
+        raw = metadata.distribution("crispy").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    try:
+        url = json.loads(raw or "{}").get("url", "")
+    except ValueError:
+        return None
+    if url.startswith("file://"):
+        path = unquote(url[len("file://"):])
+        return path if os.path.exists(path) else None
+    return None
+
+
 def _make_venv(prefix: Path, source: str, out: list[str]) -> Path:
     venv.EnvBuilder(with_pip=True, clear=False, symlinks=True).create(str(prefix))
     pip = [str(prefix / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -136,7 +160,10 @@ def install(cfg: configmod.Config, prefix: Path, unit_dir: Path, config_dir: Pat
     manifest.save()  # first, so a failure below can still be uninstalled
     try:
         if use_venv:
-            src = source or (str(checkout_root()) if checkout_root() else f"crispy=={_version()}")
+            src = source or installed_from()
+            if src is None:
+                raise InstallError("cannot tell where this crispy was installed from; give --source (a checkout, "
+                                   "sdist or wheel), or --no-venv to use this crispy as it is")
             command = [str(_make_venv(prefix, src, out))]
         else:
             command = [str(_wrapper(prefix, manifest, out))]
@@ -152,9 +179,10 @@ def install(cfg: configmod.Config, prefix: Path, unit_dir: Path, config_dir: Pat
         if config_path.exists():
             out.append(f"{config_path} exists; left it alone")
         else:
-            _write(config_path, config_toml.dumps(configmod.Config().to_dict(), header=CONFIG_HEADER).encode(),
-                   manifest)
-            out.append(f"wrote {config_path} (the defaults)")
+            # The configuration install ran with: the defaults, plus any
+            # flags given to `crispy install` (--data-root ...).
+            _write(config_path, config_toml.dumps(cfg.to_dict(), header=CONFIG_HEADER).encode(), manifest)
+            out.append(f"wrote {config_path}")
         dropins = config_dir / "crispy.d"
         if not dropins.exists():
             _mkdirs(dropins, manifest)
@@ -172,11 +200,6 @@ def install(cfg: configmod.Config, prefix: Path, unit_dir: Path, config_dir: Pat
         manifest.save()
     out.append("next: `crispy check`, then `systemctl daemon-reload && systemctl enable --now crispy`")
     return out
-
-
-def _version() -> str:
-    from cri.daemon import package_version
-    return package_version()
 
 
 def uninstall(cfg: configmod.Config, prefix: Path, purge: bool) -> list[str]:

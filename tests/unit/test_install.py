@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import tomllib
 
 import pytest
 
@@ -29,7 +30,11 @@ def test_install_then_uninstall_leaves_nothing(node, capsys):
     assert cli.main(["install", *where, "--no-venv", *args]) == 0
     unit = (root / "etc/systemd/system/crispy.service").read_text()
     assert f"ExecStart={root}/opt/crispy/bin/crispy --config {root}/etc/crispy/crispy.toml" in unit
-    assert (root / "etc/crispy/crispy.toml").exists() and (root / "etc/crispy/crispy.d").is_dir()
+    assert (root / "etc/crispy/crispy.d").is_dir()
+    # The config written is the one install ran with, and it loads.
+    installed = tomllib.loads((root / "etc/crispy/crispy.toml").read_text())
+    assert installed["data_root"] == str(root / "var/lib/crispy")
+    assert installed["cni"]["conf_dir"] == str(root / "etc/cni/net.d")
     conflist = json.loads((root / "etc/cni/net.d/10-crispy.conflist").read_text())
     assert conflist["plugins"][0]["type"] == "bridge"
     # The wrapper runs this crispy, with the installed config.
