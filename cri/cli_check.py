@@ -159,6 +159,10 @@ def check_runtimes(cfg: configmod.Config) -> list[Verdict]:
         out.append(Verdict("conmon", OK, f"{cpath} {_version(cpath)}"))
     else:
         out.append(Verdict("conmon", FAIL, f"{conmon} not found; install conmon"))
+    # The init of pods sharing one PID namespace (shareProcessNamespace).
+    init = shutil.which("catatonit")
+    out.append(Verdict("catatonit", OK, init) if init else
+               Verdict("catatonit", WARN, "not installed: pods sharing a PID namespace will fail (install catatonit)"))
     return out
 
 

@@ -38,9 +38,10 @@ UNIT_NAME = "crispy.service"
 # crispy's own (generated_subnets), not while its bytes are unchanged.
 GENERATED_CNI = "crispy-default-network"
 MANIFEST = "install-manifest.json"
-CONFIG_HEADER = ("# crispy's configuration, written by `crispy install` (the defaults and its flags). Keys left out keep\n"
-                 "# their defaults (`crispy config --default`); `crispy config --origins` shows where each comes from;\n"
-                 "# drop-ins in crispy.d/*.toml beside this file are merged over it in lexical order.\n")
+CONFIG_HEADER = ("# crispy's configuration, written by `crispy install` (the defaults and its flags).\n"
+                 "# Keys left out keep their defaults (`crispy config --default`); `crispy config --origins`\n"
+                 "# shows where each comes from; drop-ins in crispy.d/*.toml beside this file are merged over\n"
+                 "# it in lexical order.\n")
 
 
 class InstallError(Exception):
