@@ -22,13 +22,20 @@ log = logging.getLogger("crispy")
 DEFAULT_PREFIX = "/opt/crispy"
 
 
+# Config flags given after the subcommand land under this prefix first, so
+# that repeatable ones (--set, list keys) add to those given before it
+# instead of replacing them.
+AFTER = "after:"
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    configmod.add_flags(common)
+    configmod.add_flags(common, dest_prefix=AFTER)
     parser = argparse.ArgumentParser(
-        prog="crispy", parents=[common],
+        prog="crispy",
         description="crispy: a Kubernetes CRI v1 container runtime. With no subcommand, runs the daemon. "
                     "Config flags may come before or after the subcommand.")
+    configmod.add_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, text: str) -> argparse.ArgumentParser:
@@ -75,8 +82,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fold(args: argparse.Namespace) -> argparse.Namespace:
+    """Config flags from after the subcommand onto those from before it:
+    lists extended, single values replaced (the later one wins)."""
+    for name, value in list(vars(args).items()):
+        if not name.startswith(AFTER):
+            continue
+        delattr(args, name)
+        base = name[len(AFTER):]
+        before = getattr(args, base, None)
+        setattr(args, base, before + value if isinstance(before, list) and isinstance(value, list) else value)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _fold(_parser().parse_args(argv))
     command = args.command or "serve"
     if command == "config" and args.default:
         print(config_toml.dumps(configmod.Config().to_dict()), end="")

@@ -144,21 +144,21 @@ def _scalar_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
     return out
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
+def add_flags(parser: argparse.ArgumentParser, dest_prefix: str = "") -> None:
     """Adds --config, --set and one flag per key to `parser`. Nothing is
-    set for a flag not given (SUPPRESS), so the same flags can sit on the
-    main parser and on every subcommand's without one erasing the other."""
+    set for a flag not given (SUPPRESS); `dest_prefix` keeps a subcommand's
+    copies apart from the main parser's (cli.py folds them together)."""
     none = argparse.SUPPRESS
-    parser.add_argument("--config", metavar="PATH", default=none,
+    parser.add_argument("--config", dest=dest_prefix + "config", metavar="PATH", default=none,
                         help=f"main TOML config file; drop-ins in {config_files.DROPIN_DIR}/*.toml beside it are "
                              f"merged over it in lexical order (default: {DEFAULT_CONFIG_PATH}, if it exists)")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=none,
+    parser.add_argument("--set", dest=dest_prefix + "set", metavar="KEY=VALUE", action="append", default=none,
                         help="set any key, VALUE in TOML syntax, e.g. --set "
                              "'registries.\"localhost:5000\".insecure=true'; beats the files, loses to a key's own "
                              "flag (repeatable; default: none)")
     defaults = Config()
     for flag, dotted, hint in _scalar_fields(Config):
-        dest = "cfg:" + dotted
+        dest = dest_prefix + "cfg:" + dotted
         owner_path, _, name = dotted.rpartition(".")
         owner = type(_get_dotted(defaults, owner_path)) if owner_path else Config
         text = config_help.help_for(dotted, owner, name, _get_dotted(defaults, dotted))

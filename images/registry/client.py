@@ -17,6 +17,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import os
 import random
 import ssl
 import sys
@@ -117,6 +118,17 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
+def _stamps(paths: tuple[str, ...]) -> tuple[int, ...]:
+    out = []
+    for p in paths:
+        if p:
+            try:
+                out.append(os.stat(p).st_mtime_ns)
+            except OSError:
+                out.append(0)  # missing: loading it says so
+    return tuple(out)
+
+
 def _settings_of(ep: Endpoint, what: str) -> str:
     """Where an operator sets `what` ("ca", "client") for this endpoint."""
     if ep.source.endswith(".toml"):
@@ -143,7 +155,8 @@ class RegistryClient:
         self.min_rate = min_rate
         self.rate_window = rate_window
         self.user_agent = user_agent
-        self._clients: dict[tuple[bool, str, tuple[str, ...], tuple[str, str] | None], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[bool, str, tuple[str, ...], tuple[str, str] | None, tuple[int, ...]],
+                            httpx.AsyncClient] = {}
         self._schemes: dict[str, str] = {}
         self._auth: dict[tuple[str, str, Credentials], str | Token] = {}
 
@@ -154,7 +167,10 @@ class RegistryClient:
 
     def _client(self, verify: bool, ca_file: str, extra_cas: tuple[str, ...] = (),
                 client_cert: tuple[str, str] | None = None) -> httpx.AsyncClient:
-        key = (verify, ca_file, extra_cas, client_cert)
+        # The files' mtimes are part of the key: a CA or client certificate
+        # rotated in place gets a fresh TLS context on the next request.
+        key = (verify, ca_file, extra_cas, client_cert,
+               _stamps((ca_file, *extra_cas, *(client_cert or ()))))
         c = self._clients.get(key)
         if c is None:
             if not verify and client_cert is None:
@@ -186,6 +202,11 @@ class RegistryClient:
     # ---- scheme -------------------------------------------------------------
 
     async def base_url(self, ep: Endpoint) -> str:
+        if not ep.http_fallback:
+            # A scheme the config spelled out is taken at its word, even for
+            # a host another endpoint found speaking the other one (a hosts
+            # file edited from http:// to https://).
+            return f"{ep.scheme}://{ep.host}{ep.base_path}"
         scheme = self._schemes.get(ep.host)
         if scheme is None:
             scheme = ep.scheme

@@ -117,11 +117,26 @@ def test_flags_work_before_and_after_the_subcommand(tmp_path, capsys):
         assert tomllib.loads(capsys.readouterr().out)["log_level"] == "error"
 
 
-def test_every_flag_says_what_it_does_and_its_default(capsys):
+def test_repeatable_flags_add_up_across_the_subcommand(capsys):
+    assert cli.main(["--config", "/dev/null", "--set", "log_level='error'", "--images-pinned-images", "a", "config",
+                     "--set", "shutdown_grace=3", "--images-pinned-images", "b"]) == 0
+    out = tomllib.loads(capsys.readouterr().out)
+    assert out["log_level"] == "error" and out["shutdown_grace"] == 3.0
+    assert out["images"]["pinned_images"] == ["a", "b"]
+    # A single-valued flag: the later one wins.
+    assert cli.main(["--log-level", "debug", "config", "--config", "/dev/null", "--log-level", "warning"]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["log_level"] == "warning"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["config", "--help"], ["status", "--help"]])
+def test_every_flag_says_what_it_does_and_its_default(capsys, argv):
     with pytest.raises(SystemExit):
-        cli.main(["config", "--help"])
+        cli.main(argv)
     out = " ".join(capsys.readouterr().out.split())
     for flag, dotted, _ in config._scalar_fields(config.Config):
         assert flag in out
         assert f"(key {dotted}; default: " in out
-    assert "config key" not in out  # no key left with only its name for help
+    # A key with neither an entry in config_help.HELP nor a comment above
+    # its field gets only its name for help: give it one of the two.
+    bare = [d for _, d, _ in config._scalar_fields(config.Config) if f"config key {d} (key" in out]
+    assert not bare, f"keys without help: {bare}"
