@@ -10,7 +10,8 @@ from typing import Any
 
 from cri import config_files
 
-# Key prefixes a running daemon takes over without a restart.
+# Key prefixes a running daemon takes over without a restart. NRI plugins
+# join with ("nri",) and a Daemon.reload_hooks entry once they can.
 LIVE: tuple[config_files.Key, ...] = (
     ("log_level",),
     ("registries",),

@@ -84,6 +84,10 @@ class Daemon:
         # Reads the configuration again (files and the command line) on SIGHUP.
         self._reload = reload
         self.notifier = notifier or sdnotify.Notifier()
+        # Called with the new config on every SIGHUP that applies one: a part
+        # that can take its table over live (NRI plugins) adds itself here
+        # and its table's prefix to config_reload.LIVE.
+        self.reload_hooks: list[Callable[[Config], None]] = []
         self.version = package_version()
         self.data_root = Path(config.data_root)
         self.state_root = Path(config.state_root)
@@ -302,8 +306,7 @@ class Daemon:
     def _apply_live(self, new: Config) -> None:
         """Takes over the keys of config_reload.LIVE. The image store and the
         puller read self.config's tables on each pull, so replacing them is
-        enough. (NRI plugins: add ("nri",) to config_reload.LIVE and their
-        reload here.)"""
+        enough; then each of reload_hooks."""
         if new.log_level != self.config.log_level:
             logsetup.set_level(new.log_level)
             self.config.log_level = new.log_level
@@ -312,6 +315,11 @@ class Daemon:
         if new.images.pinned_images != self.config.images.pinned_images:
             self.config.images.pinned_images = list(new.images.pinned_images)
             self.images.set_pinned(self.config.images.pinned_images)
+        for hook in self.reload_hooks:
+            try:
+                hook(new)
+            except Exception:  # noqa: BLE001 - one part's failure must not stop the others' reload
+                log.exception("a part failed to take the reloaded config", extra={"fields": {"hook": repr(hook)}})
 
     # ---- persisted node settings ----------------------------------------
 
