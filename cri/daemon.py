@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -296,7 +297,8 @@ class Daemon:
         if not plan.changed:
             log.info("config reloaded: nothing changed")
             return plan
-        self.notifier.send(RELOADING=1)
+        # systemd 253+ wants the monotonic time of the reload with RELOADING.
+        self.notifier.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         self._apply_live(new)
         log.info("config reloaded", extra={"fields": {"applied": ",".join(plan.live) or "none",
                                                       "needs_restart": ",".join(plan.restart) or "none"}})

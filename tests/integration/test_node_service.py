@@ -77,9 +77,10 @@ def test_no_notify_socket_no_notifications_and_no_harm(daemon):
         assert c.version().runtime_name == "crispy"
 
 
-def test_sighup_applies_live_keys_names_restart_keys_and_refuses_a_bad_file(daemon_base):
+def test_sighup_applies_live_keys_names_restart_keys_and_refuses_a_bad_file(daemon_base, notify):
+    s, path = notify
     cfg = daemon_base / "crispy.toml"
-    d = DaemonProcess(daemon_base, config_text='log_level = "info"\n')
+    d = DaemonProcess(daemon_base, config_text='log_level = "info"\n', env={"NOTIFY_SOCKET": path})
     d.args.remove("--log-level")
     d.args.remove("debug")
     d.start()
@@ -88,7 +89,11 @@ def test_sighup_applies_live_keys_names_restart_keys_and_refuses_a_bad_file(daem
         (daemon_base / "crispy.d" / "50-node.toml").write_text(
             'log_level = "debug"\n[images]\npinned_images = ["docker.io/library/busybox:latest"]\n'
             '[registries."127.0.0.1:1"]\ninsecure = true\n[streaming]\nidle_timeout = 60.0\n')
+        _recv_until(s, b"READY=1")
         d.proc.send_signal(signal.SIGHUP)
+        reloading = _recv_until(s, b"RELOADING=1")[-1]
+        assert b"MONOTONIC_USEC=" in reloading
+        assert _recv_until(s, b"READY=1")  # back to ready once applied
         _wait_for(lambda: "config reloaded" in d.log(), "the reload log line")
         line = next(ln for ln in d.log().splitlines() if "config reloaded" in ln)
         assert "log_level" in line and "images.pinned_images" in line and 'registries.\\"127.0.0.1:1\\"' in line
