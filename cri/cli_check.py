@@ -66,10 +66,23 @@ def check_kernel(cfg: configmod.Config) -> list[Verdict]:
     missing = [ns for ns in NAMESPACES if not os.path.exists(f"/proc/self/ns/{ns}")]
     out.append(Verdict("namespaces", FAIL if missing else OK,
                        f"missing {', '.join(missing)}" if missing else ", ".join(NAMESPACES)))
+    seccomp = _status_field("Seccomp")
+    out.append(Verdict("seccomp", OK, "available") if seccomp is not None else
+               Verdict("seccomp", WARN, "the kernel has no seccomp: RuntimeDefault profiles cannot apply"))
     out.append(Verdict("user namespaces", OK if k.user_namespaces else WARN,
                        "available" if k.user_namespaces else
                        "disabled (user.max_user_namespaces = 0): pods with hostUsers: false will fail"))
     return out
+
+
+def _status_field(name: str) -> str | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def _filesystems() -> set[str]:
@@ -187,6 +200,10 @@ def check_cni(cfg: configmod.Config) -> list[Verdict]:
         # the default one; kubelet reports the node NotReady until then.
         out.append(Verdict("CNI config", WARN, scan.problem()))
         wanted = list(DEFAULT_NETWORK_PLUGINS)
+    # bridge's ipMasq and portmap program the host's firewall with it.
+    ipt = shutil.which("iptables")
+    out.append(Verdict("iptables", OK, ipt) if ipt else
+               Verdict("iptables", WARN, "not installed: the default network's masquerade and hostPorts need it"))
     missing = [p for p in wanted if not _find_plugin(p, dirs)]
     out.append(Verdict("CNI plugins", FAIL if missing else OK,
                        f"missing {', '.join(missing)} in {', '.join(dirs)} (Debian: containernetworking-plugins)"
