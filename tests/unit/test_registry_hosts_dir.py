@@ -4,12 +4,15 @@ that name file, line and key."""
 import argparse
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from cri import config
 from images.registry import hosts_dir
 from images.registry.hosts_dir import HostsDir, HostsFileError, parse_hosts_toml
+from images.registry.puller import Puller
+from images.settings import ImagesConfig
 from runtime.errors import InvalidArgument
 
 FULL = '''server = "https://registry.example:5000"
@@ -133,3 +136,16 @@ def _ns(argv):
     p = argparse.ArgumentParser()
     config.add_flags(p)
     return p.parse_args(argv)
+
+
+def test_crispys_own_table_wins_over_the_hosts_dir_and_push_only_hosts_are_dropped(tmp_path):
+    cfg = config.Config()
+    cfg.registry.config_path = str(tmp_path / "certs.d")
+    _write(tmp_path / "certs.d" / "r.example" / "hosts.toml",
+           '[host."http://push-only"]\ncapabilities = ["push"]\n[host."http://m1"]\n')
+    puller = Puller(SimpleNamespace(images_cfg=ImagesConfig(), config=cfg))
+    assert [str(e) for e in puller._endpoints("r.example")] == ["http://m1", "https://r.example"]
+    cfg.registries = {"r.example": config.RegistryHostConfig(mirrors=["http://own"])}
+    assert [str(e) for e in puller._endpoints("r.example")] == ["http://own", "https://r.example"]
+    # Other hosts are untouched by either.
+    assert [str(e) for e in puller._endpoints("q.example")] == ["https://q.example"]
