@@ -1,7 +1,7 @@
 """crispy as a service: readiness and stop notifications on a real
 NOTIFY_SOCKET, the watchdog, SIGHUP reloads (live keys applied, restart
-keys named, a bad file refused whole), `crispy status` and `crispy check`
-against this host."""
+keys named, a bad file refused whole, registries taking effect for the
+next pull), `crispy status` and `crispy check` against this host."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 
 from cri.client import CRIClient
+from tests import imagebuild as ib
 from tests.daemon_proc import DaemonProcess
+from tests.registry import LocalRegistry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -154,3 +157,24 @@ def test_check_passes_on_this_host_and_fails_without_conmon():
     bad = _crispy("check", "--config", "/dev/null", "--runtime-conmon", "/nonexistent/conmon")
     assert bad.returncode == 1
     assert any(ln.startswith("FAIL") and "conmon" in ln for ln in bad.stdout.splitlines())
+
+
+def test_sighup_registries_take_effect_for_the_next_pull(daemon_base):
+    with LocalRegistry() as reg:
+        img = ib.busybox_image()
+        reg.push("app/one", "v1", img)
+        # The registry itself is a closed loopback port: only a mirror can serve it.
+        d = DaemonProcess(daemon_base, config_text="").start()
+        try:
+            with d.client() as c:
+                with pytest.raises(grpc.RpcError):
+                    c.pull_image("127.0.0.1:9/app/one:v1")
+                (daemon_base / "crispy.d").mkdir()
+                (daemon_base / "crispy.d" / "10-mirror.toml").write_text(
+                    f'[registries."127.0.0.1:9"]\nmirrors = ["http://{reg.host}"]\n')
+                d.proc.send_signal(signal.SIGHUP)
+                _wait_for(lambda: "config reloaded" in d.log(), "the reload")
+                assert c.pull_image("127.0.0.1:9/app/one:v1")
+                assert c.image_status("127.0.0.1:9/app/one:v1").id == img.config_digest
+        finally:
+            assert d.stop() == 0
