@@ -65,16 +65,18 @@ def _parser() -> argparse.ArgumentParser:
                           "none exists, the default CNI network (as cni-install)")
     uninst = add("uninstall", "remove what `crispy install` put on this node; images and pod data stay unless "
                               "--purge")
-    for p in (inst, uninst):
-        p.add_argument("--prefix", default=DEFAULT_PREFIX, metavar="DIR",
-                       help=f"where the venv goes (default: {DEFAULT_PREFIX})")
-        p.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
-                       help="where the systemd unit goes (default: /etc/systemd/system)")
-        p.add_argument("--config-dir", default=str(configmod.DEFAULT_CONFIG_PATH.parent), metavar="DIR",
-                       help=f"where crispy.toml goes (default: {configmod.DEFAULT_CONFIG_PATH.parent})")
+    inst.add_argument("--prefix", default=DEFAULT_PREFIX, metavar="DIR",
+                      help=f"where the venv goes (default: {DEFAULT_PREFIX})")
+    uninst.add_argument("--prefix", default=DEFAULT_PREFIX, metavar="DIR",
+                        help=f"where crispy was installed; its install-manifest.json lists what to remove (default: "
+                             f"{DEFAULT_PREFIX})")
+    inst.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
+                      help="where the systemd unit goes (default: /etc/systemd/system)")
+    inst.add_argument("--config-dir", default=str(configmod.DEFAULT_CONFIG_PATH.parent), metavar="DIR",
+                      help=f"where crispy.toml goes (default: {configmod.DEFAULT_CONFIG_PATH.parent})")
     inst.add_argument("--source", default=None, metavar="PATH",
                       help="what to pip install into the venv: a checkout, sdist or wheel (default: the checkout "
-                           "this crispy runs from, else the installed crispy's version from the package index)")
+                           "this crispy runs from, else the local directory or file pip installed it from)")
     inst.add_argument("--no-venv", action="store_true",
                       help="use this Python's crispy instead of making a venv (default: make one)")
     uninst.add_argument("--purge", action="store_true",
