@@ -278,6 +278,11 @@ class HostsDir:
 def validate(config_path: str) -> None:
     """Every hosts.toml under `config_path` parses (at start-up and on
     SIGHUP, so a broken one stops crispy or the reload)."""
+    if not config_path:
+        return  # no hosts directory
+    if not os.path.isabs(config_path):
+        raise InvalidArgument(f"config: registry.config_path must be an absolute directory (or \"\" for none); "
+                              f"got {config_path!r}")
     root = Path(config_path)
     try:
         dirs = sorted(p for p in root.iterdir() if p.is_dir())

@@ -149,3 +149,11 @@ def test_crispys_own_table_wins_over_the_hosts_dir_and_push_only_hosts_are_dropp
     assert [str(e) for e in puller._endpoints("r.example")] == ["http://own", "https://r.example"]
     # Other hosts are untouched by either.
     assert [str(e) for e in puller._endpoints("q.example")] == ["https://q.example"]
+
+
+def test_config_path_must_be_absolute_or_empty():
+    with pytest.raises(InvalidArgument) as e:
+        config.load(_ns(["--config", "/dev/null", "--registry-config-path", "certs.d"]))
+    assert "registry.config_path must be an absolute directory" in e.value.message
+    cfg = config.load(_ns(["--config", "/dev/null", "--registry-config-path", ""]))
+    assert HostsDir().endpoints(cfg.registry.config_path, "docker.io") is None
