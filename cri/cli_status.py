@@ -5,6 +5,7 @@ true, 1 otherwise (so it can gate a script or a health check)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ def render(socket: str, version: pb.VersionResponse, status: pb.StatusResponse, 
 
 
 def run(socket: str, timeout: float) -> int:
+    if not os.path.exists(socket):
+        print(_row("daemon", f"down ({socket} does not exist; is crispy running? `systemctl status crispy` or "
+                             f"`journalctl -u crispy`)"))
+        return 1
     client = CRIClient(socket, timeout=timeout)
     try:
         try:

@@ -1,6 +1,7 @@
 """crispy check's verdicts and exit status, and crispy status' report."""
 
 import argparse
+import socket
 
 from cri import cli_check, cli_status, config
 from cri.proto import api_pb2 as pb
@@ -79,3 +80,14 @@ def test_status_report():
     assert "NetworkReady: false (NetworkPluginNotReady: no config)" in text
     assert "pods:         2 (1 ready, 1 not ready)" in text
     assert "containers:   1 (1 running" in text
+
+
+def test_status_says_down_for_a_missing_or_stale_socket(tmp_path, capsys):
+    assert cli_status.run(str(tmp_path / "none.sock"), 0.5) == 1
+    assert "down" in capsys.readouterr().out
+    stale = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(stale))
+    s.close()  # the file stays, nobody listens
+    assert cli_status.run(str(stale), 0.5) == 1
+    assert "down (nothing answers" in capsys.readouterr().out
