@@ -19,7 +19,7 @@ NRI_STUBS := runtime/nri/proto/api_pb2.py runtime/nri/proto/api_pb2.pyi \
 NRI_PYI_FIX := sed -i '/^ *None: /d'
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv proto proto-check lint run test unit integration tools critest bench clean
+.PHONY: all deps venv proto proto-check lint run test unit integration tools critest bench clean install uninstall
 
 all: venv
 
@@ -58,6 +58,15 @@ proto-check: venv
 run: deps venv
 	$(VENV)/bin/crispy $(ARGS) cni-install
 	$(VENV)/bin/crispy $(ARGS)
+
+# Put crispy on this node (a venv under PREFIX, the systemd unit, the
+# default config and CNI network); `make uninstall` takes them off again.
+PREFIX ?= /opt/crispy
+install: deps venv
+	$(VENV)/bin/crispy install --prefix $(PREFIX) --source . $(ARGS)
+
+uninstall: venv
+	$(VENV)/bin/crispy uninstall --prefix $(PREFIX) $(ARGS)
 
 # Static checks: ruff over every Python tree, mypy over the daemon's packages
 # (the file list and strictness live in pyproject.toml). A few seconds, so

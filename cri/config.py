@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cri import config_files, config_help
 from cri.metrics_settings import MetricsConfig, parse_address
-from images.settings import ImagesConfig, RegistryHostConfig
+from images.registry import hosts_dir
+from images.settings import ImagesConfig, RegistryConfig, RegistryHostConfig
 from runtime.cni.settings import CniConfig
 from runtime.errors import InvalidArgument
 from runtime.nri.settings import NriSettings
@@ -82,6 +85,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # registry host ("docker.io", "localhost:5000") -> settings.
     registries: dict[str, RegistryHostConfig] = field(default_factory=dict)
+    # The hosts directory (containerd's hosts.toml, docker's certs.d).
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,24 +149,31 @@ def _scalar_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
     return out
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds --config, --set and one flag per key to `parser`."""
-    parser.add_argument("--config", metavar="PATH",
-                        help=f"TOML config file (default {DEFAULT_CONFIG_PATH}, if it exists)")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+def add_flags(parser: argparse.ArgumentParser, dest_prefix: str = "") -> None:
+    """Adds --config, --set and one flag per key to `parser`. Nothing is
+    set for a flag not given (SUPPRESS); `dest_prefix` keeps a subcommand's
+    copies apart from the main parser's (cli.py folds them together)."""
+    none = argparse.SUPPRESS
+    parser.add_argument("--config", dest=dest_prefix + "config", metavar="PATH", default=none,
+                        help=f"main TOML config file; drop-ins in {config_files.DROPIN_DIR}/*.toml beside it are "
+                             f"merged over it in lexical order (default: {DEFAULT_CONFIG_PATH}, if it exists)")
+    parser.add_argument("--set", dest=dest_prefix + "set", metavar="KEY=VALUE", action="append", default=none,
                         help="set any key, VALUE in TOML syntax, e.g. --set "
-                             "'registries.\"localhost:5000\".insecure=true'")
+                             "'registries.\"localhost:5000\".insecure=true'; beats the files, loses to a key's own "
+                             "flag (repeatable; default: none)")
+    defaults = Config()
     for flag, dotted, hint in _scalar_fields(Config):
-        dest = "cfg:" + dotted
+        dest = dest_prefix + "cfg:" + dotted
+        owner_path, _, name = dotted.rpartition(".")
+        owner = type(_get_dotted(defaults, owner_path)) if owner_path else Config
+        text = config_help.help_for(dotted, owner, name, _get_dotted(defaults, dotted))
         if hint is bool:
-            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"config key {dotted}")
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=none, help=text)
         elif typing.get_origin(hint) is list:
-            parser.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE",
-                                help=f"config key {dotted} (repeat for more)")
+            parser.add_argument(flag, dest=dest, action="append", default=none, metavar="VALUE",
+                                help=text + " (repeat the flag for more)")
         else:
-            parser.add_argument(flag, dest=dest, type=hint, default=None, metavar=hint.__name__.upper(),
-                                help=f"config key {dotted}")
+            parser.add_argument(flag, dest=dest, type=hint, default=none, metavar=hint.__name__.upper(), help=text)
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -190,22 +202,17 @@ def _split_dotted(dotted: str) -> list[str]:
 
 
 def load(args: argparse.Namespace | None = None, path: str | None = None) -> Config:
-    """File (if any) < --set < per-key flags."""
+    """File < its drop-ins < --set < per-key flags."""
+    return load_layers(args, path)[0]
+
+
+def load_layers(args: argparse.Namespace | None = None,
+                path: str | None = None) -> tuple[Config, config_files.Merged]:
+    """The config and where each of its keys came from. Every layer is
+    checked on its own first, so a bad key is blamed on its file and line."""
     args = args or argparse.Namespace()
     path = path or getattr(args, "config", None)
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise InvalidArgument(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise InvalidArgument(f"config file {path} is not valid TOML: {e}") from None
-    elif DEFAULT_CONFIG_PATH.exists():
-        try:
-            data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise InvalidArgument(f"config file {DEFAULT_CONFIG_PATH} is not valid TOML: {e}") from None
+    layers = config_files.read_layers(Path(path) if path else DEFAULT_CONFIG_PATH, required=bool(path))
     for item in getattr(args, "set", None) or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -214,13 +221,69 @@ def load(args: argparse.Namespace | None = None, path: str | None = None) -> Con
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw  # a bare word is a string
+        data: dict[str, Any] = {}
         _set_dotted(data, key.strip(), value)
+        layers.append(config_files.Layer(f"--set {key.strip()}", data))
     for name, value in vars(args).items():
         if name.startswith("cfg:") and value is not None:
+            data = {}
             _set_dotted(data, name[4:], value)
-    cfg = _coerce(Config, data, "")
-    _validate(cfg)
-    return cfg
+            layers.append(config_files.Layer("--" + name[4:].replace(".", "-").replace("_", "-"), data))
+    for layer in layers:
+        try:
+            _coerce(Config, layer.data, "")
+        except InvalidArgument as e:
+            raise _blamed(e, layer.where(_locate(Config, layer.data))) from None
+    merged = config_files.merge(layers)
+    cfg = _coerce(Config, merged.data, "")
+    try:
+        _validate(cfg)
+    except InvalidArgument as e:
+        # The longest key named in the message is the one to blame.
+        named = [k for k in merged.origins
+                 if re.search(r"(?<![\w.])" + re.escape(".".join(k)) + r"(?![\w])", e.message)]
+        if not named:
+            raise
+        key = max(named, key=len)
+        raise _blamed(e, merged.origins[key].where(key)) from None
+    # Its files name themselves in their errors.
+    hosts_dir.validate(cfg.registry.config_path)
+    return cfg, merged
+
+
+def _blamed(e: InvalidArgument, where: str) -> InvalidArgument:
+    return InvalidArgument(f"config {where}: {e.message.removeprefix('config: ')}")
+
+
+def _locate(cls: type, data: dict[str, Any], prefix: config_files.Key = ()) -> config_files.Key:
+    """The first key of `data` that `cls` refuses (what _coerce complained of)."""
+    hints = _hints(cls)
+    for key, value in data.items():
+        here = prefix + (key,)
+        if key not in hints:
+            return here
+        hint = hints[key]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            try:
+                _coerce(hint, value, "")
+            except InvalidArgument:
+                return _locate(hint, value, here)
+            continue
+        if typing.get_origin(hint) is dict and isinstance(value, dict):
+            _, vtype = typing.get_args(hint)
+            for k, v in value.items():
+                try:
+                    _coerce_value(vtype, v, "")
+                except InvalidArgument:
+                    if isinstance(vtype, type) and dataclasses.is_dataclass(vtype) and isinstance(v, dict):
+                        return _locate(vtype, v, here + (k,))
+                    return here + (k,)
+            continue
+        try:
+            _coerce_value(hint, value, "")
+        except InvalidArgument:
+            return here
+    return prefix
 
 
 # Keys whose value must be one of a fixed set, and numeric keys with a floor

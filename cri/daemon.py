@@ -14,13 +14,15 @@ import shutil
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from cri import rpc
+from cri import config_reload, logsetup, rpc, sdnotify
 from cri.config import Config
 from cri.limits import MAX_MESSAGE_BYTES
 from cri.prometheus import PrometheusMetrics
@@ -36,7 +38,7 @@ from runtime.cgroups.warmup import MigrationWarmup
 from runtime.cni import CniNetwork, invoke
 from runtime.container_service import ContainerService
 from runtime.criu import Criu
-from runtime.errors import InvalidArgument
+from runtime.errors import CrispyError, InvalidArgument
 from runtime.events import EventBus
 from runtime.exits import ExitWatcher
 from runtime.explain.report import Explainer
@@ -85,8 +87,16 @@ def package_version() -> str:
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, reload: Callable[[], Config] | None = None,
+                 notifier: sdnotify.Notifier | None = None) -> None:
         self.config = config
+        # Reads the configuration again (files and the command line) on SIGHUP.
+        self._reload = reload
+        self.notifier = notifier or sdnotify.Notifier()
+        # Called with the new config on every SIGHUP that applies one: a part
+        # that can take its table over live (NRI plugins) adds itself here
+        # and its table's prefix to config_reload.LIVE.
+        self.reload_hooks: list[Callable[[Config], None]] = []
         self.version = package_version()
         self.data_root = Path(config.data_root)
         self.state_root = Path(config.state_root)
@@ -241,7 +251,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_config)
+        self.notifier.send(READY=1, STATUS=f"serving on {self.config.socket}", MAINPID=os.getpid())
+        pinger = asyncio.create_task(self._watchdog()) if self.notifier.watchdog else None
         await self._stopping.wait()
+        self.notifier.send(STOPPING=1, STATUS="shutting down")
+        if pinger is not None:
+            pinger.cancel()
         grace = max(0.0, float(self.config.shutdown_grace))
         log.info("shutting down; containers keep running", extra={"fields": {"grace_s": grace}})
         watchdog = threading.Timer(grace + SHUTDOWN_WIND_DOWN_S + SHUTDOWN_WATCHDOG_SLACK_S, _exit_now,
@@ -308,6 +324,58 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"cannot serve metrics on {self.config.metrics.address}: {exc.strerror}; "
                                    "choose another [metrics] address") from None
+
+    async def _watchdog(self) -> None:
+        # Pinged from the event loop: a loop stuck for longer than the
+        # unit's WatchdogSec gets the daemon restarted by systemd.
+        assert self.notifier.watchdog is not None
+        while True:
+            self.notifier.send(WATCHDOG=1)
+            await asyncio.sleep(self.notifier.watchdog)
+
+    # ---- SIGHUP -----------------------------------------------------------
+
+    def reload_config(self) -> config_reload.Plan | None:
+        """Reads the configuration again and applies what can change live;
+        what needs a restart is only logged. A bad new configuration is
+        refused whole and the old one stays."""
+        if self._reload is None:
+            log.warning("SIGHUP ignored: this daemon was not started from config files")
+            return None
+        try:
+            new = self._reload()
+        except CrispyError as e:
+            log.error("config reload refused; keeping the running config", extra={"fields": {"error": e.message}})
+            return None
+        plan = config_reload.plan(self.config.to_dict(), new.to_dict())
+        if not plan.changed:
+            log.info("config reloaded: nothing changed")
+            return plan
+        # systemd 253+ wants the monotonic time of the reload with RELOADING.
+        self.notifier.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        self._apply_live(new)
+        log.info("config reloaded", extra={"fields": {"applied": ",".join(plan.live) or "none",
+                                                      "needs_restart": ",".join(plan.restart) or "none"}})
+        self.notifier.send(READY=1)
+        return plan
+
+    def _apply_live(self, new: Config) -> None:
+        """Takes over the keys of config_reload.LIVE. The image store and the
+        puller read self.config's tables on each pull, so replacing them is
+        enough; then each of reload_hooks."""
+        if new.log_level != self.config.log_level:
+            logsetup.set_level(new.log_level)
+            self.config.log_level = new.log_level
+        self.config.registries = new.registries
+        self.config.registry = new.registry
+        if new.images.pinned_images != self.config.images.pinned_images:
+            self.config.images.pinned_images = list(new.images.pinned_images)
+            self.images.set_pinned(self.config.images.pinned_images)
+        for hook in self.reload_hooks:
+            try:
+                hook(new)
+            except Exception:  # noqa: BLE001 - one part's failure must not stop the others' reload
+                log.exception("a part failed to take the reloaded config", extra={"fields": {"hook": repr(hook)}})
 
     # ---- persisted node settings ----------------------------------------
 

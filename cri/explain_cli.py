@@ -32,10 +32,11 @@ from runtime.explain.render import render, render_origin
 TIMEOUT_S = 30.0
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
     p = sub.add_parser(
-        "explain", help="show what a pod or container really is on this node (namespaces, cgroups, layers, mounts, "
-                        "security, network), as the kernel sees it; needs the daemon running",
+        "explain", parents=parents or [],
+        help="show what a pod or container really is on this node (namespaces, cgroups, layers, mounts, "
+             "security, network), as the kernel sees it; needs the daemon running",
         description="NAME_OR_ID is an ID, a unique ID prefix, or a pod or container name (for a container name, "
                     "the latest attempt). Prefix it with pod/ or container/ when a pod and a container share a name.")
     p.add_argument("target", metavar="NAME_OR_ID")

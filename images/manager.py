@@ -85,12 +85,18 @@ class ImageManager:
         self._usage: FsUsage | None = None
         self._registry: Puller | None = None  # made on the first pull
         self._pinned: set[str] = set()
-        for name in self.images_cfg.pinned_images:
+        self.set_pinned(self.images_cfg.pinned_images)
+
+    def set_pinned(self, names: list[str]) -> None:
+        """images.pinned_images, at start-up and on a config reload."""
+        pinned = set()
+        for name in names:
             ref = reference.try_parse(name)
             if ref is None:
                 log.error("ignoring invalid images.pinned_images entry", extra={"fields": {"ref": name}})
             else:
-                self._pinned.add(ref.digested if ref.digest else ref.tagged)
+                pinned.add(ref.digested if ref.digest else ref.tagged)
+        self._pinned = pinned
 
     # ---- lifecycle ------------------------------------------------------------
 

@@ -23,6 +23,15 @@ class RegistryHostConfig:
 
 
 @dataclass
+class RegistryConfig:
+    # A hosts directory as containerd reads it (<host>/hosts.toml) or as
+    # docker reads certs.d (<host>/ca.crt, client.cert, client.key); for a
+    # registry with a [registries."<host>"] table of its own, that table
+    # wins. Re-read when it changes.
+    config_path: str = "/etc/crispy/certs.d"
+
+
+@dataclass
 class ImagesConfig:
     max_concurrent_downloads: int = 3
     # Seconds a pull may receive no bytes before it is cancelled.
@@ -48,3 +57,4 @@ class ImageSettings(Protocol):
     """What the image store reads of the daemon's configuration."""
     images: ImagesConfig
     registries: dict[str, RegistryHostConfig]
+    registry: RegistryConfig

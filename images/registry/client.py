@@ -17,6 +17,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import os
 import random
 import ssl
 import sys
@@ -117,6 +118,26 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
+def _stamps(paths: tuple[str, ...]) -> tuple[int, ...]:
+    out = []
+    for p in paths:
+        if p:
+            try:
+                out.append(os.stat(p).st_mtime_ns)
+            except OSError:
+                out.append(0)  # missing: loading it says so
+    return tuple(out)
+
+
+def _settings_of(ep: Endpoint, what: str) -> str:
+    """Where an operator sets `what` ("ca", "client") for this endpoint."""
+    if ep.source.endswith(".toml"):
+        return f"{ep.source} ({what} = ...)"
+    if ep.source:
+        return f"{ep.source} ({'ca.crt' if what == 'ca' else 'client.cert and client.key'})"
+    return f'registries."{ep.config_key}".ca_file' if what == "ca" else "its hosts.toml (client = ...)"
+
+
 @dataclass
 class Target:
     """One endpoint as this pull talks to it."""
@@ -134,7 +155,8 @@ class RegistryClient:
         self.min_rate = min_rate
         self.rate_window = rate_window
         self.user_agent = user_agent
-        self._clients: dict[tuple[bool, str], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[bool, str, tuple[str, ...], tuple[str, str] | None, tuple[int, ...]],
+                            httpx.AsyncClient] = {}
         self._schemes: dict[str, str] = {}
         self._auth: dict[tuple[str, str, Credentials], str | Token] = {}
 
@@ -143,19 +165,33 @@ class RegistryClient:
             await c.aclose()
         self._clients.clear()
 
-    def _client(self, verify: bool, ca_file: str) -> httpx.AsyncClient:
-        key = (verify, ca_file)
+    def _client(self, verify: bool, ca_file: str, extra_cas: tuple[str, ...] = (),
+                client_cert: tuple[str, str] | None = None) -> httpx.AsyncClient:
+        # The files' mtimes are part of the key: a CA or client certificate
+        # rotated in place gets a fresh TLS context on the next request.
+        key = (verify, ca_file, extra_cas, client_cert,
+               _stamps((ca_file, *extra_cas, *(client_cert or ()))))
         c = self._clients.get(key)
         if c is None:
-            if not verify:
+            if not verify and client_cert is None:
                 tls: ssl.SSLContext | bool = False
             else:
                 tls = ssl.create_default_context()
-                if ca_file:
+                if not verify:
+                    tls.check_hostname = False
+                    tls.verify_mode = ssl.CERT_NONE
+                for ca in ((ca_file,) if ca_file else ()) + extra_cas:
                     try:
-                        tls.load_verify_locations(cafile=ca_file)
+                        tls.load_verify_locations(cafile=ca)
                     except (OSError, ssl.SSLError) as e:
-                        raise InvalidArgument(f"registry ca_file {ca_file} cannot be loaded: {e}") from None
+                        raise InvalidArgument(f"registry CA file {ca} cannot be loaded: {e}") from None
+                if client_cert is not None:
+                    cert, keyfile = client_cert
+                    try:
+                        tls.load_cert_chain(cert, keyfile or None)
+                    except (OSError, ssl.SSLError) as e:
+                        raise InvalidArgument(f"registry client certificate {cert} (key {keyfile or cert}) cannot "
+                                              f"be loaded: {e}") from None
             timeout = httpx.Timeout(connect=30.0, read=self.stall_timeout, write=30.0, pool=None)
             c = httpx.AsyncClient(verify=tls, timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS,
                                   headers={"User-Agent": self.user_agent},
@@ -166,6 +202,11 @@ class RegistryClient:
     # ---- scheme -------------------------------------------------------------
 
     async def base_url(self, ep: Endpoint) -> str:
+        if not ep.http_fallback:
+            # A scheme the config spelled out is taken at its word, even for
+            # a host another endpoint found speaking the other one (a hosts
+            # file edited from http:// to https://).
+            return f"{ep.scheme}://{ep.host}{ep.base_path}"
         scheme = self._schemes.get(ep.host)
         if scheme is None:
             scheme = ep.scheme
@@ -181,7 +222,7 @@ class RegistryClient:
         return f"{scheme}://{ep.host}{ep.base_path}"
 
     def _http(self, ep: Endpoint) -> httpx.AsyncClient:
-        return self._client(ep.verify, ep.ca_file)
+        return self._client(ep.verify, ep.ca_file, ep.extra_cas, ep.client_cert)
 
     # ---- authentication --------------------------------------------------------
 
@@ -238,11 +279,12 @@ class RegistryClient:
         5xx and dropped connections retried with backoff."""
         base = await self.base_url(t.endpoint)
         client = self._http(t.endpoint)
-        url = base + path
+        url = base + t.endpoint.api_path(path)
         attempt = 0
         answered = False
         while True:
-            hdrs = dict(headers or {})
+            hdrs = dict(t.endpoint.headers)
+            hdrs.update(headers or {})
             authz = self._cached_auth(t)
             if authz:
                 hdrs["Authorization"] = authz
@@ -254,11 +296,17 @@ class RegistryClient:
                                   f"fetching {what or path}; pull cancelled (images.pull_stall_timeout)") from None
             except httpx.UnsupportedProtocol as e:
                 raise RegistryUnavailable(f"registry {t.endpoint} cannot be reached: {clip(e)}") from None
+            except ssl.SSLError as e:
+                # With TLS 1.3 a server's refusal of our (missing) client
+                # certificate arrives as an alert on the first read.
+                raise RegistryUnavailable(
+                    f"registry {t.endpoint} ended the TLS session ({e.reason or clip(e)}); if it wants a client "
+                    f"certificate, give one in {_settings_of(t.endpoint, 'client')}") from None
             except _transient() as e:
                 if _is_certificate_error(e):
                     raise RegistryUnavailable(
                         f"registry {t.endpoint} presented a certificate crispy cannot verify ({e}); give its CA in "
-                        f"registries.\"{t.endpoint.config_key}\".ca_file, or mark it insecure") from None
+                        f"{_settings_of(t.endpoint, 'ca')}, or mark it insecure") from None
                 attempt += 1
                 if attempt >= MAX_ATTEMPTS:
                     raise RegistryUnavailable(f"registry {t.endpoint} unreachable after {attempt} attempts "

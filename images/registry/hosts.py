@@ -28,9 +28,23 @@ class Endpoint:
     ca_file: str
     mirror: bool
     config_key: str        # the [registries."<key>"] this endpoint's settings came from
+    # From a hosts directory (hosts_dir.py): more CAs, a client certificate
+    # (cert file, key file or ""), headers sent with every request, whether
+    # base_path is the API root itself (override_path, no /v2 added), and
+    # what the endpoint may be used for ("resolve": tags to digests, "pull").
+    extra_cas: tuple[str, ...] = ()
+    client_cert: tuple[str, str] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    override_path: bool = False
+    capabilities: frozenset[str] = frozenset({"pull", "resolve"})
+    source: str = ""       # the hosts.toml or certs directory it came from, for messages
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.host}{self.base_path}"
+
+    def api_path(self, path: str) -> str:
+        """`/v2/<repo>/...` as this endpoint wants it."""
+        return path.removeprefix("/v2") if self.override_path else path
 
 
 def is_loopback(host: str) -> bool:

@@ -28,13 +28,14 @@ from images.image_store import ImageRecord
 from images.platform import Platform, select_manifest
 from images.registry.auth import AuthConfigLike, Credentials, credentials_from, pull_scope
 from images.registry.client import RegistryClient, Target
-from images.registry.hosts import configured_credentials, endpoints_for
+from images.registry.hosts import Endpoint, configured_credentials, endpoints_for
+from images.registry.hosts_dir import HostsDir
 from images.registry.shared import SharedWork
 from images.registry.slots import DownloadSlots
 from images.settings import ImagesConfig, ImageSettings
 from images.snapshots import SnapshotStore
 from runtime.crashpoints import crashpoint
-from runtime.errors import CrispyError, ResourceExhausted
+from runtime.errors import CrispyError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger("crispy.images.pull")
 
@@ -112,6 +113,7 @@ class Puller:
         self.slots = DownloadSlots(cfg.max_concurrent_downloads)
         self._pulls: SharedWork[str, ImageRecord] = SharedWork()
         self._blobs: SharedWork[str, None] = SharedWork()
+        self.hosts_dir = HostsDir()
 
     async def close(self) -> None:
         await self.client.close()
@@ -123,11 +125,21 @@ class Puller:
             log.info("joining a pull already under way", extra={"fields": {"ref": key}})
         return await self._pulls.join(key, lambda: self._pull(ref, auth))
 
+    def _endpoints(self, domain: str) -> list[Endpoint]:
+        """crispy's own [registries."<domain>"] table if there is one, else
+        the hosts directory's word on the registry, else the registry alone."""
+        registries = self.images.config.registries
+        if domain not in registries:
+            found = self.hosts_dir.endpoints(self.images.config.registry.config_path, domain)
+            if found is not None:
+                return [ep for ep in found if ep.capabilities & {"pull", "resolve"}]
+        return endpoints_for(domain, registries)
+
     def _targets(self, ref: reference.Reference, auth: AuthConfigLike | None) -> list[Target]:
         registries = self.images.config.registries
         req_creds = _request_credentials(auth, ref.domain)
         out = []
-        for ep in endpoints_for(ref.domain, registries):
+        for ep in self._endpoints(ref.domain):
             if ep.mirror:
                 creds = configured_credentials(registries, ep.config_key) or Credentials()
             else:
@@ -144,8 +156,13 @@ class Puller:
                 errors: list[str] = []
                 last: CrispyError | None = None
                 for i, t in enumerate(targets):
+                    if "resolve" not in t.endpoint.capabilities and not ref.digest:
+                        continue  # a pull-only mirror serves blobs, never tags
+                    # Blobs from pull-only mirrors placed before it first, then in turn.
+                    early = [x for x in targets[:i] if "resolve" not in x.endpoint.capabilities]
+                    order = [x for x in early + targets[i:] + targets[:i] if "pull" in x.endpoint.capabilities]
                     try:
-                        rec = await self._pull_from(ref, t, targets[i:] + targets[:i], progress)
+                        rec = await self._pull_from(ref, t, _unique(order), progress)
                     except CrispyError as e:
                         errors.append(f"{t.endpoint}: {e.message}")
                         last = e
@@ -156,7 +173,9 @@ class Puller:
                     log.info("image pulled",
                              extra={"fields": {**progress.fields(), "id": rec.id, "from": str(t.endpoint)}})
                     return rec
-                assert last is not None
+                if last is None:
+                    raise InvalidArgument(f"no endpoint of {ref.domain} may resolve tags (each host's capabilities "
+                                          f"lack \"resolve\"); pull {ref} by digest or give a host \"resolve\"")
                 if len(errors) > 1:
                     last = type(last)(f"pulling {ref} failed on every endpoint: " + "; ".join(errors))
                 log.info("pull failed", extra={"fields": {**progress.fields(), "error": last.message}})
@@ -274,3 +293,13 @@ class Puller:
                     "blob": digest, "registry": host}})
             finally:
                 self.slots.release(slot)
+
+
+def _unique(targets: list[Target]) -> list[Target]:
+    seen: set[int] = set()
+    out = []
+    for t in targets:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class NriSettings:
+    # NRI on (as in containerd 2.x); false: no socket, no plugins, no calls.
     enable: bool = True
     # Where external plugins connect (containerd/nri's DefaultSocketPath).
     socket_path: str = "/var/run/nri/nri.sock"
