@@ -22,13 +22,10 @@ loaded only when the endpoint is on: an idle daemon without it stays
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -36,31 +33,16 @@ import grpc
 from cri.metrics_settings import parse_address
 from runtime.events import Event, EventBus, EventKind
 from runtime.index import RecordIndex
+from runtime.lazy_module import on_first_use
 from runtime.telemetry import Telemetry
 
 log = logging.getLogger("crispy.metrics")
 
 
-def _on_first_use(name: str) -> ModuleType:
-    """The module, executed when one of its names is first used."""
-    found = sys.modules.get(name)
-    if found is not None:
-        return found
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"no module named {name!r}")
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
-
-
 if TYPE_CHECKING:
     import prometheus_client as prom
 else:
-    prom = _on_first_use("prometheus_client")
+    prom = on_first_use("prometheus_client")
 
 # RPC latencies: kubelet's calls take 0.1 ms (a cached list) to seconds
 # (RunPodSandbox with CNI, a pull goes to its own family).

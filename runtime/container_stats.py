@@ -114,20 +114,26 @@ def collect(cgroups: CgroupManager | None, ctr: ContainerRecord,
 class InterfaceUsage:
     name: str
     rx_bytes: int
+    rx_packets: int
     rx_errors: int
+    rx_dropped: int
     tx_bytes: int
+    tx_packets: int
     tx_errors: int
+    tx_dropped: int
 
 
 def parse_net_dev(text: str) -> list[InterfaceUsage]:
-    """/proc/<pid>/net/dev: two header lines, then `name: 16 counters`."""
+    """/proc/<pid>/net/dev: two header lines, then `name: 16 counters`
+    (receive: bytes packets errs drop ..., transmit from the 9th on)."""
     out = []
     for line in text.splitlines()[2:]:
         name, sep, rest = line.partition(":")
-        fields = rest.split()
-        if not sep or len(fields) < 16:
+        f = rest.split()
+        if not sep or len(f) < 16 or not all(x.isdigit() for x in f[:12]):
             continue
-        out.append(InterfaceUsage(name.strip(), int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])))
+        out.append(InterfaceUsage(name.strip(), int(f[0]), int(f[1]), int(f[2]), int(f[3]),
+                                  int(f[8]), int(f[9]), int(f[10]), int(f[11])))
     return out
 
 

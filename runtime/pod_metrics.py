@@ -25,19 +25,6 @@ from runtime.store import ContainerRecord, SandboxRecord
 
 
 @dataclass
-class InterfaceCounters:
-    name: str
-    rx_bytes: int
-    rx_packets: int
-    rx_errors: int
-    rx_dropped: int
-    tx_bytes: int
-    tx_packets: int
-    tx_errors: int
-    tx_dropped: int
-
-
-@dataclass
 class FilesystemReading:
     device: str
     used_bytes: int
@@ -61,32 +48,8 @@ class ContainerReading:
 class PodReading:
     pod: SandboxRecord
     timestamp_ns: int
-    interfaces: list[InterfaceCounters] = field(default_factory=list)
+    interfaces: list[container_stats.InterfaceUsage] = field(default_factory=list)
     containers: list[ContainerReading] = field(default_factory=list)
-
-
-def parse_net_dev(text: str) -> list[InterfaceCounters]:
-    """/proc/<pid>/net/dev: two header lines, then `name: 16 counters`
-    (receive: bytes packets errs drop ..., transmit from the 9th on)."""
-    out = []
-    for line in text.splitlines()[2:]:
-        name, sep, rest = line.partition(":")
-        f = rest.split()
-        if not sep or len(f) < 16 or not all(x.isdigit() for x in f[:12]):
-            continue
-        out.append(InterfaceCounters(name.strip(), int(f[0]), int(f[1]), int(f[2]), int(f[3]),
-                                     int(f[8]), int(f[9]), int(f[10]), int(f[11])))
-    return out
-
-
-def network_counters(pid: int) -> list[InterfaceCounters] | None:
-    """Blocking. Interfaces of the network namespace `pid` is in, lo left out."""
-    try:
-        with open(f"/proc/{pid}/net/dev") as f:
-            text = f.read()
-    except OSError:
-        return None
-    return [i for i in parse_net_dev(text) if i.name != "lo"]
 
 
 def open_files(pids: list[int]) -> tuple[int, int]:
@@ -169,7 +132,7 @@ class PodMetricsSampler:
         for pod, pids, ctrs in jobs:
             reading = PodReading(pod, time.time_ns())
             for pid in pids:
-                counters = network_counters(pid)
+                counters = container_stats.network_usage(pid)
                 if counters is not None:
                     reading.interfaces = counters
                     break

@@ -6,34 +6,16 @@ Stats are read page by page, not all before the first is sent."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar
-
-from google.protobuf.message import Message
+from typing import Any
 
 from cri.proto import api_pb2 as pb
 from cri.servicers import containers, sandboxes
 from cri.servicers.filters import labels_match
 from cri.servicers.node import Node
-from cri.servicers.paging import PAGE_BYTES, pages
+from cri.servicers.paging import async_pages, pages
 from cri.servicers.stats import container_stats
 from cri.servicers.summary_cache import SummaryCache
 from runtime.store import ContainerRecord, SandboxRecord
-
-M = TypeVar("M", bound=Message)
-
-
-async def _stats_pages(items: AsyncIterator[M], budget: int = PAGE_BYTES) -> AsyncIterator[list[M]]:
-    page: list[M] = []
-    size = 0
-    async for item in items:
-        n = item.ByteSize() + 6
-        if page and size + n > budget:
-            yield page
-            page, size = [], 0
-        page.append(item)
-        size += n
-    if page:
-        yield page
 
 
 class StreamListRPCs:
@@ -78,7 +60,7 @@ class StreamListRPCs:
         async def stats() -> AsyncIterator[pb.ContainerStats]:
             for c in ctrs:
                 yield container_stats(c, await usage.container_usage(c))
-        async for page in _stats_pages(stats()):
+        async for page in async_pages(stats()):
             yield pb.StreamContainerStatsResponse(container_stats=page)
 
     async def StreamPodSandboxStats(self, request: pb.StreamPodSandboxStatsRequest,
@@ -91,5 +73,5 @@ class StreamListRPCs:
         async def stats() -> AsyncIterator[pb.PodSandboxStats]:
             for r in recs:
                 yield await sandboxes.pod_stats(self.daemon, r)
-        async for page in _stats_pages(stats()):
+        async for page in async_pages(stats()):
             yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=page)

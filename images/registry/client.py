@@ -15,14 +15,11 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import logging
 import os
 import random
 import ssl
-import sys
 from dataclasses import dataclass
-from types import ModuleType
 from typing import TYPE_CHECKING, AsyncIterator, Callable, TypeVar
 
 from images.content_store import BlobWriter, ContentStore
@@ -40,31 +37,14 @@ from images.registry.errors import (
 from images.registry.hosts import Endpoint
 from images.registry.rate import RateGuard
 from runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from runtime.lazy_module import on_first_use
 
-
-def _on_first_use(name: str) -> ModuleType:
-    """The module, loaded when one of its names is first used. httpx and
-    what it imports (http.client, email, idna) are ~3.5 MiB of a daemon
-    that has not pulled yet; they came only with the first pull until the
-    registry client was imported at start-up, and still do."""
-    found = sys.modules.get(name)
-    if found is not None:
-        return found
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"no module named {name!r}")
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
-
-
+# httpx and what it imports (http.client, email, idna) are ~3.5 MiB of a
+# daemon that has not pulled yet: loaded with the first pull.
 if TYPE_CHECKING:
     import httpx
 else:
-    httpx = _on_first_use("httpx")
+    httpx = on_first_use("httpx")
 
 T = TypeVar("T")
 

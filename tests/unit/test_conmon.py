@@ -231,4 +231,5 @@ def test_net_dev_parsing():
             "    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n"
             "  eth0: 5000 40 3 0 0 0 0 0 7000 50 4 0 0 0 0 0\n"
             "garbage line\n")
-    assert cs.parse_net_dev(text) == [cs.InterfaceUsage("lo", 100, 0, 100, 0), cs.InterfaceUsage("eth0", 5000, 3, 7000, 4)]
+    assert cs.parse_net_dev(text) == [cs.InterfaceUsage("lo", 100, 2, 0, 0, 100, 2, 0, 0),
+                                      cs.InterfaceUsage("eth0", 5000, 40, 3, 0, 7000, 50, 4, 0)]

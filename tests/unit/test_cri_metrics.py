@@ -15,8 +15,9 @@ from cri.proto import api_pb2 as pb
 from cri.servicers import metrics
 from cri.servicers.paging import pages
 from runtime.cgroups.metrics import read_v1, read_v2
+from runtime.container_stats import parse_net_dev
 from runtime.criu import Criu
-from runtime.pod_metrics import ContainerReading, FilesystemReading, PodReading, parse_net_dev
+from runtime.pod_metrics import ContainerReading, FilesystemReading, PodReading
 from runtime.store import ContainerRecord, SandboxRecord
 
 TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")

@@ -79,7 +79,7 @@ def test_pod_without_cgroup_or_network() -> None:
 def test_pod_cgroup_network_and_containers() -> None:
     cg = CgroupStats(TS, cpu_usage_ns=9, memory_usage_bytes=80, memory_working_set_bytes=60,
                      memory_rss_bytes=40, memory_limit_bytes=100, page_faults=3, major_page_faults=0)
-    ifaces = [InterfaceUsage("lo", 1, 0, 1, 0), InterfaceUsage("eth0", 500, 1, 400, 2)]
+    ifaces = [InterfaceUsage("lo", rx_bytes=1, rx_packets=0, rx_errors=0, rx_dropped=0, tx_bytes=1, tx_packets=0, tx_errors=0, tx_dropped=0), InterfaceUsage("eth0", rx_bytes=500, rx_packets=0, rx_errors=1, rx_dropped=0, tx_bytes=400, tx_packets=0, tx_errors=2, tx_dropped=0)]
     inner = [container_stats(_ctr("a"), ContainerUsage(TS, None, None, None, "")),
              container_stats(_ctr("b"), ContainerUsage(TS, None, None, None, ""))]
     st = pod_sandbox_stats(_pod(), CgroupUsage(TS, cg, 7, 4), ifaces, inner)
@@ -99,7 +99,7 @@ def test_pod_cgroup_network_and_containers() -> None:
 
 def test_pod_network_default_interface_fallbacks() -> None:
     usage = CgroupUsage(TS, None, None, None)
-    st = pod_sandbox_stats(_pod(), usage, [InterfaceUsage("net1", 1, 0, 2, 0)], [])
+    st = pod_sandbox_stats(_pod(), usage, [InterfaceUsage("net1", rx_bytes=1, rx_packets=0, rx_errors=0, rx_dropped=0, tx_bytes=2, tx_packets=0, tx_errors=0, tx_dropped=0)], [])
     assert st.linux.network.default_interface.name == "net1"
     st = pod_sandbox_stats(_pod(), usage, [], [])
     assert st.linux.HasField("network") and not st.linux.network.HasField("default_interface")
