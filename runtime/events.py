@@ -16,6 +16,12 @@ Events published before the daemon serves (exits of containers that ended
 while crispy was down, pods found broken, recorded at start-up) are held,
 and every subscriber that arrives within `backlog_window` seconds of
 `serving()` gets them first: kubelet reconnects right after a restart.
+Exits (STOPPED) are held after `serving()` too, until the first
+subscriber arrives: the exit watchers that recovery restarts find exits
+that happened while crispy was down a moment after it serves, and such an
+exit published before kubelet has reconnected would otherwise reach nobody.
+What kubelet's own calls cause after serving is not held: it sees that in
+its relist.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class EventBus:
         # Until serving(): events are held here (bounded: the oldest go).
         self._backlog: deque[Event] | None = deque(maxlen=backlog_size)
         self._backlog_until: float | None = None
+        self._subscribed = False
         self.published = 0
         self.overflows = 0
 
@@ -140,7 +147,8 @@ class EventBus:
         self.published += 1
         if self._backlog_until is not None and self._backlog is not None and self._clock() >= self._backlog_until:
             self._backlog = None  # nobody came for it in time
-        holding = self._backlog is not None and self._backlog_until is None
+        holding = self._backlog is not None and (
+            self._backlog_until is None or (kind is EventKind.STOPPED and not self._subscribed))
         if not self._subs and not self._listeners and not holding:
             return
         event = Event(kind, container_id, time.time_ns(), copy.copy(pod) if pod is not None else None,
@@ -178,6 +186,7 @@ class EventBus:
 
     def subscribe(self) -> Subscription:
         sub = Subscription(self, self._queue_size)
+        self._subscribed = True
         if self._backlog is not None and self._backlog_until is not None:
             if self._clock() < self._backlog_until:
                 # Past the queue's bound if need be: it limits falling behind

@@ -104,9 +104,15 @@ def test_an_exit_while_crispy_is_down_is_reported_after_the_restart(daemon, tmp_
     with daemon.client() as c:
         cfg = pod_config("downexit", log_directory=str(tmp_path))
         pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+        # It exits once told to, after crispy has stopped: a timed exit could
+        # come while a slow shutdown still runs and be recorded by the old
+        # daemon, whose streams are closed by then.
+        flags = tmp_path / "flags"
+        flags.mkdir()
+        config = container_config("app", ["/bin/sh", "-c", "while [ ! -e /flags/go ]; do sleep 0.05; done; exit 5"])
+        config.mounts.append(pb.Mount(container_path="/flags", host_path=str(flags)))
         ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
-            pod_sandbox_id=pod, config=container_config("app", ["/bin/sh", "-c", "sleep 2; exit 5"]),
-            sandbox_config=cfg)).container_id
+            pod_sandbox_id=pod, config=config, sandbox_config=cfg)).container_id
         c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
     sub = Subscriber(daemon)
     assert daemon.stop() == 0
@@ -114,7 +120,8 @@ def test_an_exit_while_crispy_is_down_is_reported_after_the_restart(daemon, tmp_
     # The stream ended with the shutdown, not at the end of the grace period.
     assert sub.error is not None and sub.error.code() == grpc.StatusCode.UNAVAILABLE
     sub.close()
-    time.sleep(2.5)  # the container exits meanwhile
+    (flags / "go").touch()
+    time.sleep(0.5)  # the loop sees the file within 50 ms
     again = daemon.start()
     sub = Subscriber(again)
     try:

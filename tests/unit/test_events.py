@@ -188,3 +188,23 @@ def test_held_events_do_not_count_against_the_queue_and_expire() -> None:
         assert bus._backlog is None
         assert (await sub.next()).kind is EventKind.DELETED
     asyncio.run(main())
+
+
+def test_an_exit_found_after_serving_but_before_the_first_subscriber_is_held_for_it() -> None:
+    async def main() -> None:
+        index = RecordIndex()
+        ctr = _record(index)
+        bus = EventBus(index)
+        bus.serving()
+        # A restarted exit watcher finds the exit a moment after crispy serves.
+        bus.container(EventKind.STOPPED, ctr)
+        first = bus.subscribe()
+        assert (await asyncio.wait_for(first.next(), 1.0)).kind is EventKind.STOPPED
+        # Once someone listens, live events are no longer held...
+        bus.container(EventKind.DELETED, ctr)
+        assert (await asyncio.wait_for(first.next(), 1.0)).kind is EventKind.DELETED
+        # ...but what start-up found still reaches the next one in the window.
+        second = bus.subscribe()
+        assert (await asyncio.wait_for(second.next(), 1.0)).kind is EventKind.STOPPED
+        assert len(second._queue) == 0  # DELETED came live to the first, it was not held
+    asyncio.run(main())
