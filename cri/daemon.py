@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from cri import config_reload, logsetup, rpc, sdnotify
+from cri import config_reload, explain_on_demand, logsetup, rpc, sdnotify
 from cri.config import Config
 from cri.limits import MAX_MESSAGE_BYTES
 from cri.prometheus import PrometheusMetrics
@@ -41,7 +41,6 @@ from runtime.criu import Criu
 from runtime.errors import CrispyError, InvalidArgument
 from runtime.events import EventBus
 from runtime.exits import ExitWatcher
-from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
 from runtime.handlers import RuntimeHandlers
 from runtime.index import RecordIndex
@@ -149,7 +148,7 @@ class Daemon:
         self.usage = UsageSampler(self.index, cgroups)
         self.pod_metrics = PodMetricsSampler(self.index, cgroups)
         self.criu = Criu()
-        self.explain = Explainer(self.index, self.images, self.cgroup_layout, rc.cgroup_driver)
+        self.explain = explain_on_demand.explainer(self.index, self.images, self.cgroup_layout, rc.cgroup_driver)
         self.containers = ContainerService(
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, images=self.images, runtimes=self.runtimes, pod_cgroups=pod_cgroups,

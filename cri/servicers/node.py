@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from cri.config import Config
+from cri.explain_on_demand import ExplainOnDemand
 from cri.streaming.server import StreamingServer
 from images.manager import ImageManager
 from runtime.container_service import ContainerService
 from runtime.criu import Criu
 from runtime.events import EventBus
-from runtime.explain.report import Explainer
 from runtime.features import NodeFeatures
 from runtime.index import RecordIndex
 from runtime.pod_health import PodHealth
@@ -36,7 +36,7 @@ class Node(Protocol):
     events: EventBus
     pod_metrics: PodMetricsSampler
     criu: Criu
-    explain: Explainer
+    explain: ExplainOnDemand
 
     def runtime_readiness(self) -> dict[str, Any]: ...
 

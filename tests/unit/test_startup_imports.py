@@ -27,3 +27,15 @@ def test_the_http_client_loads_when_first_used() -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_the_explain_report_loads_with_the_first_verbose_status_not_at_start_up() -> None:
+    probe = ("import sys, cri.cli, cri.daemon\n"
+             "print(sorted(m for m in ('runtime.explain.filesystem', 'runtime.explain.network') if m in sys.modules))\n"
+             "from cri import explain_on_demand\n"
+             "e = explain_on_demand.explainer(None, None, None, 'cgroupfs')\n"
+             "e._get()\n"
+             "print('runtime.explain.filesystem' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True"]
