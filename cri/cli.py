@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from cri import config as configmod
 from cri import config_files, config_toml, logsetup
@@ -81,8 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="use this Python's crispy instead of making a venv (default: make one)")
     uninst.add_argument("--purge", action="store_true",
                         help="also delete data_root and state_root (images, pods, records) (default: keep them)")
-    from cri import explain_cli  # grpc and the report's renderer: only when a command is parsed
-    explain_cli.add_parser(sub, parents=[common])
+    _add_explain(sub, [common])
     return parser
 
 
@@ -118,6 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     if command == "config":
         return _cmd_config(cfg, merged, args)
     return COMMANDS[command](cfg, args)
+
+
+def _add_explain(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "explain", parents=parents,
+        help="show what a pod or container really is on this node (namespaces, cgroups, layers, mounts, "
+             "security, network), as the kernel sees it; needs the daemon running",
+        description="NAME_OR_ID is an ID, a unique ID prefix, or a pod or container name (for a container name, "
+                    "the latest attempt). Prefix it with pod/ or container/ when a pod and a container share a name.")
+    p.add_argument("target", metavar="NAME_OR_ID")
+    p.add_argument("--namespace", "-n", default="", help="only consider pods in this Kubernetes namespace")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (the same facts)")
+    p.add_argument("--path", default="", metavar="P",
+                   help="say where path P inside the container comes from: a mount, the container's own writes, "
+                        "or which image layer")
 
 
 def _cmd_config(cfg: configmod.Config, merged: config_files.Merged, args: argparse.Namespace) -> int:

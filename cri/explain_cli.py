@@ -32,21 +32,6 @@ from runtime.explain.render import render, render_origin
 TIMEOUT_S = 30.0
 
 
-def add_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
-    p = sub.add_parser(
-        "explain", parents=parents or [],
-        help="show what a pod or container really is on this node (namespaces, cgroups, layers, mounts, "
-             "security, network), as the kernel sees it; needs the daemon running",
-        description="NAME_OR_ID is an ID, a unique ID prefix, or a pod or container name (for a container name, "
-                    "the latest attempt). Prefix it with pod/ or container/ when a pod and a container share a name.")
-    p.add_argument("target", metavar="NAME_OR_ID")
-    p.add_argument("--namespace", "-n", default="", help="only consider pods in this Kubernetes namespace")
-    p.add_argument("--json", action="store_true", help="print the report as JSON (the same facts)")
-    p.add_argument("--path", default="", metavar="P",
-                   help="say where path P inside the container comes from: a mount, the container's own writes, "
-                        "or which image layer")
-
-
 @dataclass
 class Candidate:
     kind: str  # "pod" | "container"

@@ -30,8 +30,10 @@ def test_the_http_client_loads_when_first_used() -> None:
 
 
 def test_the_explain_report_loads_with_the_first_verbose_status_not_at_start_up() -> None:
+    # The daemon starts through the command line, whose parser knows `explain`.
     probe = ("import sys, cri.cli, cri.daemon\n"
-             "print(sorted(m for m in ('runtime.explain.filesystem', 'runtime.explain.network') if m in sys.modules))\n"
+             "cri.cli._parser().parse_args(['serve'])\n"
+             "print(sorted(m for m in ('runtime.explain.filesystem', 'runtime.explain.network', 'runtime.explain.paths', 'runtime.explain.render') if m in sys.modules))\n"
              "from cri import explain_on_demand\n"
              "e = explain_on_demand.explainer(None, None, None, 'cgroupfs')\n"
              "e._get()\n"
