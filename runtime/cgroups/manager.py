@@ -42,6 +42,11 @@ class CgroupStats:
     psi: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
+def v1_limit(value: int | None) -> int | None:
+    """A v1 limit file's value, None for "no limit" (or unread)."""
+    return value if value is not None and value < V1_UNLIMITED else None
+
+
 def read_text(path: Path) -> str | None:
     try:
         return path.read_text()

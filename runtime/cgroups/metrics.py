@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.cgroups.manager import V1_UNLIMITED, CgroupManager, read_flat_keyed, read_int, read_text
+from runtime.cgroups.manager import CgroupManager, read_flat_keyed, read_int, read_text, v1_limit
 from runtime.cgroups.v1 import V1Manager
-from runtime.cgroups.v2 import V2Manager
+from runtime.cgroups.v2 import V2Manager, weight_to_shares
 
 # cpuacct.stat counts in USER_HZ ticks.
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -78,10 +78,6 @@ def read(mgr: CgroupManager, path: str) -> CgroupMetrics | None:
     return None
 
 
-def _limit_v1(value: int | None) -> int | None:
-    return value if value is not None and value < V1_UNLIMITED else None
-
-
 def _ids(text: str | None) -> list[int]:
     return [int(t) for t in (text or "").split() if t.isdigit()]
 
@@ -128,9 +124,9 @@ def read_v1(dirs: dict[str, Path]) -> CgroupMetrics:
         m.pgfault_hierarchy = ms.get("total_pgfault", m.pgfault)
         m.pgmajfault_hierarchy = ms.get("total_pgmajfault", m.pgmajfault)
         m.oom_events = read_flat_keyed(mem / "memory.oom_control").get("oom_kill")
-        m.memory_limit = _limit_v1(read_int(mem / "memory.limit_in_bytes"))
-        m.memory_swap_limit = _limit_v1(read_int(mem / "memory.memsw.limit_in_bytes"))
-        m.memory_reservation = _limit_v1(read_int(mem / "memory.soft_limit_in_bytes"))
+        m.memory_limit = v1_limit(read_int(mem / "memory.limit_in_bytes"))
+        m.memory_swap_limit = v1_limit(read_int(mem / "memory.memsw.limit_in_bytes"))
+        m.memory_reservation = v1_limit(read_int(mem / "memory.soft_limit_in_bytes"))
     pids = dirs.get("pids")
     if pids is not None:
         m.threads_max = read_int(pids / "pids.max")
@@ -190,7 +186,7 @@ def read_v2(cg: Path) -> CgroupMetrics:
     weight = read_int(cg / "cpu.weight")
     if weight is not None:
         # cAdvisor reports shares on both layouts.
-        m.cpu_shares = 2 + ((weight - 1) * 262142) // 9999
+        m.cpu_shares = weight_to_shares(weight)
     usage = read_int(cg / "memory.current")
     ms = read_flat_keyed(cg / "memory.stat")
     m.memory_usage = usage

@@ -19,6 +19,7 @@ from runtime.cgroups.manager import (
     read_int,
     read_text,
     rmdir_tree,
+    v1_limit,
     write,
     write_procs,
 )
@@ -268,7 +269,7 @@ class V1Manager(CgroupManager):
             st.page_faults = ms.get("total_pgfault", ms.get("pgfault"))
             st.major_page_faults = ms.get("total_pgmajfault", ms.get("pgmajfault"))
             limit = read_int(mem / "memory.limit_in_bytes")
-            st.memory_limit_bytes = limit if limit is not None and limit < V1_UNLIMITED else None
+            st.memory_limit_bytes = v1_limit(limit)
             memsw = read_int(mem / "memory.memsw.usage_in_bytes")
             if memsw is not None and usage is not None:
                 st.swap_usage_bytes = max(memsw - usage, 0)

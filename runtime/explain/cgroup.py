@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.cgroups.manager import V1_UNLIMITED, read_flat_keyed
+from runtime.cgroups.manager import read_flat_keyed, v1_limit
 from runtime.cgroups.v2 import shares_to_weight
 from runtime.explain.sources import read, read_int
 
@@ -48,10 +48,6 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
     return out
 
 
-def _limit_v1(value: int | None) -> int | None:
-    return None if value is None or value >= V1_UNLIMITED else value
-
-
 def read_v1(paths: dict[str, str], hierarchies: dict[str, Path]) -> CgroupFacts:
     """`paths` from parse_proc_cgroup; `hierarchies`: controller -> mount."""
     def where(controller: str) -> Path | None:
@@ -63,12 +59,12 @@ def read_v1(paths: dict[str, str], hierarchies: dict[str, Path]) -> CgroupFacts:
     mem = where("memory")
     if mem is not None:
         oom = read_flat_keyed(mem / "memory.oom_control")
-        facts.memory = {"max": _limit_v1(read_int(mem / "memory.limit_in_bytes")),
+        facts.memory = {"max": v1_limit(read_int(mem / "memory.limit_in_bytes")),
                         # v1's soft limit is the nearest thing to memory.high.
-                        "high": _limit_v1(read_int(mem / "memory.soft_limit_in_bytes")),
+                        "high": v1_limit(read_int(mem / "memory.soft_limit_in_bytes")),
                         "current": read_int(mem / "memory.usage_in_bytes"),
                         "peak": read_int(mem / "memory.max_usage_in_bytes"),
-                        "swap_max": _limit_v1(read_int(mem / "memory.memsw.limit_in_bytes")),
+                        "swap_max": v1_limit(read_int(mem / "memory.memsw.limit_in_bytes")),
                         "oom_kills": oom.get("oom_kill"), "under_oom": oom.get("under_oom")}
     cpu = where("cpu")
     if cpu is not None:
