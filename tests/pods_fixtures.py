@@ -174,6 +174,19 @@ def pods_leave_nothing_behind() -> Iterator[None]:
         shutil.rmtree(b, ignore_errors=True)
 
 
+def stop_pod_daemon(d: DaemonProcess) -> None:
+    """A test's daemon, done: what the test left is removed through CRI,
+    then the daemon stops (also when the removal failed); nothing for a
+    daemon that is gone already."""
+    if d.proc is None or d.proc.poll() is not None:
+        return
+    try:
+        remove_all_pods(d)
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
 def remove_all_pods(d: DaemonProcess) -> None:
     try:
         with d.client() as c:
@@ -200,12 +213,7 @@ def _daemon_fixture(extra_args: list[str] | None = None) -> Iterator[DaemonProce
     base = tmp_base()
     d = start_pod_daemon(base, extra_args)
     yield d
-    try:
-        if d.proc is not None and d.proc.poll() is None:
-            remove_all_pods(d)
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
+    stop_pod_daemon(d)
         # The roots go once the module's leftover check has run.
 
 

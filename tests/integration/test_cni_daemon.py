@@ -20,7 +20,7 @@ from runtime.cni import host_primary_ip
 from tests.daemon_proc import tmp_base
 from tests.integration.test_cni_integration import CNI_BIN, PodNet, host_guard, rules_of, unique_subnet  # noqa: F401
 from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import pod_config, remove_all_pods, start_pod_daemon
+from tests.pods_fixtures import pod_config, start_pod_daemon, stop_pod_daemon
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not shutil.which("nsenter") or not os.path.exists(f"{CNI_BIN}/bridge"),
@@ -34,12 +34,7 @@ def net_daemon(tmp_path, host_guard) -> Iterator[tuple]:  # noqa: F811 - the pyt
     yield d, net
     # Pods go before the bridge does (host_guard); the daemon roots go
     # after the module's leftover check (pods_fixtures).
-    try:
-        if d.proc is not None and d.proc.poll() is None:
-            remove_all_pods(d)
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
+    stop_pod_daemon(d)
 
 
 def run_pod(c, cfg) -> str:

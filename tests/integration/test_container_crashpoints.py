@@ -25,8 +25,8 @@ from tests.pods_fixtures import (
     container_config,
     load_image,
     pod_config,
-    remove_all_pods,
     start_pod_daemon,
+    stop_pod_daemon,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,12 +62,7 @@ def crash_daemon(request):
         return d
     yield make
     for d in made:
-        try:
-            if d.proc is not None and d.proc.poll() is None:
-                remove_all_pods(d)
-        finally:
-            if d.proc is not None and d.proc.poll() is None:
-                d.stop()
+        stop_pod_daemon(d)
 
 
 def crash(d, call):

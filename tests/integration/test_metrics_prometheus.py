@@ -15,7 +15,7 @@ import pytest
 from cri.proto import api_pb2 as pb
 from tests.daemon_proc import tmp_base
 from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import container_config, load_image, pod_config, remove_all_pods, start_pod_daemon, wait_state
+from tests.pods_fixtures import container_config, load_image, pod_config, start_pod_daemon, stop_pod_daemon, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,7 @@ def daemon():
     d.metrics_url = f"http://127.0.0.1:{port}/metrics"
     load_image(d)
     yield d
-    if d.proc is not None and d.proc.poll() is None:
-        remove_all_pods(d)
-        d.stop()
+    stop_pod_daemon(d)
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -12,7 +12,15 @@ import pytest
 from cri.proto import api_pb2 as pb
 from tests.daemon_proc import tmp_base
 from tests.pods_fixtures import *  # noqa: F403
-from tests.pods_fixtures import container_config, load_image, pod_config, remove_all_pods, start_pod_daemon, wait_state
+from tests.pods_fixtures import (
+    container_config,
+    load_image,
+    pod_config,
+    remove_all_pods,
+    start_pod_daemon,
+    stop_pod_daemon,
+    wait_state,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +30,7 @@ def daemon():
     d = start_pod_daemon(tmp_base())
     load_image(d)
     yield d
-    if d.proc is not None and d.proc.poll() is None:
-        remove_all_pods(d)
-        d.stop()
+    stop_pod_daemon(d)
 
 
 @pytest.fixture

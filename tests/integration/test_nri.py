@@ -29,6 +29,7 @@ from tests.pods_fixtures import (
     pod_config,
     remove_all_pods,
     start_pod_daemon,
+    stop_pod_daemon,
     wait_state,
 )
 
@@ -89,9 +90,7 @@ def daemon() -> Iterator[Any]:
     d = start_pod_daemon(tmp_base(), ["--nri-request-timeout", "1.5"])
     load_image(d)
     yield d
-    if d.proc is not None and d.proc.poll() is None:
-        remove_all_pods(d)
-        d.stop()
+    stop_pod_daemon(d)
 
 
 @pytest.fixture
@@ -272,9 +271,7 @@ def test_plugins_are_synchronized_with_what_crispy_recovered(tmp_path: Path) -> 
         assert os.path.exists(nri_socket(d))
     finally:
         plugins.close()
-        if d.proc is not None and d.proc.poll() is None:
-            remove_all_pods(d)
-            d.stop()
+        stop_pod_daemon(d)
 
 
 def test_update_container_resources_goes_through_plugins(env: dict[str, Any]) -> None:
@@ -340,6 +337,4 @@ def test_a_pre_installed_plugin_is_started_and_called(tmp_path: Path) -> None:
         assert [x["method"] for x in calls if x["method"] not in ("Configure", "Synchronize")] == ["RunPodSandbox"]
         assert calls[-1]["request"]["pod"]["id"] == pod
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            remove_all_pods(d)
-            d.stop()
+        stop_pod_daemon(d)

@@ -24,6 +24,7 @@ from tests.pods_fixtures import (
     pod_config,
     remove_all_pods,
     start_pod_daemon,
+    stop_pod_daemon,
     wait_state,
 )
 
@@ -62,12 +63,7 @@ def daemon() -> Iterator[DaemonProcess]:
     load_image(d)
     load_image(d, IMAGE, config={"Cmd": ["/bin/sh"], "User": "default-user"}, passwd=PASSWD, group=GROUP)
     yield d
-    try:
-        if d.proc is not None and d.proc.poll() is None:
-            remove_all_pods(d)
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
+    stop_pod_daemon(d)
 
 
 @pytest.fixture
