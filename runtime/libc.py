@@ -48,10 +48,10 @@ def pin_mmap_threshold(size: int) -> bool:
     a heap's top it keeps rather than hands back) from 128 KiB to twice the
     mmap threshold, as it does on its own. At 128 KiB every freed buffer of a
     few hundred KiB at the top was handed back and faulted in again by the
-    next allocation: a cold pull of 50 MB took ~22,000 page faults instead of
-    ~0. So the trim threshold is set to what glibc pairs with `size`; what it
-    keeps is bounded (2 x `size` per arena), unlike the heap growth the pin
-    prevents."""
+    next allocation (tests/unit/test_pull_memory.py: 40 rounds of a 600 KiB
+    buffer fault in ~5,900 pages that way, ~140 under this policy). So the
+    trim threshold is set to what glibc pairs with `size`; what it keeps is
+    bounded (2 x `size` per arena), unlike the heap growth the pin prevents."""
     try:
         mallopt = libc.mallopt
     except AttributeError:
