@@ -57,28 +57,27 @@ class PodFiles:
     resolv_conf: str
 
 
-def write_static(pod_dir: Path, hostname: str, dns: DnsSettings) -> PodFiles:
+# Host uid and gid that own the files: the ones the pod's user namespace
+# maps to its root, so that root in the pod owns them as in a pod without
+# one (else they show as the overflow "nobody"). None: the node's root.
+Owner = tuple[int, int] | None
+
+
+def write_static(pod_dir: Path, hostname: str, dns: DnsSettings, owner: Owner = None) -> PodFiles:
     """hostname and resolv.conf, which need nothing from the pod network;
     `write_hosts` completes the set. Blocking: call through asyncio.to_thread."""
     files = PodFiles(str(pod_dir / "hostname"), str(pod_dir / "hosts"), str(pod_dir / "resolv.conf"))
-    _write_new(files.hostname, (hostname + "\n").encode() if hostname else b"")
-    _write_new(files.resolv_conf, resolv_conf(dns))
+    _write_new(files.hostname, (hostname + "\n").encode() if hostname else b"", owner)
+    _write_new(files.resolv_conf, resolv_conf(dns), owner)
     return files
 
 
-def write_hosts(files: PodFiles, hostname: str, ips: list[str]) -> None:
+def write_hosts(files: PodFiles, hostname: str, ips: list[str], owner: Owner = None) -> None:
     """Blocking."""
-    _write_new(files.hosts, hosts(hostname, ips))
+    _write_new(files.hosts, hosts(hostname, ips), owner)
 
 
-def write(pod_dir: Path, hostname: str, dns: DnsSettings, ips: list[str]) -> PodFiles:
-    """All three files. Blocking: call through asyncio.to_thread."""
-    files = write_static(pod_dir, hostname, dns)
-    write_hosts(files, hostname, ips)
-    return files
-
-
-def _write_new(path: str, data: bytes) -> None:
+def _write_new(path: str, data: bytes, owner: Owner) -> None:
     # The pod directory is new and nobody reads these files before the pod's
     # record exists, so no temp file and rename are needed to hide a torn
     # write. No fsync either: a crash of crispy keeps them (page cache), and
@@ -89,6 +88,8 @@ def _write_new(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.fchmod(fd, 0o644)
+        if owner is not None:
+            os.fchown(fd, *owner)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

@@ -212,6 +212,7 @@ class PodService:
                 userns=userns.pod_userns(nsopt))
             dns = pod_files.DnsSettings(list(config.dns_config.servers), list(config.dns_config.searches),
                                         list(config.dns_config.options))
+            owner = (ns_req.userns.uids.host_id, ns_req.userns.gids.host_id) if ns_req.userns else None
             # The namespaces, /dev/shm, the cgroup and the files that do not
             # depend on the pod's IPs are independent: made at once, the pod
             # waits for the slowest instead of their sum. Each that succeeded
@@ -225,7 +226,7 @@ class PodService:
             join = asyncio.ensure_future(self._join_infra(rec, ns_step, cgroup_step))
             steps = asyncio.gather(
                 ns_step, cgroup_step,
-                asyncio.to_thread(_prepare_files, pod_dir, shm_path, config.hostname, dns),
+                asyncio.to_thread(_prepare_files, pod_dir, shm_path, config.hostname, dns, owner),
                 host_network_status() if rec.host_network else _nothing(),
                 return_exceptions=True)
             cancelled: asyncio.CancelledError | None = None
@@ -267,7 +268,8 @@ class PodService:
                 files_made.hostname, files_made.hosts, files_made.resolv_conf)
             # /etc/hosts goes in the same thread hop as the record, just before it.
             crashpoint("pod.before_record")
-            await self.store.save(rec, before=lambda: pod_files.write_hosts(files_made, config.hostname, pod_ips(rec)))
+            await self.store.save(rec, before=lambda: pod_files.write_hosts(files_made, config.hostname, pod_ips(rec),
+                                                                              owner))
             crashpoint("pod.after_record")
             # Done (it never raises) before the pod is handed out.
             await asyncio.wait([join])
@@ -363,19 +365,21 @@ async def _nothing() -> None:
     return None
 
 
-def _mount_shm(path: str) -> None:
+def _mount_shm(path: str, owner: pod_files.Owner) -> None:
     os.mkdir(path, 0o1777)
+    ids = f",uid={owner[0]},gid={owner[1]}" if owner else ""
     kmount.mount("shm", path, "tmpfs", kmount.MS_NOSUID | kmount.MS_NODEV | kmount.MS_NOEXEC,
-                 f"mode=1777,size={SHM_SIZE}")
+                 f"mode=1777,size={SHM_SIZE}{ids}")
 
 
-def _prepare_files(pod_dir: Path, shm_path: str, hostname: str, dns: pod_files.DnsSettings) -> pod_files.PodFiles:
+def _prepare_files(pod_dir: Path, shm_path: str, hostname: str, dns: pod_files.DnsSettings,
+                   owner: pod_files.Owner) -> pod_files.PodFiles:
     """/dev/shm (unless `shm_path` is "") and the static pod files, in one
-    thread hop. On failure nothing of it is left mounted."""
+    thread hop, owned by `owner`. On failure nothing of it is left mounted."""
     if shm_path:
-        _mount_shm(shm_path)
+        _mount_shm(shm_path, owner)
     try:
-        return pod_files.write_static(pod_dir, hostname, dns)
+        return pod_files.write_static(pod_dir, hostname, dns, owner)
     except BaseException:
         if shm_path:
             kmount.umount_all(shm_path)

@@ -106,6 +106,11 @@ def test_container_runs_in_the_pods_user_namespace(rig):
         # The image's files (owned by the node's root in the layer store)
         # are owned by the container's root, and so is its "/".
         assert sh(c, ctr, "stat -c '%u %g' /bin/busybox / /etc/passwd")[1].split() == ["0"] * 6
+        # The pod's own files are the pod root's too, as in a pod without a
+        # user namespace (not the overflow ID: root in the pod may edit them).
+        assert sh(c, ctr, "stat -c '%u %g' /etc/hostname /etc/resolv.conf /etc/hosts /dev/shm")[1].split() == \
+            ["0"] * 8
+        assert sh(c, ctr, "echo '# edited' >> /etc/resolv.conf")[0] == 0
         # The container's root can write its root filesystem.
         assert sh(c, ctr, "echo x > /made-here && chown 1000:1000 /made-here && stat -c '%u' /made-here") \
             == (0, "1000\n", "")
