@@ -158,6 +158,7 @@ class Daemon:
             settings, index=self.index, store=self.records, reservations=reservations, locks=locks,
             health=self.health, network=self.network, handlers=handlers, pod_cgroups=pod_cgroups, warmup=warmup,
             containers=self.containers, usage=self.usage, nri=self.nri, events=self.events)
+        self.nri.evict_with(self.containers)
         sweep = OrphanSweep(self.state_root, self.data_root, index=self.index, network=self.network,
                             pod_cgroups=pod_cgroups, runtimes=self.runtimes, handlers=handlers)
         self.recovery = StartupRecovery(

@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from google.protobuf import json_format
 
@@ -86,6 +86,12 @@ class _SharedLock:
                 self._cond.notify_all()
 
 
+class ContainerStopper(Protocol):
+    """What carries out a plugin's eviction: the container service."""
+
+    async def stop_record(self, ctr: ContainerRecord, timeout: float, skip_futile: bool = False) -> None: ...
+
+
 @dataclasses.dataclass
 class NriStatus:
     enabled: bool
@@ -117,6 +123,13 @@ class Nri:
         self._specs: dict[str, dict[str, Any]] = {}
         # One StopContainer per container, whoever noticed the stop first.
         self._stops: dict[str, asyncio.Future[None]] = {}
+        self._stopper: ContainerStopper | None = None
+        self._evictions: set[asyncio.Future[Any]] = set()
+
+    def evict_with(self, stopper: ContainerStopper) -> None:
+        """The container service, which is built with this object and so
+        cannot be given to its constructor; the daemon wires it right after."""
+        self._stopper = stopper
 
     @property
     def active(self) -> bool:
@@ -157,7 +170,9 @@ class Nri:
     async def update_containers(self, session: PluginSession,
                                 request: api.UpdateContainersRequest) -> api.UpdateContainersResponse:
         """A plugin's unsolicited updates: applied to the live cgroups; the
-        ones that failed are answered back. Evictions are not done here."""
+        ones that failed are answered back. Its evictions are carried out
+        after the answer: stopping a container tells every plugin, this one
+        too, which may not serve events while it waits for this call."""
         set_ = UpdateSet()
         try:
             set_.add(session.full_name, list(request.update))
@@ -167,9 +182,9 @@ class Nri:
         # No lock: a plugin may ask from inside its own Synchronize or event.
         failed = await self._apply_updates(set_.updates())
         if request.evict:
-            evicted = [e.container_id for e in request.evict]
-            log.warning("NRI plugin asked for evictions; crispy does not evict",
-                        extra={"fields": {"plugin": session.name, "containers": evicted}})
+            task = asyncio.ensure_future(self._evict(session.full_name, list(request.evict)))
+            self._evictions.add(task)
+            task.add_done_callback(self._evictions.discard)
         return api.UpdateContainersResponse(failed=failed)
 
     def plugin_gone(self, session: PluginSession, reason: str) -> None:
@@ -244,6 +259,7 @@ class Nri:
         pod_msg = pod_message(pod)
         original = ctr_msg = container_message(ctr, spec)
         result = CreateResult(ctr.id)
+        evictions: list[tuple[str, api.ContainerEviction]] = []
         plugins = self._subscribed(E.CREATE_CONTAINER)
         for p in plugins:
             reply = await self._ask(p, "CreateContainer", p.create_container(pod_msg, ctr_msg), fatal=True)
@@ -252,7 +268,9 @@ class Nri:
             if any(u.container_id == ctr.id for u in reply.update):
                 raise PluginRefused(f"NRI plugin {p.full_name} asked to update container {ctr.name!r} while it is "
                                     "being created; it may only adjust it")
+            _refuse_self_eviction(p, reply.evict, ctr, "created")
             result.add(p.full_name, reply)  # refuses a field another plugin owns
+            evictions += [(p.full_name, e) for e in reply.evict]
             if reply.adjust.ByteSize():
                 # Applied now: the next plugin is shown the container as adjusted so far.
                 apply_adjustment(spec, reply.adjust, min_oom_score_adj=self._min_oom(),
@@ -280,6 +298,10 @@ class Nri:
             if any(not u.ignore_failure for u in failed):
                 raise FailedPrecondition(f"NRI plugins' updates of other containers failed: "
                                          f"{', '.join(u.container_id[:13] for u in failed)}")
+        # As containerd: the new container is made even when an eviction
+        # the plugin asked for with it failed (that is logged).
+        for plugin, e in evictions:
+            await self._evict(plugin, [e])
 
     async def post_create_container(self, pod: SandboxRecord, ctr: ContainerRecord) -> None:
         self._pending_ctrs.pop(ctr.id, None)
@@ -314,17 +336,27 @@ class Nri:
         requested = resources_from_cri(json_format.MessageToDict(resources, preserving_proto_field_name=True))
         pod_msg, ctr_msg = pod_message(pod), await self._container(ctr)
         set_ = UpdateSet()
+        evictions: list[tuple[str, api.ContainerEviction]] = []
         async with self._lock.shared():
             for p in self._subscribed(E.UPDATE_CONTAINER):
                 reply = await self._ask(p, "UpdateContainer", p.update_container(pod_msg, ctr_msg, requested),
                                         fatal=True)
                 if reply is not None:
+                    _refuse_self_eviction(p, reply.evict, ctr, "updated")
                     set_.add(p.full_name, list(reply.update))
+                    evictions += [(p.full_name, e) for e in reply.evict]
             own = set_.by_id.pop(ctr.id, None)
             failed = await self._apply_updates(set_.updates())
+            # As containerd: an eviction that fails fails the update.
+            not_evicted = []
+            for plugin, e in evictions:
+                not_evicted += await self._evict(plugin, [e])
         if any(not u.ignore_failure for u in failed):
             raise FailedPrecondition("NRI plugins' updates of other containers failed: "
                                      f"{', '.join(u.container_id[:13] for u in failed)}")
+        if not_evicted:
+            raise FailedPrecondition("NRI plugins' evictions of other containers failed: "
+                                     f"{', '.join(e.container_id[:13] for e in not_evicted)}")
         if own is None:
             return resources
         merged = pb.LinuxContainerResources()
@@ -430,6 +462,32 @@ class Nri:
                 self._specs[ctr.id] = spec
         return container_message(ctr, spec)
 
+    # ---- evictions -----------------------------------------------------------------
+
+    async def _evict(self, plugin: str, evictions: list[api.ContainerEviction]) -> list[api.ContainerEviction]:
+        """Each container stopped at once (timeout 0), as containerd and
+        CRI-O evict; kubelet then sees it exited and applies the pod's
+        restart policy. Those that could not be stopped are returned; one
+        that is already gone is not an error."""
+        failed = []
+        for e in evictions:
+            ctr = self._index.containers.get(e.container_id)
+            if ctr is None:
+                log.info("NRI plugin asked to evict a container that is not there", extra={"fields": {
+                    "plugin": plugin, "container": e.container_id}})
+                continue
+            log.warning("NRI plugin evicts a container", extra={"fields": {
+                "plugin": plugin, "container": ctr.id, "reason": e.reason}})
+            try:
+                if self._stopper is None:
+                    raise FailedPrecondition("nothing to stop containers with")
+                await self._stopper.stop_record(ctr, 0)
+            except Exception as exc:  # noqa: BLE001 - reported back, per eviction
+                log.warning("NRI eviction failed", extra={"fields": {
+                    "plugin": plugin, "container": ctr.id, "error": str(exc)}})
+                failed.append(e)
+        return failed
+
     # ---- updates to live containers -----------------------------------------
 
     async def _apply_updates(self, updates: list[api.ContainerUpdate]) -> list[api.ContainerUpdate]:
@@ -462,6 +520,12 @@ class Nri:
         merged.update(wanted)
         ctr.resources = merged
         await self._store.save(ctr)
+
+
+def _refuse_self_eviction(p: PluginSession, evict: Any, ctr: ContainerRecord, being: str) -> None:
+    if any(e.container_id == ctr.id for e in evict):
+        raise PluginRefused(f"NRI plugin {p.full_name} asked to evict container {ctr.name!r} while it is being "
+                            f"{being}; fail the event instead")
 
 
 def own_oom_score_adj() -> int:

@@ -229,6 +229,42 @@ def test_unsolicited_updates_reach_the_cgroup_and_failures_are_reported(env: dic
     assert memory_limit(info(c, ctr)["cgroupPath"]) == 40 * MiB
 
 
+def test_evictions_a_plugin_asks_for_stop_the_container(env: dict[str, Any]) -> None:
+    c, d = env["c"], env["d"]
+    pod, cfg = make_pod(env)
+    victim, other, kept = (create(env, pod, cfg, n) for n in ("victim", "other", "kept"))
+    for ctr in (victim, other, kept):
+        c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+    # With a container's creation, as containerd: the new one is made, the
+    # evicted one is killed at once (kubelet then applies the restart policy).
+    make_room = api.CreateContainerResponse(evict=[api.ContainerEviction(container_id=victim, reason="room")])
+    plugin = env["plugins"].connect(d, "evictor", "10",
+                                    (api.CREATE_CONTAINER, api.UPDATE_CONTAINER, api.STOP_CONTAINER),
+                                    replies={"CreateContainer": make_room})
+    newcomer = create(env, pod, cfg, "newcomer")
+    st = c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=victim)).status
+    assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 137)
+    assert c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=newcomer)).status.state == \
+        pb.CONTAINER_CREATED
+    stopped = [r.container.id for m, r in plugin.seen if m == "StopContainer"]
+    assert stopped == [victim]
+    # Unsolicited, after the answer; a container that is gone is no failure.
+    gone = api.ContainerEviction(container_id="0" * 64, reason="gone")
+    failed = env["plugins"].run(plugin.update_containers([], [api.ContainerEviction(container_id=other), gone]))
+    assert failed == []
+    wait_state(c, other, pb.CONTAINER_EXITED)
+    # Evicting the container being updated is refused, and it runs on.
+    plugin.replies["UpdateContainer"] = api.UpdateContainerResponse(
+        evict=[api.ContainerEviction(container_id=kept, reason="self")])
+    with pytest.raises(grpc.RpcError) as e:
+        c.runtime.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+            container_id=kept, linux=pb.LinuxContainerResources(memory_limit_in_bytes=64 * MiB)))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "10-evictor" in e.value.details() and "evict" in e.value.details()
+    assert c.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=kept)).status.state == \
+        pb.CONTAINER_RUNNING
+
+
 def test_events_reach_the_plugin_in_lifecycle_order(env: dict[str, Any]) -> None:
     c, d = env["c"], env["d"]
     plugin = env["plugins"].connect(d, "watcher", "10")

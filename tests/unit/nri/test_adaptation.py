@@ -20,10 +20,12 @@ from runtime.store import ContainerRecord, RecordStore, SandboxRecord
 
 class FakeSession:
     def __init__(self, name: str, index: str = "10", *, fail: set[str] | None = None, gone: set[str] | None = None,
-                 adjust: api.ContainerAdjustment | None = None, calls: list[tuple[str, str]] | None = None) -> None:
+                 adjust: api.ContainerAdjustment | None = None, calls: list[tuple[str, str]] | None = None,
+                 evict: list[str] | None = None) -> None:
         self.name, self.index = name, index
         self.fail, self.gone = fail or set(), gone or set()
         self.adjust = adjust
+        self.evict = [api.ContainerEviction(container_id=c, reason="test") for c in evict or []]
         self.calls = calls if calls is not None else []
         self.closed = False
         self.synced: tuple[list[str], list[str]] | None = None
@@ -66,7 +68,7 @@ class FakeSession:
     async def create_container(self, pod: api.PodSandbox, ctr: api.Container) -> api.CreateContainerResponse:
         await self._call("CreateContainer")
         self.shown = ctr
-        return api.CreateContainerResponse(adjust=self.adjust)
+        return api.CreateContainerResponse(adjust=self.adjust, evict=self.evict)
 
     async def post_create_container(self, pod: api.PodSandbox, ctr: api.Container) -> None:
         await self._call("PostCreateContainer")
@@ -205,4 +207,51 @@ def test_a_refused_create_is_undone_for_the_plugins_that_saw_it(tmp_path: Path) 
                          ("no", "StopContainer"), ("ok", "RemoveContainer"), ("no", "RemoveContainer")]
         await nri.undo_create_container(pod, ctr)  # once only
         assert len(calls) == 6
+    asyncio.run(main())
+
+
+class FakeStopper:
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.stopped: list[tuple[str, float]] = []
+        self.fail = fail or set()
+
+    async def stop_record(self, ctr: ContainerRecord, timeout: float, skip_futile: bool = False) -> None:
+        if ctr.id in self.fail:
+            raise OSError("induced")
+        self.stopped.append((ctr.id, timeout))
+
+
+def test_evictions_with_a_create_stop_at_once_and_a_failed_one_does_not_fail_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        nri, index = _nri(tmp_path)
+        stopper = FakeStopper(fail={"stuck"})
+        nri.evict_with(stopper)
+        pod = _pod()
+        index.sandboxes[pod.id] = pod
+        for cid in ("victim", "stuck"):
+            index.containers[cid] = _ctr(cid)
+        await _join(nri, FakeSession("evictor", evict=["victim", "stuck", "absent"]))
+        await nri.create_container(pod, _ctr("new"), {})
+        assert stopper.stopped == [("victim", 0)]
+        # The container being created cannot be evicted by its own creation.
+        with pytest.raises(PluginRefused, match="10-self.*evict"):
+            await _join(nri, FakeSession("self", evict=["new2"]))
+            await nri.create_container(pod, _ctr("new2"), {})
+    asyncio.run(main())
+
+
+def test_unsolicited_evictions_are_carried_out_after_the_answer(tmp_path: Path) -> None:
+    async def main() -> None:
+        nri, index = _nri(tmp_path)
+        stopper = FakeStopper()
+        nri.evict_with(stopper)
+        index.containers["victim"] = _ctr("victim")
+        s = FakeSession("evictor")
+        await _join(nri, s)
+        reply = await nri.update_containers(s, api.UpdateContainersRequest(  # type: ignore[arg-type]
+            evict=[api.ContainerEviction(container_id="victim")]))
+        assert list(reply.failed) == [] and stopper.stopped == []
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert stopper.stopped == [("victim", 0)]
     asyncio.run(main())
