@@ -47,15 +47,25 @@ def v1_limit(value: int | None) -> int | None:
     return value if value is not None and value < V1_UNLIMITED else None
 
 
-def read_text(path: Path) -> str | None:
+def read_text(path: Path, tolerant: bool = False) -> str | None:
+    """The file's text, None when it is missing. `tolerant` takes any other
+    OSError (ENODEV, ESRCH, EACCES: a cgroup or process going away mid-read)
+    as absent too and replaces undecodable bytes, for readers that report
+    what is there rather than act on it (crispy explain); the managers and
+    the CRI metrics want those errors raised."""
     try:
-        return path.read_text()
+        return path.read_text(errors="replace" if tolerant else "strict")
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError:
+        if tolerant:
+            return None
+        raise
 
 
-def read_int(path: Path) -> int | None:
-    text = read_text(path)
+def read_int(path: Path, tolerant: bool = False) -> int | None:
+    """An integer file; None for "max", missing or garbled."""
+    text = read_text(path, tolerant)
     if text is None:
         return None
     text = text.strip()
@@ -67,10 +77,10 @@ def read_int(path: Path) -> int | None:
         return None
 
 
-def read_flat_keyed(path: Path) -> dict[str, int]:
+def read_flat_keyed(path: Path, tolerant: bool = False) -> dict[str, int]:
     """"key value" lines (memory.stat, memory.events, cpu.stat)."""
     out: dict[str, int] = {}
-    for line in (read_text(path) or "").splitlines():
+    for line in (read_text(path, tolerant) or "").splitlines():
         parts = line.split()
         if len(parts) == 2:
             try:

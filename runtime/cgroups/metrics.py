@@ -2,6 +2,8 @@
 (cAdvisor's set): CPU split and throttling, memory by kind, page faults,
 failure counts, tasks, block I/O per device and the limits set. Both
 layouts give the same record; a value the kernel does not offer is None.
+crispy explain's cgroup section is arranged from this record too
+(runtime/explain/cgroup.py), read with `tolerant` set.
 
 Blocking (cgroupfs reads); the daemon calls it through asyncio.to_thread.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from runtime.cgroups.manager import CgroupManager, read_flat_keyed, read_int, read_text, v1_limit
@@ -54,15 +57,21 @@ class CgroupMetrics:
     pgmajfault: int | None = None
     pgfault_hierarchy: int | None = None
     pgmajfault_hierarchy: int | None = None
-    oom_events: int | None = None
+    oom_events: int | None = None  # OOM kills (cAdvisor's name)
+    # v2 memory.events "oom": times memory.max was hit and reclaim failed
+    ooms: int | None = None
+    under_oom: int | None = None  # v1 memory.oom_control: 1 while stuck at the limit
+    pids_current: int | None = None
     tasks: list[int] = field(default_factory=list)  # thread ids (v1 tasks, v2 cgroup.threads)
     threads_max: int | None = None  # None = no limit
     cpu_period: int | None = None
     cpu_quota: int | None = None  # None = no limit
     cpu_shares: int | None = None
+    cpu_weight: int | None = None  # v2 only (cpu_shares holds it as shares)
     memory_limit: int | None = None  # None = no limit
     memory_swap_limit: int | None = None
     memory_reservation: int | None = None  # soft limit (v1) or memory.low (v2); None = none
+    memory_high: int | None = None  # v2 memory.high; None = no limit (v1 has none)
     io: list[DeviceIo] = field(default_factory=list)
 
 
@@ -82,63 +91,67 @@ def _ids(text: str | None) -> list[int]:
     return [int(t) for t in (text or "").split() if t.isdigit()]
 
 
-def read_v1(dirs: dict[str, Path]) -> CgroupMetrics:
+def read_v1(dirs: dict[str, Path], tolerant: bool = False) -> CgroupMetrics:
     """`dirs`: controller ("cpu", "cpuacct", "memory", "pids", "blkio") ->
-    the cgroup's directory in that hierarchy."""
+    the cgroup's directory in that hierarchy. `tolerant`: see read_text."""
+    num, keyed = partial(read_int, tolerant=tolerant), partial(read_flat_keyed, tolerant=tolerant)
+    text = partial(read_text, tolerant=tolerant)
     m = CgroupMetrics(timestamp_ns=time.time_ns())
     acct = dirs.get("cpuacct")
     if acct is not None:
-        m.cpu_usage_ns = read_int(acct / "cpuacct.usage")
-        st = read_flat_keyed(acct / "cpuacct.stat")
+        m.cpu_usage_ns = num(acct / "cpuacct.usage")
+        st = keyed(acct / "cpuacct.stat")
         if "user" in st:
             m.cpu_user_ns = st["user"] * _TICK_NS
         if "system" in st:
             m.cpu_system_ns = st["system"] * _TICK_NS
     cpu = dirs.get("cpu")
     if cpu is not None:
-        st = read_flat_keyed(cpu / "cpu.stat")
+        st = keyed(cpu / "cpu.stat")
         m.cfs_periods = st.get("nr_periods")
         m.cfs_throttled_periods = st.get("nr_throttled")
         m.cfs_throttled_ns = st.get("throttled_time")
-        m.cpu_period = read_int(cpu / "cpu.cfs_period_us")
-        quota = read_int(cpu / "cpu.cfs_quota_us")
+        m.cpu_period = num(cpu / "cpu.cfs_period_us")
+        quota = num(cpu / "cpu.cfs_quota_us")
         m.cpu_quota = quota if quota is not None and quota > 0 else None
-        m.cpu_shares = read_int(cpu / "cpu.shares")
+        m.cpu_shares = num(cpu / "cpu.shares")
     mem = dirs.get("memory")
     if mem is not None:
-        usage = read_int(mem / "memory.usage_in_bytes")
-        ms = read_flat_keyed(mem / "memory.stat")
+        usage = num(mem / "memory.usage_in_bytes")
+        ms = keyed(mem / "memory.stat")
         m.memory_usage = usage
-        m.memory_max_usage = read_int(mem / "memory.max_usage_in_bytes")
+        m.memory_max_usage = num(mem / "memory.max_usage_in_bytes")
         if usage is not None:
             m.memory_working_set = max(usage - ms.get("total_inactive_file", ms.get("inactive_file", 0)), 0)
         m.memory_rss = ms.get("total_rss", ms.get("rss"))
         m.memory_cache = ms.get("total_cache", ms.get("cache"))
         m.memory_mapped_file = ms.get("total_mapped_file", ms.get("mapped_file"))
-        m.memory_kernel = read_int(mem / "memory.kmem.usage_in_bytes")
-        memsw = read_int(mem / "memory.memsw.usage_in_bytes")
+        m.memory_kernel = num(mem / "memory.kmem.usage_in_bytes")
+        memsw = num(mem / "memory.memsw.usage_in_bytes")
         if memsw is not None and usage is not None:
             m.memory_swap = max(memsw - usage, 0)
-        m.memory_failcnt = read_int(mem / "memory.failcnt")
+        m.memory_failcnt = num(mem / "memory.failcnt")
         m.pgfault, m.pgmajfault = ms.get("pgfault"), ms.get("pgmajfault")
         m.pgfault_hierarchy = ms.get("total_pgfault", m.pgfault)
         m.pgmajfault_hierarchy = ms.get("total_pgmajfault", m.pgmajfault)
-        m.oom_events = read_flat_keyed(mem / "memory.oom_control").get("oom_kill")
-        m.memory_limit = v1_limit(read_int(mem / "memory.limit_in_bytes"))
-        m.memory_swap_limit = v1_limit(read_int(mem / "memory.memsw.limit_in_bytes"))
-        m.memory_reservation = v1_limit(read_int(mem / "memory.soft_limit_in_bytes"))
+        oom = keyed(mem / "memory.oom_control")
+        m.oom_events, m.under_oom = oom.get("oom_kill"), oom.get("under_oom")
+        m.memory_limit = v1_limit(num(mem / "memory.limit_in_bytes"))
+        m.memory_swap_limit = v1_limit(num(mem / "memory.memsw.limit_in_bytes"))
+        m.memory_reservation = v1_limit(num(mem / "memory.soft_limit_in_bytes"))
     pids = dirs.get("pids")
     if pids is not None:
-        m.threads_max = read_int(pids / "pids.max")
+        m.threads_max = num(pids / "pids.max")
+        m.pids_current = num(pids / "pids.current")
     for controller in ("pids", "memory", "cpu"):
         d = dirs.get(controller)
         if d is not None and d.is_dir():
-            m.tasks = _ids(read_text(d / "tasks"))
+            m.tasks = _ids(text(d / "tasks"))
             break
     blkio = dirs.get("blkio")
     if blkio is not None:
-        m.io = _blkio_v1(read_text(blkio / "blkio.throttle.io_service_bytes_recursive"),
-                         read_text(blkio / "blkio.throttle.io_serviced_recursive"))
+        m.io = _blkio_v1(text(blkio / "blkio.throttle.io_service_bytes_recursive"),
+                         text(blkio / "blkio.throttle.io_serviced_recursive"))
     return m
 
 
@@ -170,27 +183,30 @@ def _blkio_v1(service_bytes: str | None, serviced: str | None) -> list[DeviceIo]
     return [devices[k] for k in sorted(devices)]
 
 
-def read_v2(cg: Path) -> CgroupMetrics:
+def read_v2(cg: Path, tolerant: bool = False) -> CgroupMetrics:
+    """`tolerant`: see read_text."""
+    num, keyed = partial(read_int, tolerant=tolerant), partial(read_flat_keyed, tolerant=tolerant)
+    text = partial(read_text, tolerant=tolerant)
     m = CgroupMetrics(timestamp_ns=time.time_ns())
-    cpu = read_flat_keyed(cg / "cpu.stat")
+    cpu = keyed(cg / "cpu.stat")
     for key, attr in (("usage_usec", "cpu_usage_ns"), ("user_usec", "cpu_user_ns"),
                       ("system_usec", "cpu_system_ns"), ("throttled_usec", "cfs_throttled_ns")):
         if key in cpu:
             setattr(m, attr, cpu[key] * 1000)
     m.cfs_periods = cpu.get("nr_periods")
     m.cfs_throttled_periods = cpu.get("nr_throttled")
-    cpu_max = (read_text(cg / "cpu.max") or "").split()
+    cpu_max = (text(cg / "cpu.max") or "").split()
     if len(cpu_max) == 2:
         m.cpu_quota = int(cpu_max[0]) if cpu_max[0].isdigit() else None
         m.cpu_period = int(cpu_max[1]) if cpu_max[1].isdigit() else None
-    weight = read_int(cg / "cpu.weight")
-    if weight is not None:
+    m.cpu_weight = num(cg / "cpu.weight")
+    if m.cpu_weight is not None:
         # cAdvisor reports shares on both layouts.
-        m.cpu_shares = weight_to_shares(weight)
-    usage = read_int(cg / "memory.current")
-    ms = read_flat_keyed(cg / "memory.stat")
+        m.cpu_shares = weight_to_shares(m.cpu_weight)
+    usage = num(cg / "memory.current")
+    ms = keyed(cg / "memory.stat")
     m.memory_usage = usage
-    m.memory_max_usage = read_int(cg / "memory.peak")
+    m.memory_max_usage = num(cg / "memory.peak")
     if usage is not None:
         m.memory_working_set = max(usage - ms.get("inactive_file", 0), 0)
     m.memory_rss = ms.get("anon")
@@ -198,30 +214,32 @@ def read_v2(cg: Path) -> CgroupMetrics:
     m.memory_mapped_file = ms.get("file_mapped")
     m.memory_kernel = ms.get("kernel", ms.get("kernel_stack", 0) + ms.get("slab", 0) + ms.get("sock", 0)
                              if "kernel_stack" in ms else None)
-    m.memory_swap = read_int(cg / "memory.swap.current")
-    events = read_flat_keyed(cg / "memory.events")
+    m.memory_swap = num(cg / "memory.swap.current")
+    events = keyed(cg / "memory.events")
     # v2 counts hits of memory.max, not failed charges: the nearest thing.
     m.memory_failcnt = events.get("max")
-    m.oom_events = events.get("oom_kill")
+    m.oom_events, m.ooms = events.get("oom_kill"), events.get("oom")
     # v2's memory.stat is hierarchical: the cgroup and its descendants alike.
     m.pgfault = m.pgfault_hierarchy = ms.get("pgfault")
     m.pgmajfault = m.pgmajfault_hierarchy = ms.get("pgmajfault")
-    m.memory_limit = read_int(cg / "memory.max")
-    m.memory_swap_limit = read_int(cg / "memory.swap.max")
-    m.memory_reservation = read_int(cg / "memory.low") or None
-    m.threads_max = read_int(cg / "pids.max")
-    m.tasks = _threads_v2(cg)
-    m.io = _io_v2(read_text(cg / "io.stat"))
+    m.memory_limit = num(cg / "memory.max")
+    m.memory_swap_limit = num(cg / "memory.swap.max")
+    m.memory_reservation = num(cg / "memory.low") or None
+    m.memory_high = num(cg / "memory.high")
+    m.threads_max = num(cg / "pids.max")
+    m.pids_current = num(cg / "pids.current")
+    m.tasks = _threads_v2(cg, tolerant)
+    m.io = _io_v2(text(cg / "io.stat"))
     return m
 
 
-def _threads_v2(cg: Path) -> list[int]:
+def _threads_v2(cg: Path, tolerant: bool) -> list[int]:
     """Threads of the cgroup and its children (a pod's infra leaf, a
     container's own sub-cgroups)."""
     out: list[int] = []
     for dirpath, _dirs, files in os.walk(cg):
         if "cgroup.threads" in files:
-            out += _ids(read_text(Path(dirpath) / "cgroup.threads"))
+            out += _ids(read_text(Path(dirpath) / "cgroup.threads", tolerant))
     return out
 
 

@@ -2,7 +2,9 @@
 puts it in, its limits next to current usage (memory max/high vs current
 and peak, CPU quota/period/weight vs usage and throttling, pids max vs
 current, OOM kills), on v1 and v2; and where the limits differ from what
-the OCI spec asked for."""
+the OCI spec asked for. The files are read and parsed once, by the CRI
+metrics' reading (runtime/cgroups/metrics.py); here they are arranged and
+compared."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.cgroups.manager import read_flat_keyed, v1_limit
+from runtime.cgroups import metrics
 from runtime.cgroups.v2 import shares_to_weight
-from runtime.explain.sources import read, read_int
+from runtime.explain.sources import read
 
 PAGE = 4096
 
@@ -54,55 +56,41 @@ def read_v1(paths: dict[str, str], hierarchies: dict[str, Path]) -> CgroupFacts:
         base, rel = hierarchies.get(controller), paths.get(controller)
         return base / rel.lstrip("/") if base is not None and rel is not None else None
 
-    dirs = {c: str(d) for c in ("memory", "cpu", "cpuacct", "pids", "devices") if (d := where(c)) is not None}
-    facts = CgroupFacts(version=1, path=paths.get("memory") or paths.get("pids") or paths.get("cpu") or "", dirs=dirs)
-    mem = where("memory")
-    if mem is not None:
-        oom = read_flat_keyed(mem / "memory.oom_control")
-        facts.memory = {"max": v1_limit(read_int(mem / "memory.limit_in_bytes")),
+    dirs = {c: d for c in ("memory", "cpu", "cpuacct", "pids", "devices") if (d := where(c)) is not None}
+    facts = CgroupFacts(version=1, path=paths.get("memory") or paths.get("pids") or paths.get("cpu") or "",
+                        dirs={c: str(d) for c, d in dirs.items()})
+    m = metrics.read_v1(dirs, tolerant=True)
+    if "memory" in dirs:
+        facts.memory = {"max": m.memory_limit,
                         # v1's soft limit is the nearest thing to memory.high.
-                        "high": v1_limit(read_int(mem / "memory.soft_limit_in_bytes")),
-                        "current": read_int(mem / "memory.usage_in_bytes"),
-                        "peak": read_int(mem / "memory.max_usage_in_bytes"),
-                        "swap_max": v1_limit(read_int(mem / "memory.memsw.limit_in_bytes")),
-                        "oom_kills": oom.get("oom_kill"), "under_oom": oom.get("under_oom")}
-    cpu = where("cpu")
-    if cpu is not None:
-        quota = read_int(cpu / "cpu.cfs_quota_us")
-        stat = read_flat_keyed(cpu / "cpu.stat")
-        facts.cpu = {"quota_us": quota if quota is not None and quota > 0 else None,
-                     "period_us": read_int(cpu / "cpu.cfs_period_us"), "shares": read_int(cpu / "cpu.shares"),
-                     "periods": stat.get("nr_periods"), "throttled_periods": stat.get("nr_throttled"),
-                     "throttled_ns": stat.get("throttled_time")}
-    acct = where("cpuacct")
-    if acct is not None:
-        facts.cpu["usage_ns"] = read_int(acct / "cpuacct.usage")
-    pids = where("pids")
-    if pids is not None:
-        facts.pids = {"max": read_int(pids / "pids.max"), "current": read_int(pids / "pids.current")}
-    devices = where("devices")
-    if devices is not None:
-        facts.devices = (read(devices / "devices.list") or "").split("\n")[:-1]
+                        "high": m.memory_reservation,
+                        "current": m.memory_usage, "peak": m.memory_max_usage, "swap_max": m.memory_swap_limit,
+                        "oom_kills": m.oom_events, "under_oom": m.under_oom}
+    if "cpu" in dirs:
+        facts.cpu = {"quota_us": m.cpu_quota, "period_us": m.cpu_period, "shares": m.cpu_shares,
+                     "periods": m.cfs_periods, "throttled_periods": m.cfs_throttled_periods,
+                     "throttled_ns": m.cfs_throttled_ns}
+    if "cpuacct" in dirs:
+        facts.cpu["usage_ns"] = m.cpu_usage_ns
+    if "pids" in dirs:
+        facts.pids = {"max": m.threads_max, "current": m.pids_current}
+    if "devices" in dirs:
+        # Only explain reads devices.list; the CRI metrics have no use for it.
+        facts.devices = (read(dirs["devices"] / "devices.list") or "").split("\n")[:-1]
     return facts
 
 
 def read_v2(path: str, unified: Path) -> CgroupFacts:
     d = unified / path.lstrip("/")
     facts = CgroupFacts(version=2, path=path, dirs={"unified": str(d)})
-    events = read_flat_keyed(d / "memory.events")
-    facts.memory = {"max": read_int(d / "memory.max"), "high": read_int(d / "memory.high"),
-                    "current": read_int(d / "memory.current"), "peak": read_int(d / "memory.peak"),
-                    "swap_max": read_int(d / "memory.swap.max"), "oom_kills": events.get("oom_kill"),
-                    "oom_events": events.get("oom")}
-    quota_text = (read(d / "cpu.max") or "").split()
-    stat = read_flat_keyed(d / "cpu.stat")
-    usage_us, throttled_us = stat.get("usage_usec"), stat.get("throttled_usec")
-    facts.cpu = {"quota_us": int(quota_text[0]) if quota_text and quota_text[0].isdigit() else None,
-                 "period_us": int(quota_text[1]) if len(quota_text) > 1 and quota_text[1].isdigit() else None,
-                 "weight": read_int(d / "cpu.weight"), "usage_ns": usage_us * 1000 if usage_us is not None else None,
-                 "periods": stat.get("nr_periods"), "throttled_periods": stat.get("nr_throttled"),
-                 "throttled_ns": throttled_us * 1000 if throttled_us is not None else None}
-    facts.pids = {"max": read_int(d / "pids.max"), "current": read_int(d / "pids.current")}
+    m = metrics.read_v2(d, tolerant=True)
+    facts.memory = {"max": m.memory_limit, "high": m.memory_high, "current": m.memory_usage,
+                    "peak": m.memory_max_usage, "swap_max": m.memory_swap_limit, "oom_kills": m.oom_events,
+                    "oom_events": m.ooms}
+    facts.cpu = {"quota_us": m.cpu_quota, "period_us": m.cpu_period, "weight": m.cpu_weight,
+                 "usage_ns": m.cpu_usage_ns, "periods": m.cfs_periods, "throttled_periods": m.cfs_throttled_periods,
+                 "throttled_ns": m.cfs_throttled_ns}
+    facts.pids = {"max": m.threads_max, "current": m.pids_current}
     return facts
 
 

@@ -1,31 +1,19 @@
 """Reading kernel files for the explain sections: a missing or unreadable
 file is an absent fact (None), never an error, since a process may exit
-while it is being explained."""
+while it is being explained (runtime/cgroups' reader, `tolerant`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from runtime.cgroups.manager import read_text
+
 PROC = Path("/proc")
 
 
 def read(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return None
-
-
-def read_int(path: Path) -> int | None:
-    """An integer file; None for "max", absent or garbled."""
-    text = read(path)
-    if text is None:
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
+    return read_text(path, tolerant=True)
 
 
 def status_fields(proc: Path, pid: int) -> dict[str, str]:

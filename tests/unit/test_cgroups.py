@@ -9,6 +9,7 @@ import pytest
 
 from cri.proto import api_pb2 as pb
 from runtime.cgroups import V1Manager, V2Manager, fs_path, open_layout, shares_to_weight, slice_path, weight_to_shares
+from runtime.cgroups.manager import read_flat_keyed, read_int, read_text
 from runtime.errors import InvalidArgument
 from runtime.host import CgroupLayout
 
@@ -313,3 +314,25 @@ def test_v1_unmounted_hierarchy_is_skipped(v1):
     v1.create("/pod")
     assert not (v1.root / "pids/pod").exists()
     assert v1.stats("/pod").pids_current is None
+
+
+# ---- file reads -----------------------------------------------------------------------
+
+def test_read_tolerant_takes_any_oserror_and_bad_bytes_as_absent_strict_only_missing(tmp_path):
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "bytes").write_bytes(b"12\xff\n")
+    (tmp_path / "file").write_text("7\n")
+    for tolerant in (False, True):
+        assert read_text(tmp_path / "missing", tolerant) is None
+        assert read_text(tmp_path / "file" / "below", tolerant) is None  # ENOTDIR: a cgroup gone
+        assert read_int(tmp_path / "file", tolerant) == 7
+    # EISDIR stands for any other error (ENODEV, ESRCH): the managers and the
+    # CRI metrics raise it, explain reports the fact as absent.
+    with pytest.raises(IsADirectoryError):
+        read_text(tmp_path / "a_dir")
+    with pytest.raises(UnicodeDecodeError):
+        read_text(tmp_path / "bytes")
+    assert read_text(tmp_path / "a_dir", tolerant=True) is None
+    assert read_flat_keyed(tmp_path / "a_dir", tolerant=True) == {}
+    assert read_text(tmp_path / "bytes", tolerant=True) == "12\ufffd\n"
+    assert read_int(tmp_path / "bytes", tolerant=True) is None

@@ -172,7 +172,8 @@ def test_cgroup_v1_across_hierarchies(tmp_path: Path):
     hierarchies = {c: tmp_path / c for c in ("memory", "cpu", "cpuacct", "pids", "devices")}
     facts = cgroup.read_v1(paths_, hierarchies)
     assert facts.path == "/" + rel and facts.dirs["memory"] == str(tmp_path / "memory" / rel)
-    assert facts.memory["max"] == 64 << 20 and facts.memory["high"] is None and facts.memory["oom_kills"] == 2
+    assert facts.memory == {"max": 64 << 20, "high": None, "current": 4096, "peak": 8192, "swap_max": None,
+                            "oom_kills": 2, "under_oom": 0}
     assert facts.cpu["quota_us"] is None and facts.cpu["shares"] == 512 and facts.cpu["usage_ns"] == 123456
     assert facts.pids == {"max": 1024, "current": 2} and facts.devices == ["c 1:3 rwm", "c 136:* rwm"]
     assert cgroup.compare(facts, {"cpu": {"shares": 512}, "pids": {"limit": 1024}}) == []
