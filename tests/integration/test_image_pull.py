@@ -20,6 +20,7 @@ from images.manager import ImageManager
 from images.registry.errors import AuthenticationFailed, PullStalled, RegistryUnavailable
 from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from tests import imagebuild as ib
+from tests.pki import make_pki
 from tests.registry import LocalRegistry
 from tests.stub_registry import StubRegistry
 
@@ -321,26 +322,16 @@ def test_hostile_layer_fails_the_pull_and_leaves_nothing(registry, tmp):
     assert not [p for p in m.snapshots.dir.iterdir() if p.name.startswith(".tmp-")]
 
 
-def _self_signed(tmp: Path, name: str) -> tuple[str, str]:
-    import subprocess
-    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return str(cert), str(key)
-
-
 def test_tls_registry_with_custom_ca(registry, tmp):
-    cert, key = _self_signed(tmp, "reg")
-    other, _ = _self_signed(tmp, "other")
-    with StubRegistry(registry.url, tls=(cert, key)) as stub:
+    pki, other = make_pki(tmp / "pki"), make_pki(tmp / "other")
+    with StubRegistry(registry.url, tls=(str(pki.server_cert), str(pki.server_key))) as stub:
         ref = f"{stub.host}/app/gzip:v1"
         # Loopback without settings: https without certificate checks.
         (rec,) = pull(manager(tmp / "a"), ref)
         assert rec.id == registry.images["app/gzip"].config_digest
         # With a CA configured the certificate is checked, against that CA.
-        (rec,) = pull(manager(tmp / "b", {stub.host: RegistryHostConfig(ca_file=cert)}), ref)
+        (rec,) = pull(manager(tmp / "b", {stub.host: RegistryHostConfig(ca_file=str(pki.ca))}), ref)
         assert rec.id == registry.images["app/gzip"].config_digest
         with pytest.raises(RegistryUnavailable) as e:
-            pull(manager(tmp / "c", {stub.host: RegistryHostConfig(ca_file=other)}), ref)
+            pull(manager(tmp / "c", {stub.host: RegistryHostConfig(ca_file=str(other.ca))}), ref)
         assert "ca_file" in e.value.message and "certificate" in e.value.message

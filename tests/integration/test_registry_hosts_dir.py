@@ -1,9 +1,9 @@
 """Registries configured only through a hosts directory, against real
 registries on loopback: Debian's docker-registry serving TLS and demanding
-a client certificate (certificates made with openssl here), reached with
-containerd's hosts.toml and with docker's certs.d files; a mirror that
-exists only in hosts.toml serving a pull; headers sent; a change to the
-directory picked up by the next pull, no restart."""
+a client certificate (tests/registry.py, certificates from tests/pki.py),
+reached with containerd's hosts.toml and with docker's certs.d files; a
+mirror that exists only in hosts.toml serving a pull; headers sent; a change
+to the directory picked up by the next pull, no restart."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import asyncio
 import shutil
 import socket
 import ssl
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -22,79 +20,26 @@ from cri.config import Config
 from images.manager import ImageManager
 from runtime.errors import CrispyError
 from tests import imagebuild as ib
-from tests.registry import REGISTRY_BIN, LocalRegistry, free_port
+from tests.pki import make_pki
+from tests.registry import LocalRegistry
 from tests.stub_registry import StubRegistry
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_pki(d: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=crispy-test-ca",
-             cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-                      ("client", "extendedKeyUsage=clientAuth\n")):
-        (d / f"{name}.ext").write_text(ext)
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=crispy-{name}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-
-
-class TlsRegistry:
-    """docker-registry on 127.0.0.1 over TLS, requiring a client certificate
-    signed by the test CA, serving another registry's storage."""
-
-    def __init__(self, pki: Path, storage: Path) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="crispy-tlsreg-"))
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        (self.dir / "config.yml").write_text(
-            "version: 0.1\nlog:\n  level: warn\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n  tls:\n    certificate: {pki / 'server.pem'}\n"
-            f"    key: {pki / 'server.key'}\n    clientcas:\n      - {pki / 'ca.pem'}\n")
-        self._log = open(self.dir / "registry.log", "wb")
-        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.dir / "config.yml")], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("TLS registry did not start: " + (self.dir / "registry.log").read_text()) from None
-                time.sleep(0.05)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def world():
-    pki = Path(tempfile.mkdtemp(prefix="crispy-pki-"))
-    make_pki(pki)
-    with LocalRegistry() as plain:
-        img = ib.busybox_image()
-        plain.push("app/one", "v1", img)
-        tls = TlsRegistry(pki, plain.dir / "data")
-        try:
-            yield pki, plain, tls, img
-        finally:
-            tls.close()
-    shutil.rmtree(pki, ignore_errors=True)
+    pki_dir = Path(tempfile.mkdtemp(prefix="crispy-pki-"))
+    try:
+        pki = make_pki(pki_dir)
+        with LocalRegistry() as plain:
+            img = ib.busybox_image()
+            plain.push("app/one", "v1", img)
+            # The same storage over TLS, demanding a client certificate signed by the test CA.
+            with LocalRegistry(tls=pki, require_client_cert=True, storage=plain.data) as tls:
+                yield pki, plain, tls, img
+    finally:
+        shutil.rmtree(pki_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -135,8 +80,8 @@ def _hosts(tmp: Path, host: str, text: str) -> Path:
 
 def test_tls_registry_with_client_certificate_from_hosts_toml(world, tmp):
     pki, _, tls, img = world
-    _hosts(tmp, tls.host, f'server = "https://{tls.host}"\nca = "{pki / "ca.pem"}"\n'
-                          f'client = [["{pki / "client.pem"}", "{pki / "client.key"}"]]\n')
+    _hosts(tmp, tls.host, f'server = "https://{tls.host}"\nca = "{pki.ca}"\n'
+                          f'client = [["{pki.client_cert}", "{pki.client_key}"]]\n')
     (rec,) = _pull(_manager(tmp), f"{tls.host}/app/one:v1")
     assert not isinstance(rec, Exception), rec
     assert rec.id == img.config_digest
@@ -144,12 +89,12 @@ def test_tls_registry_with_client_certificate_from_hosts_toml(world, tmp):
 
 def test_without_the_client_certificate_the_registry_refuses(world, tmp):
     pki, _, tls, _ = world
-    _hosts(tmp, tls.host, f'server = "https://{tls.host}"\nca = "{pki / "ca.pem"}"\n')
+    _hosts(tmp, tls.host, f'server = "https://{tls.host}"\nca = "{pki.ca}"\n')
     (err,) = _pull(_manager(tmp), f"{tls.host}/app/one:v1")
     assert isinstance(err, CrispyError)
     assert "client certificate" in err.message and "hosts.toml" in err.message
     # Proof the client certificate is what the first test's pull needed:
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
     with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
         with socket.create_connection(("127.0.0.1", tls.port)) as s, ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
             t.sendall(b"GET /v2/ HTTP/1.0\r\n\r\n")
@@ -160,9 +105,9 @@ def test_docker_certs_d_files(world, tmp):
     pki, _, tls, img = world
     d = tmp / "certs.d" / tls.host
     d.mkdir(parents=True)
-    shutil.copy(pki / "ca.pem", d / "ca.crt")
-    shutil.copy(pki / "client.pem", d / "client.cert")
-    shutil.copy(pki / "client.key", d / "client.key")
+    shutil.copy(pki.ca, d / "ca.crt")
+    shutil.copy(pki.client_cert, d / "client.cert")
+    shutil.copy(pki.client_key, d / "client.key")
     (rec,) = _pull(_manager(tmp), f"{tls.host}/app/one:v1")
     assert not isinstance(rec, Exception), rec
     assert rec.id == img.config_digest
