@@ -191,7 +191,8 @@ def test_a_hanging_plugin_is_dropped_after_the_timeout_and_crispy_goes_on(env: d
     env["plugins"].run(asyncio.wait_for(plugin.wait_closed(), 5))
     started = time.monotonic()
     make_pod(env, "after")
-    assert time.monotonic() - started < 1.0
+    # Not waited for again: less than the 1.5 s request timeout.
+    assert time.monotonic() - started < 1.4
     status = json.loads(c.runtime.Status(pb.StatusRequest(verbose=True)).info["nri"])
     assert status["enabled"] and status["plugins"] == []
     assert pod in [p.id for p in c.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items]
