@@ -6,7 +6,6 @@ ids as labels; only /metrics served; nothing listening when off."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -17,14 +16,9 @@ from cri.proto import api_pb2 as pb
 from tests.daemon_proc import tmp_base
 from tests.pods_fixtures import *  # noqa: F403
 from tests.pods_fixtures import container_config, load_image, pod_config, start_pod_daemon, stop_pod_daemon, wait_state
+from tests.registry import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
