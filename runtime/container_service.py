@@ -168,8 +168,9 @@ class ContainerService:
 
         async def locked() -> None:
             async with self.locks.lock(ctr.id):
-                await self._start(ctr)
-                self.events.container(EventKind.STARTED, ctr)
+                with self.events.starting(ctr):
+                    await self._start(ctr)
+                    self.events.container(EventKind.STARTED, ctr)
         await uncancellable(locked())
 
     async def stop(self, ref: str, timeout: float) -> None:

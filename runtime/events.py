@@ -22,16 +22,21 @@ that happened while crispy was down a moment after it serves, and such an
 exit published before kubelet has reconnected would otherwise reach nobody.
 What kubelet's own calls cause after serving is not held: it sees that in
 its relist.
+
+A container's events come in lifecycle order: an exit the watcher sees
+while StartContainer is still under way (a process that ends at once) is
+announced after the STARTED event, not before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import enum
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from runtime.errors import ResourceExhausted, Unavailable
@@ -131,13 +136,33 @@ class EventBus:
         self._backlog: deque[Event] | None = deque(maxlen=backlog_size)
         self._backlog_until: float | None = None
         self._subscribed = False
+        # Containers being started, with the exits held until their STARTED.
+        self._starting: dict[str, list[ContainerRecord]] = {}
         self.published = 0
         self.overflows = 0
 
     # ---- publishing (the lifecycle services, the exit watcher, pod health) ----
 
     def container(self, kind: EventKind, ctr: ContainerRecord) -> None:
+        held = self._starting.get(ctr.id)
+        if held is not None and kind is EventKind.STOPPED:
+            held.append(ctr)
+            return
         self._publish(kind, ctr.id, self._index.sandboxes.get(ctr.sandbox_id), ctr.sandbox_id, False)
+
+    @contextlib.contextmanager
+    def starting(self, ctr: ContainerRecord) -> Iterator[None]:
+        """Around a StartContainer: an exit announced meanwhile is published
+        when it ends, after the STARTED event published inside (or alone,
+        when the start failed)."""
+        held: list[ContainerRecord] = []
+        self._starting[ctr.id] = held
+        try:
+            yield
+        finally:
+            del self._starting[ctr.id]
+            for stopped in held:
+                self.container(EventKind.STOPPED, stopped)
 
     def pod(self, kind: EventKind, rec: SandboxRecord) -> None:
         self._publish(kind, rec.id, rec, rec.id, True)

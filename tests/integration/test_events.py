@@ -98,6 +98,31 @@ def test_a_real_containers_lifecycle_and_its_pods(daemon, tmp_path):
         sub.close()
 
 
+def test_a_container_that_exits_at_once_is_started_before_it_is_stopped(daemon, tmp_path):
+    # Its exit may be seen while StartContainer is still under way; the
+    # events keep lifecycle order all the same.
+    sub = Subscriber(daemon)
+    try:
+        with daemon.client() as c:
+            cfg = pod_config("instant", log_directory=str(tmp_path))
+            pod = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+            ctrs = []
+            for i in range(5):
+                ctr = c.runtime.CreateContainer(pb.CreateContainerRequest(
+                    pod_sandbox_id=pod, config=container_config(f"instant{i}", ["/bin/sh", "-c", "exit 4"]),
+                    sandbox_config=cfg)).container_id
+                c.runtime.StartContainer(pb.StartContainerRequest(container_id=ctr))
+                ctrs.append(ctr)
+            got = sub.until({("stopped", ctr) for ctr in ctrs})
+            for ctr in ctrs:
+                seq = [T[e.container_event_type] for e in got if e.container_id == ctr]
+                assert seq == ["created", "started", "stopped"], (ctr[:12], seq)
+            c.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+            c.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    finally:
+        sub.close()
+
+
 def test_an_exit_while_crispy_is_down_is_reported_after_the_restart(daemon, tmp_path):
     with daemon.client() as c:
         cfg = pod_config("downexit", log_directory=str(tmp_path))

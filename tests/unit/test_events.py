@@ -208,3 +208,21 @@ def test_an_exit_found_after_serving_but_before_the_first_subscriber_is_held_for
         assert (await asyncio.wait_for(second.next(), 1.0)).kind is EventKind.STOPPED
         assert len(second._queue) == 0  # DELETED came live to the first, it was not held
     asyncio.run(main())
+
+
+def test_an_exit_seen_while_the_start_is_under_way_comes_after_started() -> None:
+    index = RecordIndex()
+    ctr = _record(index)
+    bus = EventBus(index)
+    bus.serving()
+    with bus.subscribe() as sub:
+        with bus.starting(ctr):
+            bus.container(EventKind.STOPPED, ctr)  # the exit watcher, first
+            bus.container(EventKind.STARTED, ctr)  # then StartContainer
+        # A start that fails still lets its exit out.
+        with pytest.raises(OSError), bus.starting(ctr):
+            bus.container(EventKind.STOPPED, ctr)
+            raise OSError("start failed")
+        bus.container(EventKind.STOPPED, ctr)  # outside a start: at once
+        assert [e.kind for e in drain(sub)] == [EventKind.STARTED, EventKind.STOPPED, EventKind.STOPPED,
+                                                EventKind.STOPPED]
