@@ -155,10 +155,11 @@ def _unreadable(e: OSError) -> UnreadableFile:
     return UnreadableFile(f"cannot be opened: {os.strerror(e.errno) if e.errno else e}")
 
 
-def resolve_in_root(root: str, path: str) -> str:
+def resolve_in_root(root: str, path: str, follow_last: bool = True) -> str:
     """The host path of `path` as seen from inside `root`, following
     symlinks with `root` as "/" so nothing escapes it: the walk for kernels
-    without openat2."""
+    without openat2. With `follow_last` False a symlink as the final
+    component stays as it is (what lstat would look at)."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     resolved: list[str] = []
     links = 0
@@ -168,6 +169,9 @@ def resolve_in_root(root: str, path: str) -> str:
             if resolved:
                 resolved.pop()
             continue
+        if not parts and not follow_last:
+            resolved.append(part)
+            break
         host = os.path.join(root, *resolved, part)
         try:
             target = os.readlink(host)

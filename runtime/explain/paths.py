@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from runtime.errors import InvalidArgument
+from runtime.untrusted_files import resolve_in_root
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
-MAX_SYMLINKS = 40
 
 
 @dataclass
@@ -42,33 +42,8 @@ def resolve_parents(root: str, path: str) -> str:
     sees it (/proc/<pid>/root)."""
     if not path.startswith("/"):
         raise InvalidArgument(f"--path {path!r} must be absolute (a path inside the container)")
-    todo = [p for p in path.split("/") if p]
-    done: list[str] = []
-    hops = 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = "/" + "/".join([*done, part])
-        if todo:  # a parent: follow it if it is a link
-            try:
-                target = os.readlink(root + candidate)
-            except OSError:
-                done.append(part)
-                continue
-            hops += 1
-            if hops > MAX_SYMLINKS:
-                raise InvalidArgument(f"too many symbolic links resolving {path!r} in the container")
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p] + todo
-            continue
-        done.append(part)
-    return "/" + "/".join(done)
+    host = resolve_in_root(root, path, follow_last=False)
+    return host[len(root.rstrip("/")):] or "/"
 
 
 def _lstat(p: str) -> os.stat_result | None:

@@ -264,6 +264,8 @@ def test_path_origin_top_layer_wins_then_upper_then_mounts(tmp_path: Path):
     assert where("/etc").answer == "layer 2 of img:1 (sha256:two), a directory the container has written in"
     x = where("/link/x")  # /link -> /opt, followed inside the container
     assert (x.resolved, x.layer) == ("/opt/x", 2)
+    last = where("/link")  # the last component is looked at, not followed
+    assert (last.resolved, last.symlink_to) == ("/link", "/opt")
     data = where("/data/sub/f")
     assert data.answer == "bind mount of /srv/data/sub/f, read-only" and data.host_path == "/srv/data/sub/f"
     assert where("/proc/1/status").answer == "proc mounted at /proc (source proc), read-write"
