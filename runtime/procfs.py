@@ -14,6 +14,13 @@ from dataclasses import dataclass
 DEAD_STATES = ("Z", "X")
 
 
+def stat_fields(stat: str) -> list[str]:
+    """Sans-IO: /proc/<pid>/stat's fields from the state (field 3) on. The
+    command name before them may hold spaces and parentheses, so they
+    follow the last ')'."""
+    return stat[stat.rfind(")") + 2:].split()
+
+
 def state_and_start(pid: int) -> tuple[str, int] | None:
     """(state letter, start time) of `pid`, None if there is no such process."""
     try:
@@ -21,8 +28,7 @@ def state_and_start(pid: int) -> tuple[str, int] | None:
             stat = f.read()
     except OSError:
         return None
-    # The command name may hold spaces and parentheses; fields follow the last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat_fields(stat)
     try:
         return fields[0], int(fields[19])
     except (IndexError, ValueError):

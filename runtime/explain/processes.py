@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime import procfs
 from runtime.explain.sources import PROC, read, status_fields
 
 # A runaway fork loop must not make the report unbounded.
@@ -34,9 +35,8 @@ class ProcessFacts:
 
 
 def parse_stat(text: str) -> tuple[str, int] | None:
-    """Sans-IO: (state, ppid) from /proc/<pid>/stat; the command name may
-    hold spaces and parentheses, so fields follow the last ')'."""
-    fields = text[text.rfind(")") + 2:].split()
+    """Sans-IO: (state, ppid) from /proc/<pid>/stat."""
+    fields = procfs.stat_fields(text)
     try:
         return fields[0], int(fields[1])
     except (IndexError, ValueError):
